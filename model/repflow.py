@@ -1,0 +1,185 @@
+"""RepFlow layers on the flat graph: node, edge and angle streams with residual updates.
+
+Notation (see model/graph.py for the index arrays)::
+
+    N atoms, E edges (i -> j), Ea angle edges, T angle triples (i; j, k)
+    n  (N, n_dim)   node features          e  (E, e_dim)   edge features
+    a  (T, a_dim)   angle features         w  (E,)  edge switch,  h (E, 3) equivariant edge vector
+    tw (T,)         angle weight w^a_ij * w^a_ik
+
+One layer (parallel mode) computes every message from the layer's input, then updates::
+
+    node:  n += rho_1 * phi(n W_self)                                    (N1)
+              + rho_2 * phi(G([H(e); H(n_j)]) W_sym)                      (N2)
+              + rho_3 * (1/S_e) sum_j w_ij phi([n_i; n_j; e_ij] W_ne)     (N3)
+    edge:  e += rho_1 * phi([n_i; n_j; e_ij] W_es)                        (E1)
+              + rho_2 * phi(z_ij W_ea2),                                  (E2)
+           z_ij = S_a^(-1/2) sum_k tw_ijk phi([a_ijk; n~_i; e~_ik; e~_ij] W_ea1)
+    angle: a += rho * phi([a_ijk; n~_i; e~_ik; e~_ij] W_as)              (A1)
+
+Every concatenated linear map is evaluated by row blocks (``Dense.rows``): node blocks once per
+atom, edge blocks once per edge, and only the angle block once per triple, so the per-triple
+work is one (a_dim -> e_dim + a_dim) product plus gathers. In the last layer only the node
+update can reach the output, so its edge and angle updates are skipped (parallel mode).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .activations import get_activation
+from .config import RepFlowConfig
+from .nn import Dense, normal_
+
+
+@dataclass
+class LayerGeometry:
+    """Geometry shared by all layers of one evaluation (tensors carry autograd to positions)."""
+
+    center: torch.Tensor        # (E,) int64
+    neighbor: torch.Tensor      # (E,) int64
+    w: torch.Tensor             # (E,) edge switch
+    h: torch.Tensor             # (E, 3) normalised equivariant edge vector (already contains w)
+    angle_edge: torch.Tensor    # (Ea,) int64 -> edges
+    angle_center: torch.Tensor  # (Ea,) int64 -> atoms
+    triple_j: torch.Tensor      # (T,) int64 -> angle edges (receiving edge)
+    triple_k: torch.Tensor      # (T,) int64 -> angle edges (summed over)
+    tw: torch.Tensor            # (T,) angle weight
+    n_atoms: int
+
+
+def scatter_sum(src: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """out[index[r]] += src[r]; src (R, ...) -> (size, ...)."""
+    return src.new_zeros((size, *src.shape[1:])).index_add_(0, index, src)
+
+
+def _residual(dim: int, cfg: RepFlowConfig, dtype: torch.dtype, gen: torch.Generator) -> nn.Parameter:
+    t = torch.empty(dim, dtype=dtype)
+    if cfg.update_residual_init == "norm":
+        return nn.Parameter(normal_(t, cfg.update_residual, gen))
+    return nn.Parameter(t.fill_(cfg.update_residual))
+
+
+class RepFlowLayer(nn.Module):
+    """One RepFlow layer. Parameter names follow deepmd-kit's (``node_self_mlp``, ...)."""
+
+    def __init__(self, cfg: RepFlowConfig, dtype: torch.dtype, gen: torch.Generator, is_last: bool = False):
+        super().__init__()
+        n, e, a, heads = cfg.n_dim, cfg.e_dim, cfg.a_dim, cfg.n_multi_edge_message
+        self.cfg, self.is_last = cfg, is_last
+        self.act = get_activation(cfg.activation_function)
+        self.node_self_mlp = Dense(n, n, dtype=dtype, generator=gen)
+        self.node_sym_linear = Dense(cfg.axis_neuron * (n + e), n, dtype=dtype, generator=gen)
+        self.node_edge_linear = Dense(2 * n + e, heads * n, dtype=dtype, generator=gen)
+        self.edge_self_linear = Dense(2 * n + e, e, dtype=dtype, generator=gen)
+        self.n_an, self.e_an = cfg.n_angle_node, cfg.n_angle_edge
+        if cfg.update_angle:
+            width = a + self.n_an + 2 * self.e_an
+            self.edge_angle_linear1 = Dense(width, e, dtype=dtype, generator=gen)
+            self.edge_angle_linear2 = Dense(e, e, dtype=dtype, generator=gen)
+            self.angle_self_linear = Dense(width, a, dtype=dtype, generator=gen)
+            if cfg.a_compress_rate and not cfg.a_compress_use_split:
+                self.a_compress_n_linear = Dense(n, self.n_an, bias=False, dtype=dtype, generator=gen)
+                self.a_compress_e_linear = Dense(e, self.e_an, bias=False, dtype=dtype, generator=gen)
+        if cfg.update_style == "res_residual":
+            self.n_residual = nn.ParameterList(_residual(n, cfg, dtype, gen) for _ in range(2 + heads))
+            self.e_residual = nn.ParameterList(_residual(e, cfg, dtype, gen) for _ in range(2 if cfg.update_angle else 1))
+            self.a_residual = nn.ParameterList([_residual(a, cfg, dtype, gen)] if cfg.update_angle else [])
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, n: torch.Tensor, e: torch.Tensor, a: torch.Tensor, g: LayerGeometry):
+        """(n, e, a) -> updated (n, e, a); shapes unchanged."""
+        if self.cfg.sequential_update:
+            return self._forward_sequential(n, e, a, g)
+        skip_edges = self.is_last
+        pre_ne, pre_es = self._edge_linears(n, e, g, with_edge_self=not skip_edges)
+        n_new = self._update(n, self._node_messages(n, e, pre_ne, g), "n")
+        if skip_edges:
+            return n_new, e, a
+        e_updates = [self.act(pre_es)]
+        if self.cfg.update_angle:
+            pre = self._angle_pre(n, e, a, g)
+            z = self._angle_to_edge(pre, g)
+            e_updates.append(self._edge_angle_message(z, e, g))
+            a = self._update(a, [self.act(pre[:, self.cfg.e_dim:])], "a")
+        return n_new, self._update(e, e_updates, "e"), a
+
+    def _forward_sequential(self, n, e, a, g: LayerGeometry):
+        _, pre_es = self._edge_linears(n, e, g, with_edge_self=True)
+        e1 = e + self.e_residual[0] * self.act(pre_es)
+        a_new = a + self.a_residual[0] * self.act(self._angle_pre(n, e1, a, g)[:, self.cfg.e_dim:])
+        z = self._angle_to_edge(self._angle_pre(n, e1, a_new, g), g)
+        e_new = e1 + self.e_residual[1] * self._edge_angle_message(z, e1, g)
+        pre_ne, _ = self._edge_linears(n, e_new, g, with_edge_self=False)
+        return self._update(n, self._node_messages(n, e_new, pre_ne, g), "n"), e_new, a_new
+
+    # ---------------------------------------------------------------- node stream
+    def _edge_linears(self, n, e, g: LayerGeometry, with_edge_self: bool):
+        """Pre-activations of [n_i; n_j; e_ij] W for W_ne (E, H n) and W_es (E, e_dim)."""
+        nd = self.cfg.n_dim
+        lins = [self.node_edge_linear, self.edge_self_linear] if with_edge_self else [self.node_edge_linear]
+        w = torch.cat([lin.matrix for lin in lins], dim=1)          # (2n + e, H n [+ e])
+        b = torch.cat([lin.bias for lin in lins])
+        pre = (n @ w[:nd])[g.center] + (n @ w[nd:2 * nd])[g.neighbor] + e @ w[2 * nd:] + b
+        ne = self.node_edge_linear.n_out
+        return pre[:, :ne], (pre[:, ne:] if with_edge_self else None)
+
+    def _node_messages(self, n, e, pre_ne, g: LayerGeometry) -> list[torch.Tensor]:
+        cfg = self.cfg
+        m_self = self.act(self.node_self_mlp(n))
+        sym_in = torch.cat([self._grrg(e, g), self._grrg(n[g.neighbor], g)], dim=-1)   # (N, axis (e + n))
+        m_sym = self.act(self.node_sym_linear(sym_in))
+        u = self.act(pre_ne) * g.w[:, None]                                           # (E, H n)
+        m_edge = scatter_sum(u, g.center, g.n_atoms) / cfg.edge_norm                  # (N, H n)
+        return [m_self, m_sym, *m_edge.split(cfg.n_dim, dim=-1)]
+
+    def _grrg(self, feat: torch.Tensor, g: LayerGeometry) -> torch.Tensor:
+        """G_i = (1/3) H_i[:, :axis]^T H_i, H_i = S_e^-1/2 sum_j h_ij (x) w_ij feat_ij -> (N, axis * d)."""
+        d = feat.shape[-1]
+        outer = (g.h[:, :, None] * (feat * g.w[:, None])[:, None, :]).reshape(-1, 3 * d)   # (E, 3 d)
+        hg = scatter_sum(outer, g.center, g.n_atoms).view(-1, 3, d) / math.sqrt(self.cfg.edge_norm)
+        grrg = torch.matmul(hg[:, :, : self.cfg.axis_neuron].transpose(1, 2), hg) / 3.0   # (N, axis, d)
+        return grrg.reshape(-1, self.cfg.axis_neuron * d)
+
+    # ---------------------------------------------------------------- angle stream
+    def _angle_pre(self, n, e, a, g: LayerGeometry) -> torch.Tensor:
+        """[a_ijk; n~_i; e~_ik; e~_ij] @ [W_ea1 | W_as] + b  ->  (T, e_dim + a_dim)."""
+        ad, na, ea = self.cfg.a_dim, self.n_an, self.e_an
+        e_ang = e[g.angle_edge]                                                        # (Ea, e_dim)
+        if hasattr(self, "a_compress_n_linear"):
+            n_t, e_t = self.a_compress_n_linear(n), self.a_compress_e_linear(e_ang)
+        else:
+            n_t, e_t = n[:, :na], e_ang[:, :ea]
+        w = torch.cat([self.edge_angle_linear1.matrix, self.angle_self_linear.matrix], dim=1)
+        b = torch.cat([self.edge_angle_linear1.bias, self.angle_self_linear.bias])
+        per_ij = e_t @ w[ad + na + ea:] + (n_t @ w[ad:ad + na])[g.angle_center] + b    # (Ea, e + a)
+        per_ik = e_t @ w[ad + na:ad + na + ea]                                          # (Ea, e + a)
+        return a @ w[:ad] + per_ij[g.triple_j] + per_ik[g.triple_k]
+
+    def _angle_to_edge(self, pre: torch.Tensor, g: LayerGeometry) -> torch.Tensor:
+        """z_ij = S_a^-1/2 sum_k tw_ijk phi(pre_ijk[:e_dim])  ->  (Ea, e_dim)."""
+        v = self.act(pre[:, : self.cfg.e_dim]) * g.tw[:, None]
+        return scatter_sum(v, g.triple_j, g.angle_edge.shape[0]) / math.sqrt(self.cfg.angle_norm)
+
+    def _edge_angle_message(self, z: torch.Tensor, e: torch.Tensor, g: LayerGeometry) -> torch.Tensor:
+        """phi(z W_ea2 + b) for every edge; non-angle edges use z = 0 (smooth) or z = e (legacy)."""
+        base = torch.zeros_like(e) if self.cfg.smooth_edge_update else e
+        z_full = base.index_copy(0, g.angle_edge, z)
+        return self.act(self.edge_angle_linear2(z_full))
+
+    # ---------------------------------------------------------------- residual rule
+    def _update(self, x: torch.Tensor, updates: list[torch.Tensor], stream: str) -> torch.Tensor:
+        style = self.cfg.update_style
+        if style == "res_residual":
+            rho = getattr(self, f"{stream}_residual")
+            for r, u in zip(rho, updates):
+                x = x + r * u
+            return x
+        total = torch.stack(updates).sum(0)
+        if style == "res_avg":
+            return (x + total) / math.sqrt(len(updates) + 1.0)
+        return x + total / math.sqrt(len(updates))
