@@ -1,0 +1,74 @@
+"""``dpa3-al explore CONFIG --models m0.pt m1.pt ... --out DIR``: run one stage's MD tasks."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "explore", help="run the MD tasks of one exploration stage with a model committee",
+        description="Expand the task groups of one stage of the `explore:` section of CONFIG into MD tasks "
+        "and run them with the committee of MODELS. Each task gets DIR/task-NNNNNN/ with task.json, "
+        "traj.extxyz, model_devi.csv, md.log and status.json; DIR/explore.json summarizes. Finished tasks "
+        "are skipped, so re-running the same command resumes.")
+    parser.add_argument("config", type=Path, help="YAML file: a run config with an `explore:` section, "
+                        "or the section itself")
+    parser.add_argument("--models", nargs="+", type=Path, required=True, metavar="MODEL",
+                        help="committee checkpoints (ours or deepmd-kit *.pt); at least 2 for deviations")
+    parser.add_argument("--out", type=Path, required=True, help="exploration folder (created)")
+    parser.add_argument("--stage", type=int, default=0, help="stage index (default 0)")
+    parser.add_argument("--iteration", type=int, default=0,
+                        help="iteration number: seeds configuration sampling and MD (default 0)")
+    parser.add_argument("--head", default=None, help="head of multi-task checkpoints")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--drive", default=None, help="override explore.drive: a model index or 'mean'")
+    parser.set_defaults(func=run)
+
+
+def load_section(path: Path, section: str, cls: type) -> Any:
+    """Read ``cls`` from YAML ``path``: its ``section`` key when present, else the whole file."""
+    import yaml
+
+    from dpa3_al.model.typed_config import from_dict
+
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if isinstance(data, dict) and section in data:
+        return from_dict(cls, data[section], path=section, source=str(path))
+    return from_dict(cls, data, source=str(path))
+
+
+def _drive(value: str | None, default: int | str) -> int | str:
+    from dpa3_al.model.typed_config import ConfigError
+
+    if value is None:
+        return default
+    if value == "mean":
+        return "mean"
+    if value.isdigit():
+        return int(value)
+    raise ConfigError("--drive", f"{value!r} must be a model index (0, 1, ...) or 'mean'")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dpa3_al.explore.config import ExploreConfig
+    from dpa3_al.explore.run import explore
+    from dpa3_al.model import CommitteeCalculator
+
+    cfg = load_section(args.config, "explore", ExploreConfig)
+    drive = _drive(args.drive, cfg.drive)
+    comm = CommitteeCalculator([str(p) for p in args.models], head=args.head, device=args.device, drive=drive)
+    report = explore(cfg, comm, args.out, stage=args.stage, iteration=args.iteration,
+                     base_dir=args.config.resolve().parent)
+    summary = report.to_dict()
+    print(f"explored stage {args.stage}, iteration {args.iteration}: {summary['n_tasks']} tasks, "
+          f"{summary['n_frames']} frames recorded, {summary['steps_per_s']} MD steps/s (drive={drive})")
+    for outcome, count in sorted(summary["counts"].items()):
+        print(f"  {outcome:<28} {count}")
+    print(f"results: {args.out}/task-*/ (traj.extxyz, model_devi.csv, md.log, status.json), "
+          f"summary: {args.out}/explore.json")
+    return 0

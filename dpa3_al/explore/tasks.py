@@ -1,0 +1,224 @@
+"""The task grid: task groups expand to configurations x temperatures x pressures.
+
+One task is one MD run in its own folder ``task-NNNNNN`` (numbered across the stage, in
+group -> configuration -> temperature -> pressure order). A task's seed is derived from
+(group seed, iteration, task index), so the same config and iteration give the same tasks;
+``n_sample`` draws a different subset of configurations in each iteration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from dpa3_al.model.errors import InputError
+
+from .config import NPT_ENSEMBLES, StageConfig, StopConfig, TaskGroupConfig
+from .configurations import Configuration, build_pool, sample
+
+TASK_JSON = "task.json"
+CONF_FILE = "conf.extxyz"
+STATUS_JSON = "status.json"
+DONE_STATES = ("finished", "stopped_early")
+
+
+@dataclass(frozen=True)
+class MDSettings:
+    """Integrator settings of one task (units: K, bar, fs, 1/fs)."""
+
+    ensemble: str
+    temperature: float
+    pressure: float | None
+    timestep: float
+    steps: int
+    traj_freq: int
+    friction: float
+    tau_t: float
+    tau_p: float
+
+
+@dataclass(frozen=True)
+class Task:
+    """One MD task: a starting structure, MD settings, stop criteria and provenance."""
+
+    name: str
+    index: int
+    group: str
+    stage: int
+    iteration: int
+    conf_label: str
+    seed: int
+    md: MDSettings
+    stop: StopConfig
+    atoms: Atoms
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the structure (which goes to ``conf.extxyz``)."""
+        return {"name": self.name, "index": self.index, "group": self.group, "stage": self.stage,
+                "iteration": self.iteration, "conf_label": self.conf_label, "seed": self.seed,
+                "natoms": len(self.atoms), "formula": self.atoms.get_chemical_formula(),
+                "md": asdict(self.md), "stop": asdict(self.stop)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], atoms: Atoms) -> "Task":
+        return cls(name=data["name"], index=data["index"], group=data["group"], stage=data["stage"],
+                   iteration=data["iteration"], conf_label=data["conf_label"], seed=data["seed"],
+                   md=MDSettings(**data["md"]), stop=StopConfig(**data["stop"]), atoms=atoms)
+
+
+def task_name(index: int) -> str:
+    return f"task-{index:06d}"
+
+
+def derive_seed(*parts: int) -> int:
+    """A 32-bit seed from integers (stable across platforms and Python versions)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def _settings(group: TaskGroupConfig, temp: float, press: float | None) -> MDSettings:
+    return MDSettings(ensemble=group.ensemble, temperature=float(temp), pressure=press,
+                      timestep=group.timestep, steps=group.steps, traj_freq=group.traj_freq,
+                      friction=group.friction, tau_t=group.tau_t, tau_p=group.tau_p)
+
+
+def _check_conf(conf: Configuration, group: TaskGroupConfig, name: str) -> None:
+    if group.ensemble in NPT_ENSEMBLES and not (conf.atoms.pbc.all() and conf.atoms.cell.rank == 3):
+        raise InputError(f"task group {name!r}: ensemble {group.ensemble} needs a periodic 3D cell, "
+                         f"but configuration {conf.label!r} has pbc={conf.atoms.pbc.tolist()}; "
+                         "use nvt-langevin/nvt-nhc/nve for molecules and slabs")
+
+
+def group_configurations(group: TaskGroupConfig, base_dir: Path, iteration: int) -> list[Configuration]:
+    """The configurations a group uses in ``iteration`` (the pool, sampled by ``n_sample``)."""
+    pool = build_pool(group.configurations, base_dir, group.seed)
+    rng = np.random.default_rng(np.random.SeedSequence([group.seed, iteration, 0]))
+    return [pool[i] for i in sample(len(pool), group.n_sample, rng)]
+
+
+def make_tasks(stage: StageConfig, stop: StopConfig, *, base_dir: Path = Path("."), stage_index: int = 0,
+               iteration: int = 0) -> list[Task]:
+    """Expand every task group of ``stage`` into tasks (deterministic for given seeds and iteration).
+
+    Args:
+        stage: the stage's task groups.
+        stop: early-stop criteria copied into every task.
+        base_dir: directory that relative ``file:`` paths are read from (the config file's folder).
+        stage_index, iteration: recorded in the tasks; ``iteration`` also seeds sampling and MD.
+    """
+    tasks: list[Task] = []
+    for g, group in enumerate(stage.task_groups):
+        name = stage.group_name(g)
+        for conf in group_configurations(group, base_dir, iteration):
+            _check_conf(conf, group, name)
+            for temp in group.temps:
+                for press in group.pressures():
+                    index = len(tasks)
+                    tasks.append(Task(name=task_name(index), index=index, group=name, stage=stage_index,
+                                      iteration=iteration, conf_label=conf.label,
+                                      seed=derive_seed(group.seed, iteration, index, 1),
+                                      md=_settings(group, temp, press), stop=stop, atoms=conf.atoms.copy()))
+    return tasks
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder, then os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Atomic JSON write; NaN and infinities become null (strict JSON)."""
+    atomic_write_text(path, json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False) + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) or isinstance(obj, np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def write_task(task: Task, task_dir: Path) -> None:
+    """Write ``task.json`` and ``conf.extxyz`` (atomic; rewriting the same task is harmless)."""
+    import io
+
+    import ase.io
+
+    buf = io.StringIO()
+    ase.io.write(buf, task.atoms, format="extxyz")
+    atomic_write_text(task_dir / CONF_FILE, buf.getvalue())
+    atomic_write_json(task_dir / TASK_JSON, task.to_json())
+
+
+def load_task(task_dir: Path) -> Task:
+    """Read a task written by :func:`write_task`."""
+    import ase.io
+
+    try:
+        data = json.loads((task_dir / TASK_JSON).read_text())
+        atoms = ase.io.read(task_dir / CONF_FILE, format="extxyz")
+    except (OSError, ValueError) as err:
+        raise InputError(f"{task_dir} is not a readable MD task folder ({err}); expected {TASK_JSON} "
+                         f"and {CONF_FILE} written by `dpa3-al explore`") from None
+    return Task.from_json(data, atoms)
+
+
+def write_tasks(tasks: list[Task], out_dir: Path) -> list[Path]:
+    """One folder per task under ``out_dir`` (finished ones are left as they are); returns the folders."""
+    dirs = []
+    for task in tasks:
+        task_dir = out_dir / task.name
+        if not is_done(task_dir):
+            write_task(task, task_dir)
+        dirs.append(task_dir)
+    return dirs
+
+
+def read_status(task_dir: Path) -> dict[str, Any] | None:
+    """The task's ``status.json`` as a dict, or None when absent or unreadable."""
+    try:
+        return json.loads((task_dir / STATUS_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_done(task_dir: Path) -> bool:
+    """True when the task ran to its end or stopped early (a re-run skips it)."""
+    status = read_status(task_dir)
+    return bool(status) and status.get("status") in DONE_STATES
+
+
+def task_dirs(root: Path) -> list[Path]:
+    """The task folders under ``root`` (``task-*`` with a task.json), sorted by name."""
+    return sorted(p for p in root.glob("task-*") if (p / TASK_JSON).is_file())

@@ -1,0 +1,393 @@
+"""Selection of frames to label from explored MD tasks (the ``select:`` section).
+
+Pure functions over arrays do the work: trust-level classification (accurate < f_lo <=
+candidate < f_hi <= failed; NaN is failed and counted), the adaptive lower level, the
+filters applied before the cap (minimum distance, box skewness/length, duplicates), the
+cap strategies (random, highest deviation, farthest-point sampling in descriptor space) and
+the balancing across task groups. :func:`select` reads task folders, applies them and writes
+``selection.json`` and ``candidates.extxyz``.
+
+Units: force deviations eV/Å, virial deviations eV/atom, distances Å, angles degrees.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field as dc_field
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from dpa3_al.explore.frames import FrameRef, load_frames, read_frames_table, write_outputs
+from dpa3_al.model.errors import UserError
+from dpa3_al.model.typed_config import ConfigError, field
+
+log = logging.getLogger(__name__)
+
+ACCURATE, CANDIDATE, FAILED = 0, 1, 2
+CLASS_NAMES = ("accurate", "candidate", "failed")
+SELECTION_JSON = "selection.json"
+CANDIDATES_FILE = "candidates.extxyz"
+
+
+# ----------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class AdaptiveLowerConfig:
+    """Adaptive lower trust level: chosen each iteration so that a target share of the
+    frames below the upper level are candidates (as dpgen2's adaptive-lower style)."""
+
+    candidate_fraction: float | None = field(0.1, doc="target fraction of non-failed frames that are candidates",
+                                             gt=0, le=1)
+    candidate_count: int | None = field(None, doc="target number of candidates instead of a fraction", ge=1)
+    f_lo_min: float = field(0.0, doc="the lower force level never goes below this", unit="eV/Å", ge=0)
+    v_lo_min: float = field(0.0, doc="the lower virial level never goes below this", unit="eV/atom", ge=0)
+
+    def __post_init__(self) -> None:
+        if (self.candidate_fraction is None) == (self.candidate_count is None):
+            raise ConfigError("candidate_fraction", "give exactly one of candidate_fraction or candidate_count "
+                              "(set the other to null)")
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """Filters applied to candidates before the cap (null disables one)."""
+
+    min_dist_ratio: float | None = field(0.6, doc="drop frames with two atoms closer than this fraction of the "
+                                         "sum of their covalent radii", gt=0, lt=2)
+    box_min_angle: float | None = field(30.0, doc="drop periodic frames whose cell has an angle below this or "
+                                        "above 180 minus this", unit="deg", gt=0, lt=90)
+    box_max_length_ratio: float | None = field(5.0, doc="drop periodic frames whose widest/thinnest cell "
+                                               "width ratio exceeds this", gt=1)
+    box_min_width: float | None = field(None, doc="drop periodic frames thinner than this (e.g. twice the "
+                                        "model cutoff)", unit="Å", gt=0)
+    dedup_tol: float | None = field(1e-3, doc="frames with the same species and positions/cell equal after "
+                                    "rounding to this are duplicates; the first is kept", unit="Å", gt=0)
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """Trust levels, filters and the per-iteration cap."""
+
+    f_lo: float = field(0.05, doc="lower trust level on max_devi_f (the floor of the adaptive level)",
+                        unit="eV/Å", ge=0)
+    f_hi: float = field(0.15, doc="upper trust level on max_devi_f: at or above it a frame is failed",
+                        unit="eV/Å", gt=0)
+    v_lo: float | None = field(None, doc="optional lower trust level on max_devi_v", unit="eV/atom", ge=0)
+    v_hi: float | None = field(None, doc="optional upper trust level on max_devi_v", unit="eV/atom", gt=0)
+    adaptive: AdaptiveLowerConfig | None = field(None, doc="adaptive lower level; null = fixed f_lo/v_lo")
+    filters: FilterConfig = field(default_factory=FilterConfig, doc="filters applied before the cap")
+    max_select: int | None = field(100, doc="most frames selected per iteration; null = all candidates", ge=1)
+    strategy: Literal["random", "highest", "diversity"] = field(
+        "random", doc="how the cap picks: random, highest max_devi_f, or diversity (farthest-point sampling "
+        "of structure-averaged descriptors)")
+    balance: bool = field(True, doc="share the cap evenly across task groups (unused share goes to others)")
+    seed: int = field(0, doc="seed of the random strategy", ge=0)
+
+    def __post_init__(self) -> None:
+        if self.f_lo >= self.f_hi:
+            raise ConfigError("f_lo", f"f_lo {self.f_lo} must be below f_hi {self.f_hi} (eV/Å)")
+        if (self.v_lo is None) != (self.v_hi is None):
+            raise ConfigError("v_lo", "give both v_lo and v_hi (eV/atom) or neither")
+        if self.v_lo is not None and self.v_lo >= self.v_hi:
+            raise ConfigError("v_lo", f"v_lo {self.v_lo} must be below v_hi {self.v_hi} (eV/atom)")
+
+
+# ----------------------------------------------------------------------------- pure functions
+@dataclass(frozen=True)
+class Levels:
+    """Trust levels used in one selection (eV/Å; virial eV/atom or None)."""
+
+    f_lo: float
+    f_hi: float
+    v_lo: float | None = None
+    v_hi: float | None = None
+    adaptive: bool = False
+
+
+def classify(devi_f: np.ndarray, devi_v: np.ndarray | None, levels: Levels) -> np.ndarray:
+    """Class of each frame: 0 accurate (< lo), 1 candidate (lo <= d < hi), 2 failed (>= hi or NaN).
+
+    Args:
+        devi_f: (n,) max_devi_f [eV/Å]. devi_v: (n,) max_devi_v [eV/atom] (used when the levels
+        have virial levels; a frame is then failed if either is, accurate if both are).
+    """
+    devi_f = np.asarray(devi_f, dtype=np.float64)
+    use_v = levels.v_hi is not None and devi_v is not None
+    failed = np.isnan(devi_f) | (devi_f >= levels.f_hi)
+    accurate = devi_f < levels.f_lo
+    if use_v:
+        devi_v = np.asarray(devi_v, dtype=np.float64)
+        failed |= np.isnan(devi_v) | (devi_v >= levels.v_hi)
+        accurate &= devi_v < levels.v_lo
+    out = np.full(devi_f.shape, CANDIDATE, dtype=np.int8)
+    out[accurate & ~failed] = ACCURATE
+    out[failed] = FAILED
+    return out
+
+
+def adaptive_lower(values: np.ndarray, hi: float, *, fraction: float | None = None, count: int | None = None,
+                   floor: float = 0.0) -> float:
+    """Lower level such that the target number of frames below ``hi`` lie in [level, hi).
+
+    The target is ``count`` or ``round(fraction * n)`` with n the non-NaN frames below ``hi``;
+    the level is the target-th largest of those values, clamped to [floor, hi] (``hi`` when the
+    target is 0, ``floor`` when every frame would be a candidate).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    below = np.sort(values[~np.isnan(values) & (values < hi)])[::-1]
+    target = count if count is not None else int(round(float(fraction) * len(below)))
+    if target <= 0:
+        return float(hi)
+    if target >= len(below):
+        return float(floor)
+    return float(min(max(below[target - 1], floor), hi))
+
+
+def resolve_levels(devi_f: np.ndarray, devi_v: np.ndarray, cfg: SelectConfig) -> Levels:
+    """The levels of this iteration: fixed, or adaptive lower levels from the deviations."""
+    ad = cfg.adaptive
+    if ad is None:
+        return Levels(cfg.f_lo, cfg.f_hi, cfg.v_lo, cfg.v_hi, adaptive=False)
+    probe = Levels(0.0, cfg.f_hi, None if cfg.v_hi is None else 0.0, cfg.v_hi)
+    not_failed = classify(devi_f, devi_v, probe) != FAILED
+    f_lo = adaptive_lower(np.asarray(devi_f)[not_failed], cfg.f_hi, fraction=ad.candidate_fraction,
+                          count=ad.candidate_count, floor=max(ad.f_lo_min, 0.0))
+    v_lo = None
+    if cfg.v_hi is not None:
+        v_lo = adaptive_lower(np.asarray(devi_v)[not_failed], cfg.v_hi, fraction=ad.candidate_fraction,
+                              count=ad.candidate_count, floor=ad.v_lo_min)
+    return Levels(f_lo, cfg.f_hi, v_lo, cfg.v_hi, adaptive=True)
+
+
+def allot(sizes: Sequence[int], cap: int | None) -> list[int]:
+    """Share ``cap`` across groups with ``sizes`` candidates: equal shares, unused shares go to
+    the groups that still have candidates (earlier groups first for the remainder)."""
+    if cap is None:
+        return list(sizes)
+    quotas = [0] * len(sizes)
+    remaining = min(cap, sum(sizes))
+    active = [g for g, n in enumerate(sizes) if n > 0]
+    while remaining > 0 and active:
+        share = max(remaining // len(active), 1)
+        for g in list(active):
+            take = min(share, sizes[g] - quotas[g], remaining)
+            quotas[g] += take
+            remaining -= take
+            if quotas[g] == sizes[g]:
+                active.remove(g)
+            if remaining == 0:
+                break
+    return quotas
+
+
+def farthest_point_sampling(features: np.ndarray, k: int, start: int = 0) -> list[int]:
+    """Greedy farthest-point sampling: ``start``, then each time the point farthest (Euclidean)
+    from all chosen ones (ties: lowest index). Returns ``min(k, n)`` indices in pick order."""
+    x = np.asarray(features, dtype=np.float64)
+    n = len(x)
+    if k <= 0 or n == 0:
+        return []
+    chosen = [int(start)]
+    dist = np.linalg.norm(x - x[start], axis=1)
+    while len(chosen) < min(k, n):
+        nxt = int(np.argmax(dist))
+        if dist[nxt] <= 0.0 and len(set(chosen)) == n:
+            break
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(x - x[nxt], axis=1))
+        dist[chosen] = -1.0
+    return chosen
+
+
+def pick(strategy: str, devi_f: np.ndarray, k: int, rng: np.random.Generator,
+         features: Callable[[], np.ndarray] | None = None) -> list[int]:
+    """Choose ``k`` of the frames (indices into ``devi_f``) by ``strategy``, in pick order.
+
+    ``features`` (called only for ``diversity`` and only when a choice is needed) returns the
+    (n, d) structure-averaged descriptors; sampling starts at the highest-deviation frame.
+    """
+    n = len(devi_f)
+    if k >= n:
+        return list(range(n))
+    if strategy == "random":
+        return [int(i) for i in rng.permutation(n)[:k]]
+    order = np.argsort(-np.nan_to_num(np.asarray(devi_f, dtype=np.float64), nan=-np.inf), kind="stable")
+    if strategy == "highest":
+        return [int(i) for i in order[:k]]
+    if strategy == "diversity":
+        if features is None:
+            raise UserError("select.strategy 'diversity' needs a descriptor function (give --models to "
+                            "`dpa3-al select`, or use strategy random/highest)")
+        return farthest_point_sampling(features(), k, start=int(order[0]))
+    raise ValueError(f"unknown strategy {strategy!r}")
+
+
+# ----------------------------------------------------------------------------- filters
+def min_distance_reason(atoms: Atoms, ratio: float) -> str | None:
+    """Why a frame fails the minimum-distance filter, or None."""
+    from dpa3_al.explore.geometry import min_distance_ratio
+
+    value, pair = min_distance_ratio(atoms, ratio)
+    return None if pair is None else f"atoms {pair[0]}-{pair[1]} at {value:.3f} x covalent radii"
+
+
+def box_reason(atoms: Atoms, cfg: FilterConfig) -> str | None:
+    """Why a periodic frame fails the box skewness/length filters, or None (non-periodic: None)."""
+    from dpa3_al.explore.geometry import cell_angles, cell_widths
+
+    if not (np.all(atoms.pbc) and atoms.cell.rank == 3):
+        return None
+    cell = atoms.cell.array
+    if cfg.box_min_angle is not None:
+        angles = cell_angles(cell)
+        if angles.min() < cfg.box_min_angle or angles.max() > 180.0 - cfg.box_min_angle:
+            return f"skewed cell, angles {np.round(angles, 1).tolist()} deg"
+    widths = cell_widths(cell)
+    if cfg.box_max_length_ratio is not None and widths.max() > cfg.box_max_length_ratio * widths.min():
+        return f"cell width ratio {widths.max() / widths.min():.2f} > {cfg.box_max_length_ratio:g}"
+    if cfg.box_min_width is not None and widths.min() < cfg.box_min_width:
+        return f"cell width {widths.min():.2f} Å < {cfg.box_min_width:g} Å"
+    return None
+
+
+def duplicate_mask(frames: Sequence[Atoms], tol: float) -> np.ndarray:
+    """True for frames that repeat an earlier one (same species; positions and cell equal
+    after rounding to ``tol`` Å)."""
+    seen: set[tuple[bytes, bytes, bytes]] = set()
+    dup = np.zeros(len(frames), dtype=bool)
+    for i, a in enumerate(frames):
+        key = (a.numbers.tobytes(), np.round(a.cell.array / tol).astype(np.int64).tobytes(),
+               np.round(a.positions / tol).astype(np.int64).tobytes())
+        dup[i] = key in seen
+        seen.add(key)
+    return dup
+
+
+# ----------------------------------------------------------------------------- driver
+@dataclass
+class SelectionReport:
+    """What :func:`select` found and chose (the content of ``selection.json``)."""
+
+    levels: Levels
+    counts: dict[str, int]
+    per_group: dict[str, dict[str, int]]
+    tasks: dict[str, int]
+    filters: dict[str, dict[str, Any]] = dc_field(default_factory=dict)
+    quotas: dict[str, int] = dc_field(default_factory=dict)
+    selected: list[dict[str, Any]] = dc_field(default_factory=list)
+    strategy: str = "random"
+    max_select: int | None = None
+
+    @property
+    def n_frames(self) -> int:
+        return sum(self.counts[c] for c in CLASS_NAMES)
+
+    def ratio(self, name: str) -> float:
+        """Share of all frames in class ``name`` (NaN when there are no frames)."""
+        return self.counts[name] / self.n_frames if self.n_frames else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_frames": self.n_frames, "counts": self.counts,
+                "ratios": {c: self.ratio(c) for c in CLASS_NAMES}, "levels": asdict(self.levels),
+                "per_group": self.per_group, "tasks": self.tasks, "filters": self.filters,
+                "strategy": self.strategy, "max_select": self.max_select, "quotas": self.quotas,
+                "n_selected": len(self.selected), "selected": self.selected}
+
+
+def _apply_filters(cands: list[FrameRef], cfg: FilterConfig) -> tuple[list[FrameRef], dict[str, dict[str, Any]]]:
+    """Run the filters in order; returns the survivors and what each filter removed."""
+    removed: dict[str, dict[str, Any]] = {}
+
+    def record(name: str, refs: list[tuple[FrameRef, str]]) -> None:
+        removed[name] = {"count": len(refs), "frames": [{"frame": r.key, "why": why} for r, why in refs]}
+
+    missing = [(r, "frame absent from traj.extxyz") for r in cands if r.atoms is None]
+    record("missing_frame", missing)
+    cands = [r for r in cands if r.atoms is not None]
+    if cfg.min_dist_ratio is not None:
+        why = [(r, min_distance_reason(r.atoms, cfg.min_dist_ratio)) for r in cands]
+        record("min_distance", [(r, w) for r, w in why if w])
+        cands = [r for r, w in why if not w]
+    why = [(r, box_reason(r.atoms, cfg)) for r in cands]
+    record("box", [(r, w) for r, w in why if w])
+    cands = [r for r, w in why if not w]
+    if cfg.dedup_tol is not None:
+        dup = duplicate_mask([r.atoms for r in cands], cfg.dedup_tol)
+        record("duplicate", [(r, f"repeats an earlier frame within {cfg.dedup_tol:g} Å")
+                             for r, d in zip(cands, dup) if d])
+        cands = [r for r, d in zip(cands, dup) if not d]
+    return cands, removed
+
+
+def _cap(cands: list[FrameRef], groups: list[str], cfg: SelectConfig,
+         descriptor_fn: Callable[[Atoms], np.ndarray] | None) -> tuple[list[tuple[FrameRef, int]], dict[str, int]]:
+    """Apply max_select with the strategy, per group when balancing. Returns (frame, rank) pairs and quotas."""
+    buckets = {g: [r for r in cands if r.group == g] for g in groups} if cfg.balance else {"all": cands}
+    if cfg.strategy == "diversity" and descriptor_fn is None and cfg.max_select is not None \
+            and len(cands) > cfg.max_select:
+        raise UserError("select.strategy is 'diversity' but no descriptor function was given: pass --models "
+                        "(the committee's model 0 gives the descriptors) or use strategy random/highest")
+    names = list(buckets)
+    quotas = dict(zip(names, allot([len(buckets[g]) for g in names], cfg.max_select)))
+    chosen: list[tuple[FrameRef, int]] = []
+    for gi, name in enumerate(names):
+        refs = buckets[name]
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, gi]))
+        devi_f = np.array([r.devi["max_devi_f"] for r in refs])
+
+        def features(refs: list[FrameRef] = refs) -> np.ndarray:
+            return np.stack([np.asarray(descriptor_fn(r.atoms), dtype=np.float64).mean(axis=0) for r in refs])
+
+        order = pick(cfg.strategy, devi_f, quotas[name], rng, features if descriptor_fn else None)
+        chosen.extend((refs[i], rank) for rank, i in enumerate(order))
+    return chosen, quotas
+
+
+def select(task_dirs: Sequence[Path], cfg: SelectConfig, out_dir: Path,
+           descriptor_fn: Callable[[Atoms], np.ndarray] | None = None) -> SelectionReport:
+    """Classify every recorded frame of ``task_dirs``, filter and cap the candidates, and write
+    ``out_dir/selection.json`` and ``out_dir/candidates.extxyz``.
+
+    Args:
+        task_dirs: MD task folders (``task.json``, ``model_devi.csv``, ``traj.extxyz``).
+        cfg: trust levels, filters and cap.
+        out_dir: where the outputs go (created).
+        descriptor_fn: atoms -> (natoms, dim) descriptors; needed by strategy ``diversity``.
+    """
+    table = read_frames_table(task_dirs)
+    devi_f, devi_v = table.column("max_devi_f"), table.column("max_devi_v")
+    levels = resolve_levels(devi_f, devi_v, cfg)
+    classes = classify(devi_f, devi_v if levels.v_hi is not None else None, levels)
+    report = SelectionReport(levels=levels, counts=_count(classes, devi_f), per_group=table.per_group(classes),
+                             tasks=table.task_outcomes(), strategy=cfg.strategy, max_select=cfg.max_select)
+    cands = load_frames(table, np.flatnonzero(classes == CANDIDATE))
+    cands, report.filters = _apply_filters(cands, cfg.filters)
+    chosen, report.quotas = _cap(cands, table.groups, cfg, descriptor_fn)
+    chosen.sort(key=lambda pair: (pair[0].task, pair[0].step))
+    report.selected = [_why(ref, rank, levels, cfg) for ref, rank in chosen]
+    write_outputs(out_dir, report.to_dict(), [ref for ref, _ in chosen])
+    log.info("selected %d of %d candidates (%d frames: %s)", len(chosen), report.counts["candidate"],
+             report.n_frames, ", ".join(f"{c} {report.counts[c]}" for c in CLASS_NAMES))
+    return report
+
+
+def _count(classes: np.ndarray, devi_f: np.ndarray) -> dict[str, int]:
+    counts = {name: int(np.sum(classes == k)) for k, name in enumerate(CLASS_NAMES)}
+    counts["failed_nan"] = int(np.sum(np.isnan(devi_f)))
+    return counts
+
+
+def _why(ref: FrameRef, rank: int, levels: Levels, cfg: SelectConfig) -> dict[str, Any]:
+    f = ref.devi["max_devi_f"]
+    reason = f"candidate: {levels.f_lo:.4g} <= max_devi_f {f:.4g} < {levels.f_hi:.4g} eV/Å"
+    if levels.v_hi is not None:
+        reason += f", max_devi_v {ref.devi['max_devi_v']:.4g} < {levels.v_hi:.4g} eV/atom"
+    scope = f"group {ref.group}" if cfg.balance else "all groups"
+    how = {"random": "random draw", "highest": "highest max_devi_f", "diversity": "farthest-point sampling"}
+    if cfg.max_select is not None:
+        reason += f"; {how[cfg.strategy]} #{rank + 1} in {scope}"
+    return {"frame": ref.key, "task": ref.task, "group": ref.group, "step": ref.step, "max_devi_f": f,
+            "max_devi_v": ref.devi["max_devi_v"], "rank": rank, "reason": reason}

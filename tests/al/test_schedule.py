@@ -1,0 +1,92 @@
+"""Stage convergence decisions on scripted accurate ratios and lower-level histories."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dpa3_al.explore.config import StageConfig, TaskGroupConfig
+from dpa3_al.schedule import (Decision, IterationOutcome, ScheduleState, StageNotConverged, decide, replay,
+                              stage_converged)
+from dpa3_al.model.typed_config import from_dict
+
+GROUP = {"configurations": [{"lattice": {"symbols": "Cu"}}]}
+
+
+def stages(*specs: dict) -> list[StageConfig]:
+    return [from_dict(StageConfig, {"task_groups": [GROUP], **s}) for s in specs]
+
+
+def ratios(*values: float) -> list[IterationOutcome]:
+    return [IterationOutcome(accurate_ratio=v, n_frames=100) for v in values]
+
+
+def test_converges_on_accurate_ratio_then_moves_to_next_stage():
+    plan = stages({"conv_accuracy": 0.9, "max_iter": 5}, {"conv_accuracy": 0.8, "max_iter": 5})
+    decisions, state = replay(plan, ratios(0.5, 0.85, 0.9, 0.6, 0.81))
+    assert [d.action for d in decisions] == ["continue", "continue", "next_stage", "continue", "done"]
+    assert [(d.stage, d.iteration) for d in decisions] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    assert decisions[2].converged and "0.9000 >= conv_accuracy 0.9" in decisions[2].reason
+    assert (decisions[2].next_stage, decisions[2].next_iteration) == (1, 0)
+    assert not decisions[0].converged and "< conv_accuracy" in decisions[0].reason
+    assert state.finished and decisions[-1].next_stage is None
+
+
+def test_default_conv_accuracy_is_0_9():
+    assert StageConfig(task_groups=[from_dict(TaskGroupConfig, GROUP)]).conv_accuracy == 0.9
+
+
+def test_max_iter_moves_on_with_a_warning_or_stops_when_fatal(caplog):
+    plan = stages({"max_iter": 2}, {"max_iter": 1})
+    decisions, state = replay(plan, ratios(0.1, 0.2, 0.3))
+    assert [d.action for d in decisions] == ["continue", "next_stage", "done"]
+    assert not decisions[1].converged and "reached max_iter 2 unconverged: moving on" in decisions[1].reason
+    assert "moving on" in caplog.text
+    assert state.finished
+    fatal = stages({"max_iter": 2, "fatal_at_max": True}, {})
+    decisions, state = replay(fatal, ratios(0.1, 0.2, 0.95))
+    assert [d.action for d in decisions] == ["continue", "stop"]  # the third outcome is never judged
+    assert "fatal_at_max" in decisions[-1].reason and state.finished
+    assert issubclass(StageNotConverged, Exception)
+
+
+def test_adaptive_mode_converges_when_the_lower_level_stops_moving():
+    plan = stages({"max_iter": 10, "level_n_checked": 3, "level_rtol": 0.05})
+    levels = [0.30, 0.20, 0.15, 0.12, 0.118, 0.117]
+    outcomes = [IterationOutcome(accurate_ratio=0.5, n_frames=50, f_lo=v, adaptive=True) for v in levels]
+    decisions, state = replay(plan, outcomes)
+    assert [d.action for d in decisions] == ["continue"] * 5 + ["done"]
+    assert "1 of 3 iterations" in decisions[0].reason
+    assert "stopped moving" in decisions[-1].reason and decisions[-1].f_lo == 0.117
+    # an accurate ratio of 1.0 does not end an adaptive stage whose level still moves
+    moving = [IterationOutcome(1.0, 50, f_lo=v, adaptive=True) for v in (0.3, 0.2, 0.1)]
+    assert not stage_converged(plan[0], moving)[0]
+
+
+def test_iteration_without_frames_never_converges():
+    plan = stages({"max_iter": 3, "conv_accuracy": 0.5})
+    decision, _ = decide(plan, ScheduleState(), IterationOutcome(accurate_ratio=float("nan"), n_frames=0))
+    assert decision.action == "continue" and "no frames" in decision.reason
+
+
+def test_records_serialize_and_resume():
+    plan = stages({"max_iter": 4}, {"max_iter": 4})
+    decisions, state = replay(plan, ratios(0.2, 0.95, 0.3))
+    assert (state.stage, state.iteration) == (1, 1)
+    stored = json.loads(json.dumps({"state": state.to_dict(), "decisions": [d.to_dict() for d in decisions]}))
+    resumed = ScheduleState.from_dict(stored["state"])
+    assert resumed == state
+    assert [Decision.from_dict(d) for d in stored["decisions"]] == decisions
+    decision, after = decide(plan, resumed, ratios(0.99)[0])
+    assert decision.action == "done" and after.finished
+    with pytest.raises(ValueError):
+        decide(plan, after, ratios(0.5)[0])
+
+
+def test_outcome_from_selection_json():
+    sel = {"n_frames": 40, "ratios": {"accurate": 0.75, "candidate": 0.2, "failed": 0.05},
+           "levels": {"f_lo": 0.07, "f_hi": 0.15, "v_lo": None, "v_hi": None, "adaptive": True}}
+    assert IterationOutcome.from_selection(sel) == IterationOutcome(0.75, 40, 0.07, True)
+    empty = IterationOutcome.from_selection({"n_frames": 0, "ratios": {"accurate": None}, "levels": {}})
+    assert empty.n_frames == 0 and empty.accurate_ratio != empty.accurate_ratio  # NaN
