@@ -24,56 +24,42 @@ import torch.nn.functional as F
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _silu_grad(x: torch.Tensor) -> torch.Tensor:
-    s = torch.sigmoid(x)
-    return s * (1.0 + x * (1.0 - s))
-
-
 class _SiLUT(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, threshold: float, kappa: float, shift: float) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.consts = (threshold, kappa, shift)
-        return silut_reference(x, threshold, kappa, shift)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        return grad * _SiLUTGrad.apply(x, *ctx.consts), None, None, None
-
-
-class _SiLUTGrad(torch.autograd.Function):
-    """f'(x) as its own function, so that the double backward also saves only x."""
+    """silu with a tanh tail. Saves only x; the tail (x >= T) is rare, so it is patched in
+    only where present. The backward is one fused ``aten::silu_backward`` pass, or, when a
+    double backward is requested (create_graph), a differentiable composition."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, threshold: float, kappa: float, shift: float) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.consts = (threshold, kappa, shift)
-        return _silut_grad(x, threshold, kappa)
+        y = F.silu(x)
+        # silu is increasing above its minimum (-0.28), so max(y) >= silu(T) <=> some x >= T;
+        # one reduction instead of a boolean mask pass in the common no-tail case
+        ctx.has_tail = bool(y.numel()) and bool(y.max() >= shift)
+        if ctx.has_tail:
+            y = torch.where(x >= threshold, torch.tanh(kappa * (x - threshold)) + shift, y)
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
         threshold, kappa, _ = ctx.consts
-        return grad * _silut_grad2(x, threshold, kappa), None, None, None
+        if torch.is_grad_enabled():  # create_graph (force training): a differentiable composition
+            sig = torch.sigmoid(x)
+            g = grad * (sig * (1.0 + x * (1.0 - sig)))
+        else:                        # plain forces: one fused pass
+            g = torch.ops.aten.silu_backward(grad, x)
+        if ctx.has_tail:
+            t = torch.tanh(kappa * (x - threshold))
+            g = torch.where(x >= threshold, grad * (kappa * (1.0 - t * t)), g)
+        return g, None, None, None
 
 
 def silut_reference(x: torch.Tensor, threshold: float, kappa: float, shift: float) -> torch.Tensor:
-    """Plain composition (used for forward values and as the reference in tests)."""
+    """Plain composition (the reference in tests)."""
     tail = torch.tanh(kappa * (x - threshold)) + shift
     return torch.where(x < threshold, F.silu(x), tail)
-
-
-def _silut_grad(x: torch.Tensor, threshold: float, kappa: float) -> torch.Tensor:
-    t = torch.tanh(kappa * (x - threshold))
-    return torch.where(x < threshold, _silu_grad(x), kappa * (1.0 - t * t))
-
-
-def _silut_grad2(x: torch.Tensor, threshold: float, kappa: float) -> torch.Tensor:
-    s = torch.sigmoid(x)
-    silu2 = s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
-    t = torch.tanh(kappa * (x - threshold))
-    return torch.where(x < threshold, silu2, -2.0 * kappa * kappa * t * (1.0 - t * t))
 
 
 def make_silut(threshold: float = 3.0) -> Activation:

@@ -60,7 +60,7 @@ class DPA3Descriptor(nn.Module):
 
     def forward(self, types: torch.Tensor, r: torch.Tensor, graph: Graph) -> torch.Tensor:
         """types (N,), r (E, 3) edge vectors in the model dtype -> descriptor (N, dim_out)."""
-        tebd = self.type_embedding.matrix[types] + (self.type_embedding.bias if self.type_embedding.bias is not None
+        tebd = self.type_embedding.matrix.index_select(0, types) + (self.type_embedding.bias if self.type_embedding.bias is not None
                                                     else 0.0)                                    # (N, n_dim)
         geo, edge_in, angle_in = self._geometry(types, r, graph)
         n = self.act(tebd)
@@ -83,12 +83,12 @@ class DPA3Descriptor(nn.Module):
         s = w / denom / std[:, 0]                                                     # (E,)
         h = (w / (denom * denom))[:, None] * r / std[:, 1:]                           # (E, 3)
         edge_in = (dist if cfg.edge_init_use_dist else s)[:, None]                    # (E, 1)
-        ra, da = r[graph.angle_edge], dist[graph.angle_edge]                          # (Ea, 3), (Ea,)
+        ra, da = r.index_select(0, graph.angle_edge), dist.index_select(0, graph.angle_edge)   # (Ea, 3), (Ea,)
         wa = self.switch(da, cfg.a_rcut_smth, cfg.a_rcut)
         unit = ra / (da + 1e-6)[:, None]
-        cos = (unit[graph.triple_j] * unit[graph.triple_k]).sum(-1) * (1.0 - 1e-6)    # (T,)
-        geo = LayerGeometry(center=graph.center, neighbor=graph.neighbor, w=w, h=h,
+        cos = (unit.index_select(0, graph.triple_j) * unit.index_select(0, graph.triple_k)).sum(-1) * (1.0 - 1e-6)
+        geo = LayerGeometry(center=graph.center, neighbor=graph.neighbor, w=w, hw=h * w[:, None],
                             angle_edge=graph.angle_edge, angle_center=graph.center[graph.angle_edge],
                             triple_j=graph.triple_j, triple_k=graph.triple_k,
-                            tw=wa[graph.triple_j] * wa[graph.triple_k], n_atoms=graph.n_atoms)
+                            tw=wa.index_select(0, graph.triple_j) * wa.index_select(0, graph.triple_k), n_atoms=graph.n_atoms)
         return geo, edge_in, (cos / math.sqrt(math.pi))[:, None]

@@ -104,16 +104,19 @@ class DPA3Model(nn.Module):
                     out.forces = -grads[0]
                 if virial:
                     out.virial = -grads[-1]
+        if not create_graph:  # inference: hand back plain tensors, release the graph
+            out = ModelOutput(*(t.detach() if t is not None else None
+                                for t in (out.energy, out.atom_energy, out.forces, out.virial)))
         return out
 
 
 def edge_vectors(pos: torch.Tensor, cells: torch.Tensor, graph: Graph, strain: torch.Tensor | None) -> torch.Tensor:
     """r_ij = (x_j - x_i + S cell)(I + eps) for every edge -> (E, 3)."""
     if cells.shape[0] == 1:
-        r = pos[graph.neighbor] - pos[graph.center] + graph.shift.to(pos.dtype) @ cells[0]
+        r = pos.index_select(0, graph.neighbor) - pos.index_select(0, graph.center) + graph.shift.to(pos.dtype) @ cells[0]
         return r if strain is None else r + r @ strain[0]
     shift = torch.bmm(graph.shift.to(pos.dtype)[:, None, :], cells[graph.edge_frame])[:, 0]
-    r = pos[graph.neighbor] - pos[graph.center] + shift
+    r = pos.index_select(0, graph.neighbor) - pos.index_select(0, graph.center) + shift
     if strain is None:
         return r
     return r + torch.bmm(r[:, None, :], strain[graph.edge_frame])[:, 0]

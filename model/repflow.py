@@ -43,7 +43,7 @@ class LayerGeometry:
     center: torch.Tensor        # (E,) int64
     neighbor: torch.Tensor      # (E,) int64
     w: torch.Tensor             # (E,) edge switch
-    h: torch.Tensor             # (E, 3) normalised equivariant edge vector (already contains w)
+    hw: torch.Tensor            # (E, 3) w_ij * h_ij (h, the normalised equivariant vector, contains w too)
     angle_edge: torch.Tensor    # (Ea,) int64 -> edges
     angle_center: torch.Tensor  # (Ea,) int64 -> atoms
     triple_j: torch.Tensor      # (T,) int64 -> angle edges (receiving edge)
@@ -102,17 +102,18 @@ class RepFlowLayer(nn.Module):
             return n_new, e, a
         e_updates = [self.act(pre_es)]
         if self.cfg.update_angle:
-            pre = self._angle_pre(n, e, a, g)
-            z = self._angle_to_edge(pre, g)
+            n_t, e_t = self._angle_inputs(n, e, g)
+            z = self._angle_to_edge(self._triple_pre(self.edge_angle_linear1, a, n_t, e_t, g), g)
             e_updates.append(self._edge_angle_message(z, e, g))
-            a = self._update(a, [self.act(pre[:, self.cfg.e_dim:])], "a")
+            a = self._update(a, [self.act(self._triple_pre(self.angle_self_linear, a, n_t, e_t, g))], "a")
         return n_new, self._update(e, e_updates, "e"), a
 
     def _forward_sequential(self, n, e, a, g: LayerGeometry):
         _, pre_es = self._edge_linears(n, e, g, with_edge_self=True)
         e1 = e + self.e_residual[0] * self.act(pre_es)
-        a_new = a + self.a_residual[0] * self.act(self._angle_pre(n, e1, a, g)[:, self.cfg.e_dim:])
-        z = self._angle_to_edge(self._angle_pre(n, e1, a_new, g), g)
+        n_t, e_t = self._angle_inputs(n, e1, g)
+        a_new = a + self.a_residual[0] * self.act(self._triple_pre(self.angle_self_linear, a, n_t, e_t, g))
+        z = self._angle_to_edge(self._triple_pre(self.edge_angle_linear1, a_new, n_t, e_t, g), g)
         e_new = e1 + self.e_residual[1] * self._edge_angle_message(z, e1, g)
         pre_ne, _ = self._edge_linears(n, e_new, g, with_edge_self=False)
         return self._update(n, self._node_messages(n, e_new, pre_ne, g), "n"), e_new, a_new
@@ -124,14 +125,15 @@ class RepFlowLayer(nn.Module):
         lins = [self.node_edge_linear, self.edge_self_linear] if with_edge_self else [self.node_edge_linear]
         w = torch.cat([lin.matrix for lin in lins], dim=1)          # (2n + e, H n [+ e])
         b = torch.cat([lin.bias for lin in lins])
-        pre = (n @ w[:nd])[g.center] + (n @ w[nd:2 * nd])[g.neighbor] + e @ w[2 * nd:] + b
+        pre = torch.addmm((n @ w[:nd]).index_select(0, g.center) + (n @ w[nd:2 * nd]).index_select(0, g.neighbor) + b,
+                         e, w[2 * nd:])
         ne = self.node_edge_linear.n_out
         return pre[:, :ne], (pre[:, ne:] if with_edge_self else None)
 
     def _node_messages(self, n, e, pre_ne, g: LayerGeometry) -> list[torch.Tensor]:
         cfg = self.cfg
         m_self = self.act(self.node_self_mlp(n))
-        sym_in = torch.cat([self._grrg(e, g), self._grrg(n[g.neighbor], g)], dim=-1)   # (N, axis (e + n))
+        sym_in = torch.cat([self._grrg(e, g), self._grrg(n.index_select(0, g.neighbor), g)], dim=-1)   # (N, axis (e + n))
         m_sym = self.act(self.node_sym_linear(sym_in))
         u = self.act(pre_ne) * g.w[:, None]                                           # (E, H n)
         m_edge = scatter_sum(u, g.center, g.n_atoms) / cfg.edge_norm                  # (N, H n)
@@ -140,29 +142,32 @@ class RepFlowLayer(nn.Module):
     def _grrg(self, feat: torch.Tensor, g: LayerGeometry) -> torch.Tensor:
         """G_i = (1/3) H_i[:, :axis]^T H_i, H_i = S_e^-1/2 sum_j h_ij (x) w_ij feat_ij -> (N, axis * d)."""
         d = feat.shape[-1]
-        outer = (g.h[:, :, None] * (feat * g.w[:, None])[:, None, :]).reshape(-1, 3 * d)   # (E, 3 d)
+        outer = (g.hw[:, :, None] * feat[:, None, :]).reshape(-1, 3 * d)                # (E, 3 d)
         hg = scatter_sum(outer, g.center, g.n_atoms).view(-1, 3, d) / math.sqrt(self.cfg.edge_norm)
         grrg = torch.matmul(hg[:, :, : self.cfg.axis_neuron].transpose(1, 2), hg) / 3.0   # (N, axis, d)
         return grrg.reshape(-1, self.cfg.axis_neuron * d)
 
     # ---------------------------------------------------------------- angle stream
-    def _angle_pre(self, n, e, a, g: LayerGeometry) -> torch.Tensor:
-        """[a_ijk; n~_i; e~_ik; e~_ij] @ [W_ea1 | W_as] + b  ->  (T, e_dim + a_dim)."""
-        ad, na, ea = self.cfg.a_dim, self.n_an, self.e_an
-        e_ang = e[g.angle_edge]                                                        # (Ea, e_dim)
+    def _angle_inputs(self, n, e, g: LayerGeometry):
+        """Compressed node (N, n') and angle-edge (Ea, e') features used in angle messages."""
+        e_ang = e.index_select(0, g.angle_edge)                                        # (Ea, e_dim)
         if hasattr(self, "a_compress_n_linear"):
-            n_t, e_t = self.a_compress_n_linear(n), self.a_compress_e_linear(e_ang)
-        else:
-            n_t, e_t = n[:, :na], e_ang[:, :ea]
-        w = torch.cat([self.edge_angle_linear1.matrix, self.angle_self_linear.matrix], dim=1)
-        b = torch.cat([self.edge_angle_linear1.bias, self.angle_self_linear.bias])
-        per_ij = e_t @ w[ad + na + ea:] + (n_t @ w[ad:ad + na])[g.angle_center] + b    # (Ea, e + a)
-        per_ik = e_t @ w[ad + na:ad + na + ea]                                          # (Ea, e + a)
-        return a @ w[:ad] + per_ij[g.triple_j] + per_ik[g.triple_k]
+            return self.a_compress_n_linear(n), self.a_compress_e_linear(e_ang)
+        return n[:, : self.n_an], e_ang[:, : self.e_an]
+
+    def _triple_pre(self, lin: Dense, a, n_t, e_t, g: LayerGeometry) -> torch.Tensor:
+        """[a_ijk; n~_i; e~_ik; e~_ij] @ W + b by row blocks  ->  (T, n_out of lin)."""
+        ad, na, ea = self.cfg.a_dim, self.n_an, self.e_an
+        w = lin.matrix
+        per_ij = torch.addmm((n_t @ w[ad:ad + na]).index_select(0, g.angle_center) + lin.bias,
+                             e_t, w[ad + na + ea:])                                      # (Ea, n_out)
+        per_ik = e_t @ w[ad + na:ad + na + ea]                                           # (Ea, n_out)
+        gathered = per_ij.index_select(0, g.triple_j) + per_ik.index_select(0, g.triple_k)   # (T, n_out)
+        return torch.addmm(gathered, a, w[:ad])
 
     def _angle_to_edge(self, pre: torch.Tensor, g: LayerGeometry) -> torch.Tensor:
-        """z_ij = S_a^-1/2 sum_k tw_ijk phi(pre_ijk[:e_dim])  ->  (Ea, e_dim)."""
-        v = self.act(pre[:, : self.cfg.e_dim]) * g.tw[:, None]
+        """z_ij = S_a^-1/2 sum_k tw_ijk phi(pre_ijk)  ->  (Ea, e_dim)."""
+        v = self.act(pre) * g.tw[:, None]
         return scatter_sum(v, g.triple_j, g.angle_edge.shape[0]) / math.sqrt(self.cfg.angle_norm)
 
     def _edge_angle_message(self, z: torch.Tensor, e: torch.Tensor, g: LayerGeometry) -> torch.Tensor:
