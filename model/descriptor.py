@@ -14,6 +14,7 @@ Angle input: c_ijk = cos(theta_jik) (1 - 1e-6) / sqrt(pi), unit vectors r / (|r|
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import nn
@@ -53,6 +54,7 @@ class DPA3Descriptor(nn.Module):
         std = cfg.fix_stat_std if cfg.fix_stat_std > 0 else 1.0
         self.register_buffer("env_std", torch.full((ntypes, 4), std, dtype=dtype))
         self.memory = "default"
+        self.chunk_triples = 2_000_000   # low-memory mode: triples per recomputed chunk
 
     @property
     def dim_out(self) -> int:
@@ -60,18 +62,30 @@ class DPA3Descriptor(nn.Module):
 
     def forward(self, types: torch.Tensor, r: torch.Tensor, graph: Graph) -> torch.Tensor:
         """types (N,), r (E, 3) edge vectors in the model dtype -> descriptor (N, dim_out)."""
-        tebd = self.type_embedding.matrix.index_select(0, types) + (self.type_embedding.bias if self.type_embedding.bias is not None
-                                                    else 0.0)                                    # (N, n_dim)
+        tebd = self.type_embedding.matrix.index_select(0, types)                                 # (N, n_dim)
+        if self.type_embedding.bias is not None:
+            tebd = tebd + self.type_embedding.bias
         geo, edge_in, angle_in = self._geometry(types, r, graph)
         n = self.act(tebd)
         e = self.edge_embd(edge_in) if self.cfg.edge_init_use_dist else self.act(self.edge_embd(edge_in))
-        a = self.angle_embd(angle_in)                                                            # (T, a_dim)
-        for layer in self.layers:
-            if self.memory == "low" and torch.is_grad_enabled():
-                n, e, a = checkpoint(layer, n, e, a, geo, use_reentrant=False)
-            else:
-                n, e, a = layer(n, e, a, geo)
+        low = self.memory == "low" and torch.is_grad_enabled()
+        chunks = chunk_geometry(geo, graph, self.chunk_triples) if low else [(geo, slice(None), slice(None))]
+        a = angle_in                               # (T, 1): embedded inside the first layer's call
+        for k, layer in enumerate(self.layers):
+            p_nb = layer.neighbor_projection(n)
+            parts = []
+            for g, edges, triples in chunks:
+                call = partial(self._layer_call, layer, k == 0)
+                args = (n, p_nb, e[edges], a[triples], g)
+                parts.append(checkpoint(call, *args, use_reentrant=False) if low else call(*args))
+            n, e, a = (torch.cat(x) if len(parts) > 1 else x[0] for x in zip(*parts))
         return torch.cat([n, tebd], dim=-1) if self.cfg.concat_output_tebd else n
+
+    def _layer_call(self, layer: RepFlowLayer, first: bool, n, p_nb, e, a, g: LayerGeometry):
+        if first:
+            a = self.angle_embd(a)                 # a^0 = c W_a (T, a_dim), never stored in low mode
+        n, e, a = layer(n, p_nb, e, a, g)
+        return n, e, (a[:, :0] if layer.is_last else a)
 
     def _geometry(self, types: torch.Tensor, r: torch.Tensor, graph: Graph):
         """Switches, env matrix and angle inputs from edge vectors r (E, 3)."""
@@ -87,8 +101,45 @@ class DPA3Descriptor(nn.Module):
         wa = self.switch(da, cfg.a_rcut_smth, cfg.a_rcut)
         unit = ra / (da + 1e-6)[:, None]
         cos = (unit.index_select(0, graph.triple_j) * unit.index_select(0, graph.triple_k)).sum(-1) * (1.0 - 1e-6)
-        geo = LayerGeometry(center=graph.center, neighbor=graph.neighbor, w=w, hw=h * w[:, None],
-                            angle_edge=graph.angle_edge, angle_center=graph.center[graph.angle_edge],
+        angle_center = graph.center[graph.angle_edge]
+        geo = LayerGeometry(center=graph.center, center_local=graph.center, neighbor=graph.neighbor, w=w,
+                            hw=h * w[:, None], angle_edge=graph.angle_edge, angle_center=angle_center,
                             triple_j=graph.triple_j, triple_k=graph.triple_k,
-                            tw=wa.index_select(0, graph.triple_j) * wa.index_select(0, graph.triple_k), n_atoms=graph.n_atoms)
+                            tw=wa.index_select(0, graph.triple_j) * wa.index_select(0, graph.triple_k),
+                            node_start=0, n_nodes=graph.n_atoms)
         return geo, edge_in, (cos / math.sqrt(math.pi))[:, None]
+
+
+def chunk_geometry(geo: LayerGeometry, graph: Graph, max_triples: int) -> list[tuple[LayerGeometry, slice, slice]]:
+    """Split the centres into contiguous chunks of at most ~max_triples angle triples.
+
+    Edges, angle edges and triples are sorted by centre, so each chunk owns contiguous ranges;
+    its index arrays are made local to those ranges. Returns (geometry, edge slice, triple slice).
+    """
+    n = graph.n_atoms
+    e_start = _csr_starts(graph.center, n)
+    a_start = _csr_starts(geo.angle_center, n)
+    t_start = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(
+        torch.bincount(geo.angle_center.index_select(0, graph.triple_j), minlength=n), 0)])
+    bounds, c0 = [], 0
+    while c0 < n:
+        limit = int(t_start[c0]) + max_triples
+        c1 = max(c0 + 1, int(torch.searchsorted(t_start, limit, right=True)) - 1)
+        bounds.append((c0, min(c1, n)))
+        c0 = min(c1, n)
+    out = []
+    for c0, c1 in bounds:
+        es, ee, as_, ae, ts, te = (int(x) for x in (e_start[c0], e_start[c1], a_start[c0], a_start[c1],
+                                                    t_start[c0], t_start[c1]))
+        g = LayerGeometry(center=geo.center[es:ee], center_local=geo.center[es:ee] - c0,
+                          neighbor=geo.neighbor[es:ee], w=geo.w[es:ee], hw=geo.hw[es:ee],
+                          angle_edge=geo.angle_edge[as_:ae] - es, angle_center=geo.angle_center[as_:ae] - c0,
+                          triple_j=geo.triple_j[ts:te] - as_, triple_k=geo.triple_k[ts:te] - as_,
+                          tw=geo.tw[ts:te], node_start=c0, n_nodes=c1 - c0)
+        out.append((g, slice(es, ee), slice(ts, te)))
+    return out
+
+
+def _csr_starts(sorted_index: torch.Tensor, n: int) -> torch.Tensor:
+    """Start offsets (n + 1,) of each value's run in a sorted index array."""
+    return torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(torch.bincount(sorted_index, minlength=n), 0)])

@@ -38,18 +38,24 @@ from .nn import Dense, normal_
 
 @dataclass
 class LayerGeometry:
-    """Geometry shared by all layers of one evaluation (tensors carry autograd to positions)."""
+    """Geometry of the centres [node_start, node_start + n_nodes) (all atoms, or one chunk).
 
-    center: torch.Tensor        # (E,) int64
-    neighbor: torch.Tensor      # (E,) int64
+    Gathers of node features use global atom indices; scatters and edge/angle indices are
+    local to the chunk, whose edges, angle edges and triples are contiguous ranges.
+    """
+
+    center: torch.Tensor        # (E,) int64 global atom index of the centre
+    center_local: torch.Tensor  # (E,) int64 centre index relative to node_start
+    neighbor: torch.Tensor      # (E,) int64 global atom index of the neighbour (its owner)
     w: torch.Tensor             # (E,) edge switch
     hw: torch.Tensor            # (E, 3) w_ij * h_ij (h, the normalised equivariant vector, contains w too)
-    angle_edge: torch.Tensor    # (Ea,) int64 -> edges
-    angle_center: torch.Tensor  # (Ea,) int64 -> atoms
-    triple_j: torch.Tensor      # (T,) int64 -> angle edges (receiving edge)
-    triple_k: torch.Tensor      # (T,) int64 -> angle edges (summed over)
+    angle_edge: torch.Tensor    # (Ea,) int64 -> edges (local)
+    angle_center: torch.Tensor  # (Ea,) int64 -> centres (local)
+    triple_j: torch.Tensor      # (T,) int64 -> angle edges (local), the receiving edge
+    triple_k: torch.Tensor      # (T,) int64 -> angle edges (local), summed over
     tw: torch.Tensor            # (T,) angle weight
-    n_atoms: int
+    node_start: int
+    n_nodes: int
 
 
 def scatter_sum(src: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
@@ -91,65 +97,79 @@ class RepFlowLayer(nn.Module):
             self.a_residual = nn.ParameterList([_residual(a, cfg, dtype, gen)] if cfg.update_angle else [])
 
     # ---------------------------------------------------------------- forward
-    def forward(self, n: torch.Tensor, e: torch.Tensor, a: torch.Tensor, g: LayerGeometry):
-        """(n, e, a) -> updated (n, e, a); shapes unchanged."""
+    def neighbor_projection(self, n: torch.Tensor) -> torch.Tensor:
+        """n_j's row blocks of W_ne and W_es for every atom: (N, H n [+ e_dim]).
+
+        Computed once per layer on all atoms and gathered per edge (also across chunks)."""
+        lins = self._edge_lins(with_edge_self=not self.is_last or self.cfg.sequential_update)
+        nd = self.cfg.n_dim
+        return n @ torch.cat([lin.matrix[nd:2 * nd] for lin in lins], dim=1)
+
+    def forward(self, n: torch.Tensor, p_nb: torch.Tensor, e: torch.Tensor, a: torch.Tensor, g: LayerGeometry):
+        """Update the centres of ``g``: n (N_all, n_dim) all atoms, p_nb from
+        :meth:`neighbor_projection`, e (E, e_dim) and a (T, a_dim) of these centres.
+        Returns (n_new (n_nodes, n_dim), e_new, a_new)."""
+        n_self = n[g.node_start:g.node_start + g.n_nodes]                                 # (n_nodes, n_dim)
         if self.cfg.sequential_update:
-            return self._forward_sequential(n, e, a, g)
-        skip_edges = self.is_last
-        pre_ne, pre_es = self._edge_linears(n, e, g, with_edge_self=not skip_edges)
-        n_new = self._update(n, self._node_messages(n, e, pre_ne, g), "n")
-        if skip_edges:
+            return self._forward_sequential(n, n_self, p_nb, e, a, g)
+        pre_ne, pre_es = self._edge_linears(n_self, p_nb, e, g, with_edge_self=not self.is_last)
+        n_new = self._update(n_self, self._node_messages(n, n_self, e, pre_ne, g), "n")
+        if self.is_last:  # edge and angle updates of the last layer cannot reach the energy
             return n_new, e, a
         e_updates = [self.act(pre_es)]
         if self.cfg.update_angle:
-            n_t, e_t = self._angle_inputs(n, e, g)
+            n_t, e_t = self._angle_inputs(n_self, e, g)
             z = self._angle_to_edge(self._triple_pre(self.edge_angle_linear1, a, n_t, e_t, g), g)
             e_updates.append(self._edge_angle_message(z, e, g))
             a = self._update(a, [self.act(self._triple_pre(self.angle_self_linear, a, n_t, e_t, g))], "a")
         return n_new, self._update(e, e_updates, "e"), a
 
-    def _forward_sequential(self, n, e, a, g: LayerGeometry):
-        _, pre_es = self._edge_linears(n, e, g, with_edge_self=True)
+    def _forward_sequential(self, n, n_self, p_nb, e, a, g: LayerGeometry):
+        _, pre_es = self._edge_linears(n_self, p_nb, e, g, with_edge_self=True)
         e1 = e + self.e_residual[0] * self.act(pre_es)
-        n_t, e_t = self._angle_inputs(n, e1, g)
+        n_t, e_t = self._angle_inputs(n_self, e1, g)
         a_new = a + self.a_residual[0] * self.act(self._triple_pre(self.angle_self_linear, a, n_t, e_t, g))
         z = self._angle_to_edge(self._triple_pre(self.edge_angle_linear1, a_new, n_t, e_t, g), g)
         e_new = e1 + self.e_residual[1] * self._edge_angle_message(z, e1, g)
-        pre_ne, _ = self._edge_linears(n, e_new, g, with_edge_self=False)
-        return self._update(n, self._node_messages(n, e_new, pre_ne, g), "n"), e_new, a_new
+        pre_ne, _ = self._edge_linears(n_self, p_nb, e_new, g, with_edge_self=False)
+        return self._update(n_self, self._node_messages(n, n_self, e_new, pre_ne, g), "n"), e_new, a_new
 
     # ---------------------------------------------------------------- node stream
-    def _edge_linears(self, n, e, g: LayerGeometry, with_edge_self: bool):
-        """Pre-activations of [n_i; n_j; e_ij] W for W_ne (E, H n) and W_es (E, e_dim)."""
-        nd = self.cfg.n_dim
-        lins = [self.node_edge_linear, self.edge_self_linear] if with_edge_self else [self.node_edge_linear]
-        w = torch.cat([lin.matrix for lin in lins], dim=1)          # (2n + e, H n [+ e])
-        b = torch.cat([lin.bias for lin in lins])
-        pre = torch.addmm((n @ w[:nd]).index_select(0, g.center) + (n @ w[nd:2 * nd]).index_select(0, g.neighbor) + b,
-                         e, w[2 * nd:])
-        ne = self.node_edge_linear.n_out
-        return pre[:, :ne], (pre[:, ne:] if with_edge_self else None)
+    def _edge_lins(self, with_edge_self: bool) -> list[Dense]:
+        return [self.node_edge_linear, self.edge_self_linear] if with_edge_self else [self.node_edge_linear]
 
-    def _node_messages(self, n, e, pre_ne, g: LayerGeometry) -> list[torch.Tensor]:
+    def _edge_linears(self, n_self, p_nb, e, g: LayerGeometry, with_edge_self: bool):
+        """[n_i; n_j; e_ij] @ W + b for W_ne -> (E, H n) and W_es -> (E, e_dim), by row blocks."""
+        nd = self.cfg.n_dim
+        outs, col = [], 0
+        for lin in self._edge_lins(with_edge_self):
+            w = lin.matrix
+            nb = p_nb[:, col:col + lin.n_out].index_select(0, g.neighbor)                 # (E, n_out)
+            ctr = (n_self @ w[:nd] + lin.bias).index_select(0, g.center_local)            # (E, n_out)
+            outs.append(torch.addmm(ctr + nb, e, w[2 * nd:]))
+            col += lin.n_out
+        return outs[0], (outs[1] if with_edge_self else None)
+
+    def _node_messages(self, n, n_self, e, pre_ne, g: LayerGeometry) -> list[torch.Tensor]:
         cfg = self.cfg
-        m_self = self.act(self.node_self_mlp(n))
+        m_self = self.act(self.node_self_mlp(n_self))
         sym_in = torch.cat([self._grrg(e, g), self._grrg(n.index_select(0, g.neighbor), g)], dim=-1)   # (N, axis (e + n))
         m_sym = self.act(self.node_sym_linear(sym_in))
         u = self.act(pre_ne) * g.w[:, None]                                           # (E, H n)
-        m_edge = scatter_sum(u, g.center, g.n_atoms) / cfg.edge_norm                  # (N, H n)
+        m_edge = scatter_sum(u, g.center_local, g.n_nodes) / cfg.edge_norm            # (n_nodes, H n)
         return [m_self, m_sym, *m_edge.split(cfg.n_dim, dim=-1)]
 
     def _grrg(self, feat: torch.Tensor, g: LayerGeometry) -> torch.Tensor:
         """G_i = (1/3) H_i[:, :axis]^T H_i, H_i = S_e^-1/2 sum_j h_ij (x) w_ij feat_ij -> (N, axis * d)."""
         d = feat.shape[-1]
         outer = (g.hw[:, :, None] * feat[:, None, :]).reshape(-1, 3 * d)                # (E, 3 d)
-        hg = scatter_sum(outer, g.center, g.n_atoms).view(-1, 3, d) / math.sqrt(self.cfg.edge_norm)
+        hg = scatter_sum(outer, g.center_local, g.n_nodes).view(-1, 3, d) / math.sqrt(self.cfg.edge_norm)
         grrg = torch.matmul(hg[:, :, : self.cfg.axis_neuron].transpose(1, 2), hg) / 3.0   # (N, axis, d)
         return grrg.reshape(-1, self.cfg.axis_neuron * d)
 
     # ---------------------------------------------------------------- angle stream
     def _angle_inputs(self, n, e, g: LayerGeometry):
-        """Compressed node (N, n') and angle-edge (Ea, e') features used in angle messages."""
+        """Compressed centre (n_nodes, n') and angle-edge (Ea, e') features used in angle messages."""
         e_ang = e.index_select(0, g.angle_edge)                                        # (Ea, e_dim)
         if hasattr(self, "a_compress_n_linear"):
             return self.a_compress_n_linear(n), self.a_compress_e_linear(e_ang)
