@@ -1,0 +1,72 @@
+"""``dpa3-al data summary|import|export``: inspect and move labeled data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("data", help="inspect, import and export labeled datasets",
+                                   description="Inspect, import and export the labeled dataset of a run.")
+    verbs = parser.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
+
+    summary = verbs.add_parser("summary", help="counts per system, iteration and labeler, failures by reason")
+    summary.add_argument("dir", type=Path, help="a dataset directory or a run directory holding dataset/")
+    summary.add_argument("--json", action="store_true", help="print the summary as JSON")
+    summary.set_defaults(func=_summary)
+
+    imp = verbs.add_parser("import", help="add labeled data (deepmd npy dirs, extxyz, dpdata formats)")
+    imp.add_argument("sources", type=Path, nargs="+", help="files or directories (deepmd npy searched recursively)")
+    imp.add_argument("--to", type=Path, required=True, dest="dest", help="dataset directory (created if missing)")
+    imp.add_argument("--fmt", default=None, help="dpdata format, e.g. vasp/outcar, abacus/scf, qe/pw/scf "
+                                                 "(default: deepmd/npy for directories, extxyz for .xyz/.extxyz)")
+    imp.add_argument("--iteration", type=int, default=None, help="iteration to record (default: initial data)")
+    imp.set_defaults(func=_import)
+
+    exp = verbs.add_parser("export", help="write the dataset as deepmd npy systems or one extxyz file")
+    exp.add_argument("dir", type=Path, help="a dataset directory or a run directory holding dataset/")
+    exp.add_argument("--to", type=Path, required=True, dest="dest", help="output directory (deepmd/npy) or file")
+    exp.add_argument("--format", choices=("deepmd/npy", "extxyz"), default="deepmd/npy")
+    exp.set_defaults(func=_export)
+
+
+def dataset_root(path: Path) -> Path:
+    """``path`` itself, or ``path/dataset`` for a run directory."""
+    from dpa3_al.model.errors import UserError
+
+    for candidate in (path / "dataset", path):
+        if (candidate / "index").is_dir() and (candidate / "systems").is_dir():
+            return candidate
+    raise UserError(f"{path} is not a dataset (no index/ and systems/) nor a run directory holding dataset/")
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from dpa3_al.dataset import LabeledDataset
+
+    summary = LabeledDataset(dataset_root(args.dir)).summary()
+    print(json.dumps(asdict(summary), indent=1) if args.json else summary.format())
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from dpa3_al.dataset import LabeledDataset, Provenance
+
+    dataset = LabeledDataset(args.dest)
+    for source in args.sources:
+        report = dataset.import_path(source, args.fmt, Provenance(iteration=args.iteration, source=str(source)))
+        print(f"{source}: {report.added} frames added, {report.duplicates} duplicates skipped")
+    print(f"{args.dest}: {len(dataset)} frames in {len(dataset.system_dirs())} systems")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dpa3_al.dataset import LabeledDataset
+
+    dataset = LabeledDataset(dataset_root(args.dir))
+    dest = dataset.export(args.dest, args.format)
+    print(f"wrote {len(dataset)} frames to {dest} ({args.format})")
+    return 0
