@@ -4,6 +4,9 @@ Names: ``silu``, ``silut:T`` (alias ``custom_silu:T``; T defaults to 3.0), ``tan
 (tanh approximation, as deepmd-kit's ``gelu``/``gelu_tf``), ``relu``, ``relu6``, ``softplus``,
 ``sigmoid``, ``linear``/``none``.
 
+Activations may carry ``backward(grad, x) -> grad * act'(x)`` (silu, silut, tanh), used by the
+fused operations of model/ops.py.
+
 SiLUT (silu with a tanh tail, C^1 at T):
     f(x) = x * sigmoid(x)                              for x <  T
     f(x) = tanh(kappa * (x - T)) + silu(T)             for x >= T,   kappa = silu'(T)
@@ -24,10 +27,22 @@ import torch.nn.functional as F
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
 
+def silu_grad_times(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """grad * silu'(x): one fused pass, or a differentiable composition under create_graph."""
+    if torch.is_grad_enabled():
+        sig = torch.sigmoid(x)
+        return grad * (sig * (1.0 + x * (1.0 - sig)))
+    return torch.ops.aten.silu_backward(grad, x)
+
+
+def _tail_patch(g: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, threshold: float, kappa: float):
+    t = torch.tanh(kappa * (x - threshold))
+    return torch.where(x >= threshold, grad * (kappa * (1.0 - t * t)), g)
+
+
 class _SiLUT(torch.autograd.Function):
     """silu with a tanh tail. Saves only x; the tail (x >= T) is rare, so it is patched in
-    only where present. The backward is one fused ``aten::silu_backward`` pass, or, when a
-    double backward is requested (create_graph), a differentiable composition."""
+    only where present."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, threshold: float, kappa: float, shift: float) -> torch.Tensor:
@@ -45,14 +60,9 @@ class _SiLUT(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
         threshold, kappa, _ = ctx.consts
-        if torch.is_grad_enabled():  # create_graph (force training): a differentiable composition
-            sig = torch.sigmoid(x)
-            g = grad * (sig * (1.0 + x * (1.0 - sig)))
-        else:                        # plain forces: one fused pass
-            g = torch.ops.aten.silu_backward(grad, x)
+        g = silu_grad_times(grad, x)
         if ctx.has_tail:
-            t = torch.tanh(kappa * (x - threshold))
-            g = torch.where(x >= threshold, grad * (kappa * (1.0 - t * t)), g)
+            g = _tail_patch(g, grad, x, threshold, kappa)
         return g, None, None, None
 
 
@@ -70,13 +80,29 @@ def make_silut(threshold: float = 3.0) -> Activation:
     def silut(x: torch.Tensor) -> torch.Tensor:
         return _SiLUT.apply(x, threshold, kappa, shift)
 
+    def backward(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        g = silu_grad_times(grad, x)
+        return _tail_patch(g, grad, x, threshold, kappa) if x.numel() and bool(x.max() >= threshold) else g
+
     silut.params = (threshold, kappa, shift)  # type: ignore[attr-defined]
+    silut.backward = backward                 # type: ignore[attr-defined]
     return silut
 
 
+def _silu(x: torch.Tensor) -> torch.Tensor:
+    return F.silu(x)
+
+
+def _tanh(x: torch.Tensor) -> torch.Tensor:
+    return torch.tanh(x)
+
+
+_silu.backward = silu_grad_times                                              # type: ignore[attr-defined]
+_tanh.backward = lambda grad, x: grad * (1.0 - torch.tanh(x) ** 2)            # type: ignore[attr-defined]
+
 _SIMPLE: dict[str, Activation] = {
-    "silu": F.silu,
-    "tanh": torch.tanh,
+    "silu": _silu,
+    "tanh": _tanh,
     "gelu": lambda x: F.gelu(x, approximate="tanh"),
     "gelu_tf": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,

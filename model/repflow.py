@@ -34,6 +34,7 @@ from torch import nn
 from .activations import get_activation
 from .config import RepFlowConfig
 from .nn import Dense, normal_
+from .ops import act_scale, outer_scatter, scatter_sum
 
 
 @dataclass
@@ -56,11 +57,6 @@ class LayerGeometry:
     tw: torch.Tensor            # (T,) angle weight
     node_start: int
     n_nodes: int
-
-
-def scatter_sum(src: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
-    """out[index[r]] += src[r]; src (R, ...) -> (size, ...)."""
-    return src.new_zeros((size, *src.shape[1:])).index_add_(0, index, src)
 
 
 def _residual(dim: int, cfg: RepFlowConfig, dtype: torch.dtype, gen: torch.Generator) -> nn.Parameter:
@@ -153,18 +149,19 @@ class RepFlowLayer(nn.Module):
     def _node_messages(self, n, n_self, e, pre_ne, g: LayerGeometry) -> list[torch.Tensor]:
         cfg = self.cfg
         m_self = self.act(self.node_self_mlp(n_self))
-        sym_in = torch.cat([self._grrg(e, g), self._grrg(n.index_select(0, g.neighbor), g)], dim=-1)   # (N, axis (e + n))
+        sym_in = torch.cat([self._grrg(e, None, g), self._grrg(n, g.neighbor, g)], dim=-1)   # (n_nodes, axis (e+n))
         m_sym = self.act(self.node_sym_linear(sym_in))
-        u = self.act(pre_ne) * g.w[:, None]                                           # (E, H n)
+        u = act_scale(pre_ne, g.w, self.act)                                          # (E, H n)
         m_edge = scatter_sum(u, g.center_local, g.n_nodes) / cfg.edge_norm            # (n_nodes, H n)
         return [m_self, m_sym, *m_edge.split(cfg.n_dim, dim=-1)]
 
-    def _grrg(self, feat: torch.Tensor, g: LayerGeometry) -> torch.Tensor:
-        """G_i = (1/3) H_i[:, :axis]^T H_i, H_i = S_e^-1/2 sum_j h_ij (x) w_ij feat_ij -> (N, axis * d)."""
+    def _grrg(self, feat: torch.Tensor, gather: torch.Tensor | None, g: LayerGeometry) -> torch.Tensor:
+        """G_i = (1/3) H_i[:, :axis]^T H_i with H_i = S_e^-1/2 sum_j h_ij (x) w_ij f_ij  ->  (n_nodes, axis d).
+
+        f_ij = feat[gather[ij]] (neighbour node features) or feat[ij] (edge features, gather None)."""
         d = feat.shape[-1]
-        outer = (g.hw[:, :, None] * feat[:, None, :]).reshape(-1, 3 * d)                # (E, 3 d)
-        hg = scatter_sum(outer, g.center_local, g.n_nodes).view(-1, 3, d) / math.sqrt(self.cfg.edge_norm)
-        grrg = torch.matmul(hg[:, :, : self.cfg.axis_neuron].transpose(1, 2), hg) / 3.0   # (N, axis, d)
+        hg = outer_scatter(g.hw, feat, gather, g.center_local, g.n_nodes) / math.sqrt(self.cfg.edge_norm)
+        grrg = torch.matmul(hg[:, :, : self.cfg.axis_neuron].transpose(1, 2), hg) / 3.0   # (n_nodes, axis, d)
         return grrg.reshape(-1, self.cfg.axis_neuron * d)
 
     # ---------------------------------------------------------------- angle stream
@@ -187,7 +184,7 @@ class RepFlowLayer(nn.Module):
 
     def _angle_to_edge(self, pre: torch.Tensor, g: LayerGeometry) -> torch.Tensor:
         """z_ij = S_a^-1/2 sum_k tw_ijk phi(pre_ijk)  ->  (Ea, e_dim)."""
-        v = self.act(pre) * g.tw[:, None]
+        v = act_scale(pre, g.tw, self.act)
         return scatter_sum(v, g.triple_j, g.angle_edge.shape[0]) / math.sqrt(self.cfg.angle_norm)
 
     def _edge_angle_message(self, z: torch.Tensor, e: torch.Tensor, g: LayerGeometry) -> torch.Tensor:

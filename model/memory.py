@@ -1,0 +1,144 @@
+"""Memory of one energy+forces+virial evaluation: measured per graph element, predicted per system.
+
+Autograd keeps, per layer, tensors whose leading dimension is the number of atoms, edges,
+angle edges or triples. :func:`unit_costs` runs the model once on a small probe structure
+with ``saved_tensors_hooks`` and sums the bytes kept for the backward pass by leading
+dimension, giving bytes per atom/edge/angle edge/triple (for this model, precision and memory
+mode). :func:`estimate_peak` turns graph sizes into a peak estimate:
+
+    peak = base + stored + working,   stored = sum_units count * bytes_per_unit
+    working = the backward pass's gradients and one layer's (default) or one chunk's (low)
+              recomputed tensors, estimated as one layer's share of the default-mode costs
+
+``base`` is the resident size of the interpreter with torch and the model loaded. The
+estimate is checked against measured peak RSS by ``bench/bench_scaling.py``.
+"""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import MemoryEstimateError
+from .graph import Batch, Graph
+
+UNITS = ("atom", "edge", "angle_edge", "triple")
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    """Bytes kept for the backward pass per graph element, for one model and memory mode."""
+
+    stored: dict[str, float]        # per unit, whole model
+    per_layer: dict[str, float]     # per unit, one layer of the default mode (working-set estimate)
+    mode: str
+
+    def peak(self, counts: dict[str, int], base: float) -> float:
+        stored = sum(counts[u] * self.stored[u] for u in UNITS)
+        layer = sum(counts[u] * self.per_layer[u] for u in UNITS)
+        if self.mode == "low":
+            return base + stored + 2.0 * layer        # recomputed chunk (bounded) + its gradients
+        return base + stored + 1.5 * layer            # gradients of the live layer
+
+
+def graph_counts(graph: Graph) -> dict[str, int]:
+    return {"atom": graph.n_atoms, "edge": graph.n_edges, "angle_edge": int(graph.angle_edge.shape[0]),
+            "triple": graph.n_triples}
+
+
+def _probe_batch(model) -> Batch:
+    """A small, dense, water-like periodic structure (distinct atom/edge/triple counts)."""
+    rng = np.random.default_rng(0)
+    n, box = 60, 8.4
+    pos = rng.uniform(0, box, (n, 3))
+    for _ in range(200):   # push apart to >= 0.9 Å so that nothing is pathological
+        d = pos[:, None] - pos[None]
+        d -= box * np.round(d / box)
+        r = np.linalg.norm(d, axis=-1) + np.eye(n) * 10
+        i, j = np.nonzero(r < 0.9)
+        if not len(i):
+            break
+        pos[i] += 0.3 * d[i, j] / r[i, j, None]
+    types = np.arange(n) % len(model.type_map)
+    return Batch.from_arrays([(pos, types, np.eye(3) * box, np.ones(3, bool))])
+
+
+def unit_costs(model, mode: str | None = None) -> UnitCosts:
+    """Measure bytes kept for backward per atom/edge/angle edge/triple on a probe structure."""
+    mode = mode or model.memory
+    batch = _probe_batch(model)
+    graph = model.build_graph(batch)
+    counts = graph_counts(graph)
+    stored = _saved_by_unit(model, batch, graph, counts, mode)
+    default = stored if mode == "default" else _saved_by_unit(model, batch, graph, counts, "default")
+    nl = model.config.descriptor.nlayers
+    return UnitCosts(stored=stored, per_layer={u: default[u] / nl for u in UNITS}, mode=mode)
+
+
+def _saved_by_unit(model, batch, graph, counts, mode) -> dict[str, float]:
+    by_size = {counts[u]: u for u in reversed(UNITS)}   # a size shared by two units goes to the smaller
+    totals = dict.fromkeys(UNITS, 0.0)
+    seen: set[int] = set()
+
+    def pack(t: torch.Tensor):
+        key = t.untyped_storage().data_ptr()
+        if key not in seen and t.dim() > 0 and t.shape[0] in by_size:
+            seen.add(key)
+            totals[by_size[t.shape[0]]] += t.untyped_storage().nbytes()
+        return t
+
+    old = model.memory
+    model.set_memory(mode)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(batch, graph)
+    finally:
+        model.set_memory(old)
+    return {u: totals[u] / max(counts[u], 1) for u in UNITS}
+
+
+def base_bytes() -> float:
+    """Current peak resident size of this process (interpreter + torch + models)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+
+
+def available_bytes() -> float:
+    import psutil
+
+    return float(psutil.virtual_memory().available)
+
+
+def typical_counts(model, n_atoms: int, density: float = 0.1) -> dict[str, int]:
+    """Graph sizes of a homogeneous system of ``density`` atoms/Å^3 (liquid water: 0.1)."""
+    cfg = model.config.descriptor
+    nb_e = min(cfg.e_sel, density * 4.0 / 3.0 * np.pi * cfg.e_rcut ** 3)
+    nb_a = min(cfg.a_sel, density * 4.0 / 3.0 * np.pi * cfg.a_rcut ** 3)
+    return {"atom": n_atoms, "edge": int(n_atoms * nb_e), "angle_edge": int(n_atoms * nb_a),
+            "triple": int(n_atoms * nb_a * nb_a)}
+
+
+def max_atoms(costs: UnitCosts, per_atom_counts: dict[str, float], budget: float, base: float) -> int:
+    """Largest number of atoms whose estimated peak fits in ``budget`` bytes."""
+    one = costs.peak({u: per_atom_counts[u] for u in UNITS}, 0.0)
+    return max(0, int((budget - base) / one)) if one > 0 else 0
+
+
+def check_fits(model, graph: Graph, costs: UnitCosts, budget: float | None = None) -> float:
+    """Raise MemoryEstimateError before evaluating a graph that would not fit; return the estimate."""
+    counts = graph_counts(graph)
+    base = base_bytes()
+    peak = costs.peak(counts, base)
+    budget = budget if budget is not None else base + available_bytes()
+    if peak <= 0.95 * budget:
+        return peak
+    per_atom = {u: counts[u] / max(counts["atom"], 1) for u in UNITS}
+    fits = max_atoms(costs, per_atom, 0.95 * budget, base)
+    hint = ("; memory='low' (calculator option, or model.memory: low in the config) recomputes each layer "
+            "in chunks and needs several times less" if costs.mode == "default" else "")
+    raise MemoryEstimateError(
+        f"{counts['atom']} atoms ({counts['edge']} edges, {counts['triple']} angle triples) need about "
+        f"{peak / 1e9:.1f} GB in memory mode {costs.mode!r}, but about {budget / 1e9:.1f} GB are available; "
+        f"about {fits} atoms of this density fit{hint}. Nothing was evaluated.")
