@@ -42,7 +42,7 @@ from dpa3_al.model.errors import InputError, UserError
 log = logging.getLogger(__name__)
 
 __all__ = ["LabeledDataset", "Provenance", "FrameRecord", "FailureRecord", "AddReport", "DatasetSummary",
-           "read_labeled", "find_deepmd_systems"]
+           "read_labeled", "find_deepmd_systems", "collect"]
 
 _SET = re.compile(r"^set\.(\d+)$")
 _COND_KEYS = ("temperature", "temp", "pressure", "press", "ensemble", "conf", "stage", "group")
@@ -331,6 +331,39 @@ class LabeledDataset:
             sets.append(f"{system}/{set_name}")
             records += [{"system": system, "set": set_name, "row": row, **f.record} for row, f in enumerate(group)]
         return records, sets
+
+
+def collect(config: dict[str, Any] | None, dataset: Path | None, labeled: Sequence[Path], iteration: int,
+            workdir: Path) -> Path:
+    """Workflow step: the previous dataset plus this iteration's labels, as a new dataset in ``workdir``.
+
+    ``dataset`` (the previous iteration's, may be None) is never modified: its files are
+    hard-linked (the store never rewrites a file, so sharing them is safe) or copied.
+    ``labeled`` are run-label folders holding per-frame ``task-NNNNNN/`` directories.
+    A rerun in the same ``workdir`` starts again from ``dataset``, so nothing is added twice.
+    Config keys: ``dedup_tol`` (Å).
+    """
+    from dpa3_al.label.tasks import read_results
+
+    root = Path(workdir)
+    if root.exists():
+        for entry in root.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+    if dataset is not None and (Path(dataset) / "index").is_dir():
+        shutil.copytree(dataset, root, copy_function=_link_or_copy, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(".*"))
+    store = LabeledDataset(root, dedup_tol=float((config or {}).get("dedup_tol", 1e-3)))
+    for folder in labeled:
+        store.add(read_results([Path(folder)]), Provenance(iteration=iteration, source=Path(folder).name))
+    return root
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 # ---------------------------------------------------------------------- frame conversion

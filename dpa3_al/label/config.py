@@ -133,6 +133,7 @@ class LabelConfig:
     threads: int = field(1, doc="OpenMP/BLAS threads per labeling process", ge=1)
     command: tuple[str, ...] | str = field((), doc="program argv (default pw.x / cp2k_shell; required for vasp, abacus)")
     mpi: tuple[str, ...] | str = field((), doc="launcher prefix for external programs, e.g. 'mpirun -np 4'")
+    frames_per_task: int = field(1, doc="frames per labeling task of the workflow (one fan-out slice)", ge=1)
     tblite: TbliteConfig = field(default_factory=TbliteConfig, doc="settings for kind tblite")
     pyscf: PyscfConfig = field(default_factory=PyscfConfig, doc="settings for kind pyscf")
     espresso: EspressoConfig = field(default_factory=EspressoConfig, doc="settings for kind espresso")

@@ -28,7 +28,7 @@ from .results import LabeledFrame, LabelFailure, LabelMeta, LabelResult, attach_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["task_dir_name", "prepare_task", "write_result", "read_finished", "archive_attempt"]
+__all__ = ["task_dir_name", "prepare_task", "write_result", "read_finished", "archive_attempt", "load_result"]
 
 STATUS = "status.json"
 RESULT = "result.extxyz"
@@ -129,3 +129,15 @@ def _plain(atoms: Atoms) -> Atoms:
     out.calc = None
     out.info = {k: v for k, v in atoms.info.items() if isinstance(v, (str, int, float, bool))}
     return out
+
+
+def load_result(task_dir: Path) -> LabelResult | None:
+    """The finished result stored in ``task_dir`` (input frame + status + labels), else None."""
+    import ase.io
+
+    if not (task_dir / STATUS).is_file() or not (task_dir / INPUT).is_file():
+        return None
+    atoms = ase.io.read(task_dir / INPUT, format="extxyz")
+    atoms.calc = None
+    status = read_json(task_dir / STATUS)
+    return read_finished(task_dir, atoms, status.get("settings_hash"))
