@@ -19,7 +19,33 @@ from .energy import DPA3Model, ModelOutput
 from .ensemble import DEVI_KEYS, model_deviation
 from .errors import InputError
 from .graph import Batch, Graph
+from .memory import UnitCosts, base_bytes, check_fits, unit_costs
 from .runtime import tune_malloc
+
+# Graphs below these sizes are evaluated without a memory estimate (they need < ~1 GB).
+_CHECK_EDGES, _CHECK_TRIPLES = 200_000, 1_000_000
+
+
+class MemoryGuard:
+    """Estimates the peak memory of a graph before it is evaluated (see model/memory.py)."""
+
+    def __init__(self, model: DPA3Model):
+        self.model = model
+        self._costs: UnitCosts | None = None
+        self.last_estimate: float | None = None
+
+    def check(self, graph: Graph) -> None:
+        if graph.n_edges < _CHECK_EDGES and graph.n_triples < _CHECK_TRIPLES:
+            self.last_estimate = None
+            return
+        if self._costs is None or self._costs.mode != self.model.memory:
+            self._costs = unit_costs(self.model)
+        self.last_estimate = check_fits(self.model, graph, self._costs)
+
+    def report(self) -> dict:
+        """Estimated peak of the last large evaluation and this process's measured peak RSS (bytes)."""
+        return {"estimated_peak_bytes": self.last_estimate, "process_peak_rss_bytes": base_bytes(),
+                "memory_mode": self.model.memory}
 
 
 def atoms_to_batch(atoms: Atoms, type_map: Sequence[str]) -> Batch:
@@ -81,11 +107,17 @@ class DPA3Calculator(Calculator):
         self.device = torch.device(device)
         self.model = _prepare(model_or_path, head, device, memory)
         self.type_map = self.model.type_map
+        self.memory_guard = MemoryGuard(self.model)
 
     def _evaluate(self, atoms: Atoms) -> tuple[ModelOutput, Batch, Graph]:
         batch = atoms_to_batch(atoms, self.type_map).to(self.device, torch.float64)
         graph = self.model.build_graph(batch).to(self.device)
+        self.memory_guard.check(graph)
         return self.model(batch, graph, forces=True, virial=True), batch, graph
+
+    def memory_report(self) -> dict:
+        """Peak memory: the estimate for the last large system and the process's measured peak RSS."""
+        return self.memory_guard.report()
 
     def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -150,6 +182,10 @@ class CommitteeCalculator(Calculator):
         self.drive = drive
         self.type_map = self.models[0].type_map
         self._cache: tuple[bytes, ModelOutput] | None = None
+        self.memory_guard = MemoryGuard(self.models[0])   # models run one after another: one model's peak
+
+    def memory_report(self) -> dict:
+        return self.memory_guard.report()
 
     def _graph(self, model: DPA3Model, batch: Batch, shared: Graph | None) -> Graph:
         return shared if (shared is not None and self._shared_graph) else model.build_graph(batch).to(self.device)
@@ -161,6 +197,7 @@ class CommitteeCalculator(Calculator):
         """All M models on ``atoms``: per-model arrays, their mean and the deviations."""
         batch = atoms_to_batch(atoms, self.type_map).to(self.device, torch.float64)
         graph = self._graph(self.models[0], batch, None)
+        self.memory_guard.check(graph)
         outs = []
         for k, model in enumerate(self.models):
             cached = self._cache if (self._cache and k == self.drive and self._cache[0] == self._key(atoms)) else None
@@ -187,7 +224,9 @@ class CommitteeCalculator(Calculator):
             return
         model = self.models[self.drive]
         batch = atoms_to_batch(self.atoms, self.type_map).to(self.device, torch.float64)
-        out = model(batch, self._graph(model, batch, None))
+        graph = self._graph(model, batch, None)
+        self.memory_guard.check(graph)
+        out = model(batch, graph)
         self._cache = (self._key(self.atoms), out)
         self.results = _results(out, self.atoms)
 

@@ -1,0 +1,46 @@
+"""Memory estimates and the up-front error for systems that would not fit."""
+
+import numpy as np
+import pytest
+
+import dpa3_al.model.calculator as calc_mod
+import dpa3_al.model.memory as mem
+from dpa3_al.model import DPA3Calculator, MemoryEstimateError
+from dpa3_al.model.calculator import atoms_to_batch
+
+from .helpers import random_periodic, tiny_model
+
+
+def test_too_large_system_fails_before_evaluation(monkeypatch):
+    model = tiny_model()
+    calc = DPA3Calculator(model)
+    monkeypatch.setattr(calc_mod, "_CHECK_EDGES", 0)
+    monkeypatch.setattr(mem, "available_bytes", lambda: 1e6)
+    called = []
+    forward = type(model).forward
+    monkeypatch.setattr(type(model), "forward",
+                        lambda self, batch, *a, **k: called.append(len(batch.types)) or forward(self, batch, *a, **k))
+    atoms = random_periodic(10, seed=51) * (2, 2, 2)
+    with pytest.raises(MemoryEstimateError, match=r"80 atoms .* GB .*memory mode 'default'.*atoms of this density fit"
+                                                  r".*memory='low'.*Nothing was evaluated"):
+        atoms.calc = calc
+        atoms.get_potential_energy()
+    assert 80 not in called      # only the small probe ran, never the big system
+
+
+def test_low_mode_stores_less_and_stored_bytes_scale_with_the_graph():
+    model = tiny_model(nlayers=4, n_dim=32, e_dim=16, a_dim=8)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    default, low = mem.unit_costs(model, "default"), mem.unit_costs(model, "low")
+    assert low.stored["triple"] < 0.6 * default.stored["triple"]
+    assert low.stored["edge"] < 0.5 * default.stored["edge"]
+    # predicted stored bytes of a different structure match a direct measurement
+    atoms = random_periodic(24, seed=52, cell=np.diag([6.0, 6.2, 6.5]))
+    batch = atoms_to_batch(atoms, model.type_map)
+    graph = model.build_graph(batch)
+    counts = mem.graph_counts(graph)
+    measured = mem._saved_by_unit(model, batch, graph, counts, "default")
+    total_measured = sum(measured[u] * counts[u] for u in mem.UNITS)
+    predicted = sum(default.stored[u] * counts[u] for u in mem.UNITS)
+    assert abs(predicted - total_measured) < 0.2 * total_measured
