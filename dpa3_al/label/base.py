@@ -81,6 +81,8 @@ class Labeler(ABC):
         unless ``redo_failed``). Each result is persisted the moment it exists.
         """
         frames = list(frames)
+        if not frames:
+            return []
         self.check({symbol for atoms in frames for symbol in atoms.get_chemical_symbols()})
         workdir = Path(workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)

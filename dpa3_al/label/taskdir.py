@@ -91,11 +91,12 @@ def write_result(task_dir: Path, result: LabelResult, fingerprint: str) -> None:
     atomic_write_json(task_dir / STATUS, status)
 
 
-def read_finished(task_dir: Path, atoms: Atoms, settings_hash: str) -> LabelResult | None:
+def read_finished(task_dir: Path, atoms: Atoms, settings_hash: str | None, *,
+                  verify: bool = True) -> LabelResult | None:
     """The stored result of a finished task for this frame and settings, else None.
 
-    A task written for another frame or other settings is stale: it is ignored (and will be
-    overwritten), with a warning.
+    With ``verify``, a task written for another frame or other settings is stale: it is
+    ignored (its files are moved aside when the frame is labeled again), with a warning.
     """
     import ase.io
 
@@ -106,9 +107,9 @@ def read_finished(task_dir: Path, atoms: Atoms, settings_hash: str) -> LabelResu
         status = read_json(status_path)
     except (OSError, ValueError):
         return None
-    if status.get("fingerprint") != frame_fingerprint(atoms) or status.get("settings_hash") != settings_hash:
+    stale = status.get("fingerprint") != frame_fingerprint(atoms) or status.get("settings_hash") != settings_hash
+    if verify and stale:
         log.warning("%s holds a result for another frame or other settings; labeling again", task_dir)
-        status_path.unlink(missing_ok=True)
         return None
     meta = LabelMeta(labeler=status["labeler"], settings_hash=status["settings_hash"],
                      wall_time=float(status.get("wall_time") or 0.0), attempts=int(status.get("attempts") or 1),
@@ -139,5 +140,4 @@ def load_result(task_dir: Path) -> LabelResult | None:
         return None
     atoms = ase.io.read(task_dir / INPUT, format="extxyz")
     atoms.calc = None
-    status = read_json(task_dir / STATUS)
-    return read_finished(task_dir, atoms, status.get("settings_hash"))
+    return read_finished(task_dir, atoms, None, verify=False)
