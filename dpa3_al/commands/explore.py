@@ -36,7 +36,7 @@ def load_section(path: Path, section: str, cls: type) -> Any:
 
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if isinstance(data, dict) and section in data:
         return from_dict(cls, data[section], path=section, source=str(path))
     return from_dict(cls, data, source=str(path))

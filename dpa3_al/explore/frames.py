@@ -102,7 +102,7 @@ def read_frames_table(task_dirs: Sequence[Path]) -> FrameTable:
     idx, steps, devi = [], [], []
     for path in task_dirs:
         path = Path(path)
-        meta = json.loads((path / TASK_JSON).read_text())
+        meta = json.loads((path / TASK_JSON).read_text(encoding="utf-8"))
         info = TaskInfo(path=path, name=meta.get("name", path.name), group=meta.get("group", "group-0"),
                         meta=meta, outcome=_outcome(path))
         table.tasks.append(info)

@@ -151,9 +151,9 @@ class Recorder:
     def __init__(self, task_dir: Path, task: Task):
         self.task = task
         self.n_frames = 0
-        self._traj = open(task_dir / TRAJ_FILE, "a")
+        self._traj = open(task_dir / TRAJ_FILE, "a", encoding="utf-8")
         self._csv = DeviCsvWriter(task_dir / DEVI_FILE)
-        self._log = open(task_dir / LOG_FILE, "a")
+        self._log = open(task_dir / LOG_FILE, "a", encoding="utf-8")
         md = task.md
         press = "-" if md.pressure is None else f"{md.pressure:g}"
         self.log(f"# {task.name} group={task.group} conf={task.conf_label!r} natoms={len(task.atoms)} "

@@ -132,7 +132,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -144,7 +144,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     """Atomic JSON write; NaN and infinities become null (strict JSON)."""
-    atomic_write_text(path, json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False,
+                                        ensure_ascii=False) + "\n")
 
 
 def _finite(obj: Any) -> Any:
@@ -186,7 +187,7 @@ def load_task(task_dir: Path) -> Task:
     import ase.io
 
     try:
-        data = json.loads((task_dir / TASK_JSON).read_text())
+        data = json.loads((task_dir / TASK_JSON).read_text(encoding="utf-8"))
         atoms = ase.io.read(task_dir / CONF_FILE, format="extxyz")
     except (OSError, ValueError) as err:
         raise InputError(f"{task_dir} is not a readable MD task folder ({err}); expected {TASK_JSON} "
@@ -208,7 +209,7 @@ def write_tasks(tasks: list[Task], out_dir: Path) -> list[Path]:
 def read_status(task_dir: Path) -> dict[str, Any] | None:
     """The task's ``status.json`` as a dict, or None when absent or unreadable."""
     try:
-        return json.loads((task_dir / STATUS_JSON).read_text())
+        return json.loads((task_dir / STATUS_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
