@@ -71,7 +71,8 @@ class FilterConfig:
 class SelectConfig:
     """Trust levels, filters and the per-iteration cap."""
 
-    f_lo: float = field(0.05, doc="lower trust level on max_devi_f (the floor of the adaptive level)",
+    f_lo: float = field(0.05, doc="lower trust level on max_devi_f (with `adaptive`, the level is chosen "
+                        "each iteration instead)",
                         unit="eV/Å", ge=0)
     f_hi: float = field(0.15, doc="upper trust level on max_devi_f: at or above it a frame is failed",
                         unit="eV/Å", gt=0)

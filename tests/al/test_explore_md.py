@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -14,10 +13,9 @@ from ase.calculators.emt import EMT
 from ase.calculators.lj import LennardJones
 
 from dpa3_al.explore import AseCommittee, explore, make_tasks, run_task
-from dpa3_al.explore.config import StopConfig
+from dpa3_al.explore.config import ExploreConfig, StopConfig
 from dpa3_al.explore.deviation import DEVI_COLUMNS, read_model_devi
 from dpa3_al.model.typed_config import from_dict
-from dpa3_al.explore.config import ExploreConfig
 
 NO_STOP = {"max_devi_f": None, "min_dist_ratio": None, "lost_distance": None}
 

@@ -244,3 +244,14 @@ def test_cli_select(explored, tmp_path, capsys):
     bad.write_text("select:\n  f_hi: -1\n")
     assert main(["select", str(explored), "--config", str(bad)]) == 1
     assert "select.f_hi" in capsys.readouterr().err
+
+
+def test_killed_task_with_truncated_trajectory(tmp_path):
+    root = tmp_path / "explore"
+    d = make_task_dir(root, 0, "g", [(0, 0.1), (10, 0.1), (20, 0.1)], status="running")
+    text = (d / "traj.extxyz").read_text()
+    (d / "traj.extxyz").write_text(text[: len(text) - 60])  # the last frame is cut in the middle
+    report = select(_dirs(root), SelectConfig(), tmp_path / "sel")
+    assert report.counts["candidate"] == 3 and report.tasks == {"running": 1}
+    assert [f["frame"] for f in report.filters["missing_frame"]["frames"]] == ["task-000000:20"]
+    assert [s["step"] for s in report.selected] == [0, 10]
