@@ -1,7 +1,8 @@
 """Stages and convergence: a small state machine over (stage, iteration in stage).
 
-After each iteration the loop calls :func:`decide` with the iteration's outcome (accurate
-ratio, and the lower trust level used, from ``selection.json``). The decision says whether
+After each iteration the loop calls :func:`judge` with the iteration's outcome (accurate
+ratio, and the lower trust level used, from ``selection.json``); :func:`decide` is the same as
+a workflow step over files (``selection.json`` in, ``schedule.json`` out). The decision says whether
 to run another iteration of the same stage (``continue``), to move to the next stage
 (``next_stage``), that the exploration is over (``done``), or that the run must stop
 (``stop``: the stage hit ``max_iter`` unconverged and ``fatal_at_max`` is set; the caller
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from dpa3_al.explore.config import StageConfig
@@ -120,8 +122,8 @@ def stage_converged(stage: StageConfig, history: Sequence[IterationOutcome]) -> 
     return False, f"accurate ratio {ratio:.4f} < conv_accuracy {stage.conv_accuracy:g}"
 
 
-def decide(stages: Sequence[StageConfig], state: ScheduleState,
-           outcome: IterationOutcome) -> tuple[Decision, ScheduleState]:
+def judge(stages: Sequence[StageConfig], state: ScheduleState,
+          outcome: IterationOutcome) -> tuple[Decision, ScheduleState]:
     """Judge the iteration ``state.iteration`` of stage ``state.stage`` that produced ``outcome``.
 
     Returns:
@@ -161,12 +163,57 @@ def decide(stages: Sequence[StageConfig], state: ScheduleState,
 
 
 def replay(stages: Sequence[StageConfig], outcomes: Sequence[IterationOutcome]) -> tuple[list[Decision], ScheduleState]:
-    """Run :func:`decide` over a sequence of outcomes from the start (resume, tests)."""
+    """Run :func:`judge` over a sequence of outcomes from the start (resume, tests)."""
     state = ScheduleState()
     decisions = []
     for outcome in outcomes:
-        decision, state = decide(stages, state, outcome)
+        decision, state = judge(stages, state, outcome)
         decisions.append(decision)
         if state.finished:
             break
     return decisions, state
+
+
+SCHEDULE_JSON = "schedule.json"
+
+
+def decide(config: dict[str, Any], schedule: Path | None, selection: Path, dataset: Path | None, iteration: int,
+           workdir: Path) -> bool:
+    """Workflow step (decide): judge this iteration and write ``workdir/schedule.json``.
+
+    Args:
+        config: the ``explore`` section (or a dict holding it under ``explore``): its stages.
+        schedule: the previous ``schedule.json`` (None in the first iteration).
+        selection: the select step's folder (or its ``selection.json``).
+        dataset: the labeled dataset (not used by the decision).
+        iteration: the loop iteration, stored with the decision.
+        workdir: where ``schedule.json`` goes: ``{"state": ..., "decisions": [...]}``, each decision
+            with its loop iteration.
+    Returns:
+        True when the exploration is over (last stage converged or finished its max_iter).
+    Raises:
+        StageNotConverged: a stage reached max_iter unconverged with ``fatal_at_max`` (after
+            writing ``schedule.json``, so the decision and its reason are kept).
+    """
+    import json
+
+    from dpa3_al.explore.config import ExploreConfig
+    from dpa3_al.explore.tasks import atomic_write_json, section
+    from dpa3_al.model.typed_config import from_dict
+
+    data, _ = section(config, "explore")
+    stages = from_dict(ExploreConfig, data, path="explore").stages
+    record: dict[str, Any] = {"state": ScheduleState().to_dict(), "decisions": []}
+    if schedule is not None and Path(schedule).is_file():
+        record = json.loads(Path(schedule).read_text(encoding="utf-8"))
+    sel_path = Path(selection)
+    sel_path = sel_path / "selection.json" if sel_path.is_dir() else sel_path
+    outcome = IterationOutcome.from_selection(json.loads(sel_path.read_text(encoding="utf-8")))
+    decision, state = judge(stages, ScheduleState.from_dict(record["state"]), outcome)
+    record = {"state": state.to_dict(), "decisions": [*record["decisions"], {"loop_iteration": iteration,
+                                                                            **decision.to_dict()}]}
+    atomic_write_json(Path(workdir) / SCHEDULE_JSON, record)
+    log.info("iteration %d, stage %d: %s (%s)", iteration, decision.stage, decision.action, decision.reason)
+    if decision.action == "stop":
+        raise StageNotConverged(decision.reason)
+    return state.finished

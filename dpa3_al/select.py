@@ -392,3 +392,34 @@ def _why(ref: FrameRef, rank: int, levels: Levels, cfg: SelectConfig) -> dict[st
         reason += f"; {how[cfg.strategy]} #{rank + 1} in {scope}"
     return {"frame": ref.key, "task": ref.task, "group": ref.group, "step": ref.step, "max_devi_f": f,
             "max_devi_v": ref.devi["max_devi_v"], "rank": rank, "reason": reason}
+
+
+def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteration: int, workdir: Path) -> int:
+    """Workflow step (select): :func:`select` over the explored task folders; returns the number of
+    frames selected.
+
+    Args:
+        config: the ``select`` section (or a dict holding it under ``select``); it or the outer
+            dict may also hold ``models`` (checkpoints; model 0 gives the descriptors of strategy
+            ``diversity``), ``head`` and ``device``.
+        explored: the task output folders (those without ``task.json`` are ignored).
+        iteration: recorded in the log only (the frames carry their own provenance).
+        workdir: where ``selection.json`` and ``candidates.extxyz`` go.
+    """
+    from dpa3_al.explore.tasks import TASK_JSON, section
+    from dpa3_al.model.typed_config import from_dict
+
+    outer = dict(config or {})
+    data, _ = section(config, "select")
+    models = data.pop("models", None) or outer.get("models")
+    head = data.pop("head", None) or outer.get("head")
+    device = data.pop("device", None) or outer.get("device") or "cpu"
+    cfg = from_dict(SelectConfig, data, path="select")
+    descriptor_fn = None
+    if models:
+        from dpa3_al.model import DPA3Calculator
+
+        descriptor_fn = DPA3Calculator(str(models[0]), head=head, device=device).get_descriptor
+    dirs = sorted((Path(d) for d in explored if (Path(d) / TASK_JSON).is_file()), key=lambda d: d.name)
+    log.info("iteration %d: selecting from %d task folders", iteration, len(dirs))
+    return len(select(dirs, cfg, Path(workdir), descriptor_fn=descriptor_fn).selected)

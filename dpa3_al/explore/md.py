@@ -258,3 +258,37 @@ def run_task(task: Task, calc: Any, out_dir: Path) -> TaskReport:
     status.pop("skipped")
     atomic_write_json(out_dir / STATUS_JSON, status)
     return report
+
+
+def _model_files(models: list[Path]) -> list[str]:
+    """Checkpoint paths from files or folders (a folder contributes its ``*.pt`` files)."""
+    files: list[str] = []
+    for m in models:
+        m = Path(m)
+        files.extend(str(p) for p in (sorted(m.glob("*.pt")) if m.is_dir() else [m]))
+    return files
+
+
+def run_explore_task(config: dict[str, Any], task: Path, models: list[Path], workdir: Path) -> TaskReport:
+    """Workflow step (run-explore, one slice): run the task folder ``task`` with the committee of
+    ``models`` into ``workdir``.
+
+    Args:
+        config: ``{"drive": 0 | "mean", "head": None, "device": "cpu"}`` (all optional; a whole
+            ``explore`` section may be passed, only its ``drive`` is read).
+        task: a folder written by :func:`~dpa3_al.explore.tasks.prepare_tasks`.
+        models: committee checkpoints (files, or folders holding ``*.pt``).
+        workdir: the task's output folder (may be ``task`` itself).
+    """
+    from dpa3_al.model import CommitteeCalculator
+    from dpa3_al.model.typed_config import ConfigError
+
+    from .tasks import load_task, section
+
+    data, _ = section(config, "explore")
+    drive = data.get("drive", 0)
+    if drive != "mean" and not (isinstance(drive, int) and drive >= 0):
+        raise ConfigError("explore.drive", f"{drive!r} must be a model index or 'mean'")
+    files = _model_files(models)
+    comm = CommitteeCalculator(files, head=data.get("head"), device=data.get("device", "cpu"), drive=drive)
+    return run_task(load_task(Path(task)), comm, Path(workdir))

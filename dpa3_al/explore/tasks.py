@@ -223,3 +223,40 @@ def is_done(task_dir: Path) -> bool:
 def task_dirs(root: Path) -> list[Path]:
     """The task folders under ``root`` (``task-*`` with a task.json), sorted by name."""
     return sorted(p for p in root.glob("task-*") if (p / TASK_JSON).is_file())
+
+
+def section(config: dict[str, Any], name: str) -> tuple[dict[str, Any], Path]:
+    """Split a step's ``config`` dict: the ``name`` section (or the dict itself when it has no
+    such key) and ``base_dir`` (folder for relative paths; default the current folder)."""
+    config = dict(config or {})
+    base_dir = Path(config.pop("base_dir", "."))
+    return dict(config.get(name, config) or {}), base_dir
+
+
+def prepare_tasks(config: dict[str, Any], schedule: Path | None, iteration: int, workdir: Path) -> list[Path]:
+    """Workflow step (prep-explore): write the task folders of ``iteration`` under ``workdir``.
+
+    Args:
+        config: the ``explore`` section (or a dict holding it under ``explore``), optionally with
+            ``base_dir`` (where relative structure files are read from).
+        schedule: the ``schedule.json`` written by the previous decide step (None at first); its
+            state says which stage to explore.
+        iteration: the loop iteration (seeds the sampling and the MD).
+        workdir: where the ``task-NNNNNN`` folders go.
+    Returns:
+        the task folders, in task order.
+    """
+    from dpa3_al.model.typed_config import from_dict
+
+    from .config import ExploreConfig
+
+    data, base_dir = section(config, "explore")
+    cfg = from_dict(ExploreConfig, data, path="explore")
+    stage = 0
+    if schedule is not None and Path(schedule).is_file():
+        stage = int(json.loads(Path(schedule).read_text(encoding="utf-8"))["state"]["stage"])
+    if not 0 <= stage < len(cfg.stages):
+        raise InputError(f"explore.stages has {len(cfg.stages)} stage(s) but the schedule asks for stage {stage}; "
+                         "add stages to the config or start a new run")
+    tasks = make_tasks(cfg.stages[stage], cfg.stop, base_dir=base_dir, stage_index=stage, iteration=iteration)
+    return write_tasks(tasks, Path(workdir))

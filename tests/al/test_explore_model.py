@@ -116,3 +116,30 @@ def test_cli_explore_then_select_with_diversity(tmp_path, capsys):
     selection = json.loads((out / "select" / "selection.json").read_text())
     assert selection["n_selected"] == 3 and selection["strategy"] == "diversity"
     assert all("farthest-point" in s["reason"] for s in selection["selected"])
+
+
+def test_workflow_step_functions_chain_one_iteration(tmp_path):
+    from dpa3_al.explore.md import run_explore_task
+    from dpa3_al.explore.tasks import prepare_tasks
+    from dpa3_al.schedule import decide
+    from dpa3_al.select import select_candidates
+
+    import yaml
+
+    models = tiny_models(tmp_path / "models", [0, 1, 2], ["Cu"])
+    config = yaml.safe_load(_explore_yaml(tmp_path / "run.yaml").read_text())
+    config["explore"]["stages"][0]["task_groups"][0]["temps"] = [100]
+    tasks = prepare_tasks(config, None, 0, tmp_path / "tasks")
+    assert len(tasks) == 2
+    results = []
+    for task in tasks:
+        wd = tmp_path / "explore" / task.name
+        report = run_explore_task({"drive": "mean"}, task, [tmp_path / "models"], wd)
+        assert report.n_frames >= 1 and (wd / "model_devi.csv").is_file()
+        results.append(wd)
+    n = select_candidates({**config, "models": [str(models[0])]}, results, 0, tmp_path / "select")
+    selection = json.loads((tmp_path / "select" / "selection.json").read_text())
+    assert n == min(3, selection["counts"]["candidate"]) and selection["strategy"] == "diversity"
+    done = decide(config, None, tmp_path / "select", None, 0, tmp_path / "decide")
+    record = json.loads((tmp_path / "decide" / "schedule.json").read_text())
+    assert done is False and record["decisions"][0]["action"] == "continue"

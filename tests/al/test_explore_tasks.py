@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import ase.io
@@ -12,6 +13,7 @@ from ase.build import bulk, molecule
 from dpa3_al.explore import ExploreConfig, load_task, make_tasks, task_dirs, write_tasks
 from dpa3_al.explore.configurations import build_pool, perturb, read_structures, substitute
 from dpa3_al.explore.config import PerturbSpec, SubstituteSpec
+from dpa3_al.explore.tasks import prepare_tasks
 from dpa3_al.model.errors import InputError
 from dpa3_al.model.typed_config import ConfigError, from_dict, to_dict
 
@@ -135,3 +137,22 @@ def test_generators_substitute_and_perturb_within_bounds():
     assert all(np.array_equal(a.atoms.positions, b.atoms.positions) for a, b in zip(pool, again))
     other = build_pool(spec, Path("."), seed=2)
     assert not np.array_equal(other[1].atoms.positions, pool[1].atoms.positions)
+
+
+def test_prepare_tasks_step_follows_the_schedule_stage(tmp_path):
+    path = tmp_path / "h2o.xyz"
+    ase.io.write(path, molecule("H2O"))
+    explore = {"stages": [{"task_groups": [_cu_group()]},
+                          {"task_groups": [{"name": "mol", "configurations": [{"file": "h2o.xyz"}],
+                                            "temps": [100, 200, 300]}]}]}
+    first = prepare_tasks({"explore": explore, "base_dir": str(tmp_path)}, None, 0, tmp_path / "it0")
+    assert [d.name for d in first] == ["task-000000", "task-000001"] and load_task(first[0]).group == "cu"
+    schedule = tmp_path / "schedule.json"
+    schedule.write_text(json.dumps({"state": {"stage": 1, "iteration": 0, "finished": False, "history": []}}))
+    second = prepare_tasks({**explore, "base_dir": str(tmp_path)}, schedule, 1, tmp_path / "it1")
+    tasks = [load_task(d) for d in second]
+    assert [(t.group, t.stage, t.iteration, t.md.temperature) for t in tasks] == [
+        ("mol", 1, 1, 100.0), ("mol", 1, 1, 200.0), ("mol", 1, 1, 300.0)]
+    schedule.write_text(json.dumps({"state": {"stage": 2, "iteration": 0, "finished": False, "history": []}}))
+    with pytest.raises(InputError, match="stage 2"):
+        prepare_tasks(explore, schedule, 2, tmp_path / "it2")

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from dpa3_al.explore.config import StageConfig, TaskGroupConfig
-from dpa3_al.schedule import (Decision, IterationOutcome, ScheduleState, StageNotConverged, decide, replay,
-                              stage_converged)
+from dpa3_al.schedule import (Decision, IterationOutcome, ScheduleState, StageNotConverged, decide, judge,
+                              replay, stage_converged)
 from dpa3_al.model.typed_config import from_dict
 
 GROUP = {"configurations": [{"lattice": {"symbols": "Cu"}}]}
@@ -66,7 +66,7 @@ def test_adaptive_mode_converges_when_the_lower_level_stops_moving():
 
 def test_iteration_without_frames_never_converges():
     plan = stages({"max_iter": 3, "conv_accuracy": 0.5})
-    decision, _ = decide(plan, ScheduleState(), IterationOutcome(accurate_ratio=float("nan"), n_frames=0))
+    decision, _ = judge(plan, ScheduleState(), IterationOutcome(accurate_ratio=float("nan"), n_frames=0))
     assert decision.action == "continue" and "no frames" in decision.reason
 
 
@@ -78,10 +78,10 @@ def test_records_serialize_and_resume():
     resumed = ScheduleState.from_dict(stored["state"])
     assert resumed == state
     assert [Decision.from_dict(d) for d in stored["decisions"]] == decisions
-    decision, after = decide(plan, resumed, ratios(0.99)[0])
+    decision, after = judge(plan, resumed, ratios(0.99)[0])
     assert decision.action == "done" and after.finished
     with pytest.raises(ValueError):
-        decide(plan, after, ratios(0.5)[0])
+        judge(plan, after, ratios(0.5)[0])
 
 
 def test_outcome_from_selection_json():
@@ -90,3 +90,34 @@ def test_outcome_from_selection_json():
     assert IterationOutcome.from_selection(sel) == IterationOutcome(0.75, 40, 0.07, True)
     empty = IterationOutcome.from_selection({"n_frames": 0, "ratios": {"accurate": None}, "levels": {}})
     assert empty.n_frames == 0 and empty.accurate_ratio != empty.accurate_ratio  # NaN
+
+
+def _write_selection(path, accurate: float, n: int = 100):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "selection.json").write_text(json.dumps({
+        "n_frames": n, "ratios": {"accurate": accurate},
+        "levels": {"f_lo": 0.05, "f_hi": 0.15, "v_lo": None, "v_hi": None, "adaptive": False}}))
+    return path
+
+
+def test_decide_step_reads_selection_and_chains_schedule_files(tmp_path):
+    explore = {"stages": [{"task_groups": [GROUP], "max_iter": 2}, {"task_groups": [GROUP], "max_iter": 3,
+                                                                    "fatal_at_max": True}]}
+    config = {"explore": explore, "base_dir": str(tmp_path)}
+    previous = None
+    done = []
+    for it, acc in enumerate([0.3, 0.95, 0.2, 0.4]):
+        wd = tmp_path / f"decide-{it}"
+        done.append(decide(config, previous, _write_selection(tmp_path / f"sel-{it}", acc), None, it, wd))
+        previous = wd / "schedule.json"
+    assert done == [False, False, False, False]
+    record = json.loads(previous.read_text())
+    assert [d["action"] for d in record["decisions"]] == ["continue", "next_stage", "continue", "continue"]
+    assert [d["loop_iteration"] for d in record["decisions"]] == [0, 1, 2, 3]
+    assert record["state"]["stage"] == 1 and record["state"]["iteration"] == 2
+    # the third iteration of stage 1 is its max_iter and the stage is fatal: stop, recorded first
+    with pytest.raises(StageNotConverged, match="fatal_at_max"):
+        decide(explore, previous, _write_selection(tmp_path / "sel-4", 0.5) / "selection.json", None, 4,
+               tmp_path / "decide-4")
+    last = json.loads((tmp_path / "decide-4" / "schedule.json").read_text())
+    assert last["decisions"][-1]["action"] == "stop" and last["state"]["finished"]

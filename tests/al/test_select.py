@@ -18,7 +18,7 @@ from dpa3_al.model.errors import UserError
 from dpa3_al.model.typed_config import ConfigError, from_dict
 from dpa3_al.select import (ACCURATE, CANDIDATE, FAILED, FilterConfig, Levels, SelectConfig, adaptive_lower, allot,
                             box_reason, classify, duplicate_mask, farthest_point_sampling, min_distance_reason, pick,
-                            resolve_levels, select)
+                            resolve_levels, select, select_candidates)
 
 A, C, F = ACCURATE, CANDIDATE, FAILED
 nan = float("nan")
@@ -255,3 +255,15 @@ def test_killed_task_with_truncated_trajectory(tmp_path):
     assert report.counts["candidate"] == 3 and report.tasks == {"running": 1}
     assert [f["frame"] for f in report.filters["missing_frame"]["frames"]] == ["task-000000:20"]
     assert [s["step"] for s in report.selected] == [0, 10]
+
+
+def test_select_candidates_step(explored, tmp_path):
+    (tmp_path / "not-a-task").mkdir()
+    dirs = _dirs(explored) + [tmp_path / "not-a-task"]
+    config = {"select": {"f_lo": 0.05, "f_hi": 0.15, "max_select": 2, "strategy": "highest"}, "base_dir": "."}
+    n = select_candidates(config, dirs, 3, tmp_path / "select")
+    assert n == 2
+    data = json.loads((tmp_path / "select" / "selection.json").read_text())
+    assert data["n_frames"] == 16 and data["n_selected"] == 2
+    with pytest.raises(ConfigError, match=r"select\.strategy"):
+        select_candidates({"strategy": "best"}, _dirs(explored), 3, tmp_path / "bad")
