@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
@@ -58,9 +61,15 @@ def run(args: argparse.Namespace) -> int:
     from dpa3_al.explore.config import ExploreConfig
     from dpa3_al.explore.run import explore
     from dpa3_al.model import CommitteeCalculator
+    from dpa3_al.model.typed_config import ConfigError
 
     cfg = load_section(args.config, "explore", ExploreConfig)
     drive = _drive(args.drive, cfg.drive)
+    if isinstance(drive, int) and drive >= len(args.models):
+        raise ConfigError("explore.drive", f"model index {drive} but only {len(args.models)} models were given "
+                          "(--models); use an index below that or 'mean'")
+    if len(args.models) < 2:
+        log.warning("one model: the committee deviation is zero everywhere; give at least 2 --models")
     comm = CommitteeCalculator([str(p) for p in args.models], head=args.head, device=args.device, drive=drive)
     report = explore(cfg, comm, args.out, stage=args.stage, iteration=args.iteration,
                      base_dir=args.config.resolve().parent)
