@@ -4,8 +4,9 @@ Names: ``silu``, ``silut:T`` (alias ``custom_silu:T``; T defaults to 3.0), ``tan
 (tanh approximation, as deepmd-kit's ``gelu``/``gelu_tf``), ``relu``, ``relu6``, ``softplus``,
 ``sigmoid``, ``linear``/``none``.
 
-Activations may carry ``backward(grad, x) -> grad * act'(x)`` (silu, silut, tanh), used by the
-fused operations of model/ops.py.
+Activations silu, silut and tanh also carry ``raw(x) -> (value, tail)`` (no autograd),
+``backward(grad, x, tail) -> grad * act'(x)`` and ``value(x, tail)`` (differentiable), used by
+the fused operations of model/ops.py; ``tail`` tells whether a silut tail was hit.
 
 SiLUT (silu with a tanh tail, C^1 at T):
     f(x) = x * sigmoid(x)                              for x <  T
@@ -80,12 +81,25 @@ def make_silut(threshold: float = 3.0) -> Activation:
     def silut(x: torch.Tensor) -> torch.Tensor:
         return _SiLUT.apply(x, threshold, kappa, shift)
 
-    def backward(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def raw(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """Forward value without autograd, and whether any x reached the tail."""
+        y = F.silu(x)
+        tail = bool(y.numel()) and bool(y.max() >= shift)
+        if tail:
+            y = torch.where(x >= threshold, torch.tanh(kappa * (x - threshold)) + shift, y)
+        return y, tail
+
+    def backward(grad: torch.Tensor, x: torch.Tensor, tail: bool | None = None) -> torch.Tensor:
         g = silu_grad_times(grad, x)
-        return _tail_patch(g, grad, x, threshold, kappa) if x.numel() and bool(x.max() >= threshold) else g
+        if tail is None:
+            tail = bool(x.numel()) and bool(x.max() >= threshold)
+        return _tail_patch(g, grad, x, threshold, kappa) if tail else g
+
+    def value(x: torch.Tensor, tail: bool) -> torch.Tensor:
+        return silut(x) if tail else F.silu(x)
 
     silut.params = (threshold, kappa, shift)  # type: ignore[attr-defined]
-    silut.backward = backward                 # type: ignore[attr-defined]
+    silut.raw, silut.backward, silut.value = raw, backward, value  # type: ignore[attr-defined]
     return silut
 
 
@@ -97,8 +111,12 @@ def _tanh(x: torch.Tensor) -> torch.Tensor:
     return torch.tanh(x)
 
 
-_silu.backward = silu_grad_times                                              # type: ignore[attr-defined]
-_tanh.backward = lambda grad, x: grad * (1.0 - torch.tanh(x) ** 2)            # type: ignore[attr-defined]
+_silu.raw = lambda x: (F.silu(x), False)                                     # type: ignore[attr-defined]
+_silu.backward = lambda grad, x, tail=None: silu_grad_times(grad, x)         # type: ignore[attr-defined]
+_silu.value = lambda x, tail: F.silu(x)                                      # type: ignore[attr-defined]
+_tanh.raw = lambda x: (torch.tanh(x), False)                                 # type: ignore[attr-defined]
+_tanh.backward = lambda grad, x, tail=None: grad * (1.0 - torch.tanh(x) ** 2)  # type: ignore[attr-defined]
+_tanh.value = lambda x, tail: torch.tanh(x)                                  # type: ignore[attr-defined]
 
 _SIMPLE: dict[str, Activation] = {
     "silu": _silu,

@@ -36,21 +36,22 @@ class _ActScale(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, act: Activation) -> torch.Tensor:
         ctx.save_for_backward(x, w)
+        y, ctx.tail = act.raw(x)
         ctx.act = act
-        return act(x) * w[:, None]
+        return y.mul_(w[:, None])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, w = ctx.saved_tensors
         act = ctx.act
-        gx = act.backward(grad * w[:, None], x)
-        gw = (grad * act(x)).sum(-1) if ctx.needs_input_grad[1] else None
+        gx = act.backward(grad * w[:, None], x, ctx.tail)
+        gw = (grad * act.value(x, ctx.tail)).sum(-1) if ctx.needs_input_grad[1] else None
         return gx, gw, None
 
 
 def act_scale(x: torch.Tensor, w: torch.Tensor, act: Activation) -> torch.Tensor:
     """act(x) * w[:, None] for x (R, d), w (R,); keeps only x and w for backward."""
-    if getattr(act, "backward", None) is None:
+    if getattr(act, "raw", None) is None:
         return act(x) * w[:, None]
     return _ActScale.apply(x, w, act)
 

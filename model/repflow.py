@@ -179,8 +179,9 @@ class RepFlowLayer(nn.Module):
         per_ij = torch.addmm((n_t @ w[ad:ad + na]).index_select(0, g.angle_center) + lin.bias,
                              e_t, w[ad + na + ea:])                                      # (Ea, n_out)
         per_ik = e_t @ w[ad + na:ad + na + ea]                                           # (Ea, n_out)
-        gathered = per_ij.index_select(0, g.triple_j) + per_ik.index_select(0, g.triple_k)   # (T, n_out)
-        return torch.addmm(gathered, a, w[:ad])
+        pre = per_ij.index_select(0, g.triple_j)                                          # (T, n_out)
+        pre += per_ik.index_select(0, g.triple_k)   # in place: fresh tensors, nothing saved them
+        return pre.addmm_(a, w[:ad])
 
     def _angle_to_edge(self, pre: torch.Tensor, g: LayerGeometry) -> torch.Tensor:
         """z_ij = S_a^-1/2 sum_k tw_ijk phi(pre_ijk)  ->  (Ea, e_dim)."""
