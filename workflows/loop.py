@@ -1,0 +1,164 @@
+"""The concurrent-learning loop as recursive dflow Steps.
+
+One *iteration block* (a dflow ``Steps`` template) per pass::
+
+    train (sliced: one step per committee member)
+      -> prep-explore -> run-explore (sliced over MD tasks, grouped by group_size)
+      -> select -> prep-label -> run-label (sliced over label tasks, grouped)
+      -> collect -> decide
+      -> next-iteration: the block calls itself, when decide says "not done"
+
+Every step has a stable key from :func:`~dpa3_al.workflows.keys.step_key`
+(``iter-000003--run-explore-000017``; for a grouped fan-out the index is the group's).
+The fan-outs tolerate failed tasks down to ``continue_on_success_ratio``.
+
+What each step computes is a function named by import path (:class:`StepCall`); the
+defaults are the project's real functions (see docs/workflows.md), tests inject toys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dflow import InputArtifact, InputParameter, Inputs, Steps, argo_len, argo_sequence
+from dflow.python import Slices
+
+from dpa3_al.model.typed_config import ConfigError, field
+
+from .engine import Engine, LeanStep
+from .keys import STEP_NAMES, iteration_name, step_key
+from .ops import op_class
+
+__all__ = ["StepCall", "LoopSpec", "build_workflow", "ITER", "INDEX"]
+
+ITER = "{{inputs.parameters.iter_name}}"   # the iteration part of keys inside the block
+INDEX = "{{item}}"                         # the fan-out index (formatted %06d by the sequence)
+SEQ_FORMAT = "%06d"
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """The function one step calls, and the config it passes as ``config=``."""
+
+    func: str = field("", doc="import path 'package.module:function'; empty = the project's function")
+    config: dict[str, Any] = field(default_factory=dict, doc="JSON-able settings passed as config=")
+
+
+@dataclass(frozen=True)
+class LoopSpec:
+    """Everything the loop needs besides the engine: functions, committee size, inputs."""
+
+    n_models: int = field(4, doc="committee size (train fans out over members)", ge=1)
+    init_data: list[Path] = field(default_factory=list, doc="labeled systems the first training reads")
+    init_models: list[Path] = field(default_factory=list, doc="checkpoints to start from (member i takes "
+                                    "init_models[i % len]); empty = train from scratch")
+    calls: dict[str, StepCall] = field(default_factory=dict, doc="per-step function and config, by step name")
+
+    def __post_init__(self) -> None:
+        for name in self.calls:
+            if name not in STEP_NAMES:
+                raise ConfigError(f"calls.{name}", f"unknown step; use one of {', '.join(STEP_NAMES)}")
+
+    def call_params(self, step: str) -> dict[str, Any]:
+        """``func``/``config`` parameters of a step (``func`` omitted = the OP's default)."""
+        call = self.calls.get(step, StepCall())
+        params: dict[str, Any] = {"config": dict(call.config)}
+        if call.func:
+            params["func"] = call.func
+        return params
+
+
+def _key(name: str, index: str | None = None) -> str:
+    return step_key(ITER, name, index)
+
+
+def _simple(engine: Engine, spec: LoopSpec, name: str, parameters: dict, artifacts: dict) -> LeanStep:
+    template = engine.template(name, op_class(name))
+    return engine.step(name, template, parameters={**spec.call_params(name), **parameters},
+                       artifacts=artifacts, key=_key(name))
+
+
+def _fanout(engine: Engine, spec: LoopSpec, name: str, prep: LeanStep, parameters: dict, artifacts: dict) -> LeanStep:
+    """A grouped fan-out over the tasks written by step ``prep``."""
+    slices = engine.task_slices(name, input_parameter=["task_name"], input_artifact=["task"],
+                                output_artifact=["result"])
+    template = engine.template(name, op_class(name), slices=slices)
+    names = prep.outputs.parameters["task_names"]
+    return engine.step(
+        name, template,
+        parameters={**spec.call_params(name), **parameters, "task_name": names},
+        artifacts={**artifacts, "task": prep.outputs.artifacts["tasks"]},
+        with_sequence=argo_sequence(argo_len(names), format=SEQ_FORMAT),
+        key=_key(name, INDEX),
+        continue_on_success_ratio=engine.cfg.continue_on_success_ratio,
+    )
+
+
+def _train(engine: Engine, spec: LoopSpec, block: Steps) -> LeanStep:
+    slices = Slices("int('{{item}}')", input_parameter=["member"], output_artifact=["model", "member_dir"])
+    template = engine.template("train", op_class("train"), slices=slices)
+    ins = block.inputs
+    return engine.step(
+        "train", template,
+        parameters={**spec.call_params("train"), "member": list(range(spec.n_models)),
+                    "iteration": ins.parameters["iteration"]},
+        artifacts={"init_data": ins.artifacts["init_data"], "init_models": ins.artifacts["init_models"],
+                   "dataset": ins.artifacts["dataset"]},
+        with_sequence=argo_sequence(spec.n_models, format=SEQ_FORMAT),
+        key=_key("train", INDEX),
+    )
+
+
+def build_block(engine: Engine, spec: LoopSpec) -> Steps:
+    """The recursive iteration block."""
+    block = Steps(name="iteration-block", inputs=Inputs(
+        parameters={"iteration": InputParameter(type=int), "iter_name": InputParameter(type=str)},
+        artifacts={name: InputArtifact(optional=True)
+                   for name in ("init_data", "init_models", "dataset", "schedule")}))
+    ins = block.inputs
+    it = {"iteration": ins.parameters["iteration"]}
+    train = _train(engine, spec, block)
+    prep_explore = _simple(engine, spec, "prep-explore", it, {"schedule": ins.artifacts["schedule"]})
+    run_explore = _fanout(engine, spec, "run-explore", prep_explore, {},
+                          {"models": train.outputs.artifacts["model"]})
+    select = _simple(engine, spec, "select", it, {"explored": run_explore.outputs.artifacts["result"]})
+    prep_label = _simple(engine, spec, "prep-label", it, {"selection": select.outputs.artifacts["result"]})
+    run_label = _fanout(engine, spec, "run-label", prep_label, {}, {})
+    collect = _simple(engine, spec, "collect", it, {"dataset": ins.artifacts["dataset"],
+                                                     "labeled": run_label.outputs.artifacts["result"]})
+    decide = _simple(engine, spec, "decide", {**it, "max_iterations": engine.cfg.max_iterations},
+                     {"schedule": ins.artifacts["schedule"], "selection": select.outputs.artifacts["result"],
+                      "dataset": collect.outputs.artifacts["dataset"]})
+    for step in (train, prep_explore, run_explore, select, prep_label, run_label, collect, decide):
+        block.add(step)
+    out = decide.outputs
+    block.add(LeanStep(
+        "next-iteration", block,
+        parameters={"iteration": out.parameters["next_iteration"], "iter_name": out.parameters["next_iter_name"]},
+        artifacts={"init_data": ins.artifacts["init_data"], "init_models": train.outputs.artifacts["model"],
+                   "dataset": collect.outputs.artifacts["dataset"], "schedule": out.artifacts["schedule"]},
+        when="%s == false" % out.parameters["done"],
+        key=_key("next-iteration"),
+    ))
+    return block
+
+
+def build_entry(engine: Engine, spec: LoopSpec) -> Steps:
+    """The workflow's entry point: iteration 0 of the block, fed with the inputs."""
+    main = Steps(name="main")
+    main.add(LeanStep(
+        "iteration", build_block(engine, spec),
+        parameters={"iteration": 0, "iter_name": iteration_name(0)},
+        artifacts={"init_data": engine.input_artifact("init_data", list(spec.init_data)),
+                   "init_models": engine.input_artifact("init_models", list(spec.init_models)),
+                   "dataset": None, "schedule": None},
+        key=step_key(0, "iteration"),
+    ))
+    return main
+
+
+def build_workflow(engine: Engine, spec: LoopSpec, name: str, workflow_id: str | None = None):
+    """The whole workflow (``engine.configure()`` must have been called)."""
+    return engine.workflow(name, build_entry(engine, spec), workflow_id)

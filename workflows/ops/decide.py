@@ -1,0 +1,42 @@
+"""Converged or go on: ``func(config, schedule, selection, dataset, iteration, workdir) -> bool``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dflow.python import OP, OPIO, Artifact, OPIOSign, Parameter
+
+from ..keys import iteration_name
+from ._call import call, workdir
+
+FUNC = "dpa3_al.schedule:decide"
+STATE_FILE = "schedule.json"
+
+
+class Decide(OP):
+    """The function returns True to stop and writes ``workdir/schedule.json`` (the schedule
+    state the next iteration's prep-explore reads). The loop also stops at max_iterations."""
+
+    @classmethod
+    def get_input_sign(cls):
+        return OPIOSign({
+            "func": Parameter(str, default=FUNC), "config": Parameter(dict, default={}),
+            "iteration": int, "max_iterations": int,
+            "schedule": Artifact(Path, optional=True), "selection": Artifact(Path),
+            "dataset": Artifact(Path),
+        })
+
+    @classmethod
+    def get_output_sign(cls):
+        return OPIOSign({"done": bool, "next_iteration": int, "next_iter_name": str,
+                         "schedule": Artifact(Path), "result": Artifact(Path)})
+
+    @OP.exec_sign_check
+    def execute(self, ip: OPIO) -> OPIO:
+        wd, it = workdir("decide"), int(ip["iteration"])
+        done = call(ip["func"], config=ip["config"], schedule=ip["schedule"], selection=ip["selection"],
+                    dataset=ip["dataset"], iteration=it, workdir=wd)
+        if not (wd / STATE_FILE).is_file():
+            raise FileNotFoundError(f"{ip['func']} did not write {wd / STATE_FILE} (the schedule state)")
+        return OPIO({"done": bool(done) or it + 1 >= ip["max_iterations"], "next_iteration": it + 1,
+                     "next_iter_name": iteration_name(it + 1), "schedule": wd / STATE_FILE, "result": wd})

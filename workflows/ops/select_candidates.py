@@ -1,0 +1,35 @@
+"""Pick the frames to label: ``func(config, explored, iteration, workdir) -> int``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+from dflow.python import OP, OPIO, Artifact, OPIOSign, Parameter
+
+from ._call import call, present, workdir
+
+FUNC = "dpa3_al.select:select_candidates"
+
+
+class Select(OP):
+    """Writes ``select/candidates.extxyz`` and ``select/selection.json``; returns the
+    number of candidate frames."""
+
+    @classmethod
+    def get_input_sign(cls):
+        return OPIOSign({
+            "func": Parameter(str, default=FUNC), "config": Parameter(dict, default={}),
+            "iteration": int, "explored": Artifact(List[Path]),
+        })
+
+    @classmethod
+    def get_output_sign(cls):
+        return OPIOSign({"result": Artifact(Path), "n_candidates": int})
+
+    @OP.exec_sign_check
+    def execute(self, ip: OPIO) -> OPIO:
+        wd = workdir("select")
+        n = call(ip["func"], config=ip["config"], explored=present(ip["explored"]),
+                 iteration=ip["iteration"], workdir=wd)
+        return OPIO({"result": wd, "n_candidates": int(n)})
