@@ -40,7 +40,12 @@ class MemoryGuard:
             return
         if self._costs is None or self._costs.mode != self.model.memory:
             self._costs = unit_costs(self.model)
-        self.last_estimate = check_fits(self.model, graph, self._costs)
+        device = graph.center.device
+        if device.type == "cuda":   # accelerator memory: its free bytes are the budget, no host baseline
+            free, _ = torch.cuda.mem_get_info(device)
+            self.last_estimate = check_fits(self.model, graph, self._costs, budget=float(free), base=0.0)
+        else:
+            self.last_estimate = check_fits(self.model, graph, self._costs)
 
     def report(self) -> dict:
         """Estimated peak of the last large evaluation and this process's measured peak RSS (bytes)."""

@@ -119,8 +119,7 @@ def chunk_geometry(geo: LayerGeometry, graph: Graph, max_triples: int) -> list[t
     n = graph.n_atoms
     e_start = _csr_starts(graph.center, n)
     a_start = _csr_starts(geo.angle_center, n)
-    t_start = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(
-        torch.bincount(geo.angle_center.index_select(0, graph.triple_j), minlength=n), 0)])
+    t_start = _csr_starts(geo.angle_center.index_select(0, graph.triple_j), n)
     bounds, c0 = [], 0
     while c0 < n:
         limit = int(t_start[c0]) + max_triples
@@ -142,4 +141,4 @@ def chunk_geometry(geo: LayerGeometry, graph: Graph, max_triples: int) -> list[t
 
 def _csr_starts(sorted_index: torch.Tensor, n: int) -> torch.Tensor:
     """Start offsets (n + 1,) of each value's run in a sorted index array."""
-    return torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(torch.bincount(sorted_index, minlength=n), 0)])
+    return torch.cat([sorted_index.new_zeros(1), torch.cumsum(torch.bincount(sorted_index, minlength=n), 0)])

@@ -69,8 +69,10 @@ def _probe_batch(model) -> Batch:
 def unit_costs(model, mode: str | None = None) -> UnitCosts:
     """Measure bytes kept for backward per atom/edge/angle edge/triple on a probe structure."""
     mode = mode or model.memory
+    device = model.out_bias.device
     batch = _probe_batch(model)
-    graph = model.build_graph(batch)
+    graph = model.build_graph(batch).to(device)
+    batch = batch.to(device, torch.float64)
     counts = graph_counts(graph)
     stored = _saved_by_unit(model, batch, graph, counts, mode)
     default = stored if mode == "default" else _saved_by_unit(model, batch, graph, counts, "default")
@@ -126,10 +128,11 @@ def max_atoms(costs: UnitCosts, per_atom_counts: dict[str, float], budget: float
     return max(0, int((budget - base) / one)) if one > 0 else 0
 
 
-def check_fits(model, graph: Graph, costs: UnitCosts, budget: float | None = None) -> float:
+def check_fits(model, graph: Graph, costs: UnitCosts, budget: float | None = None,
+               base: float | None = None) -> float:
     """Raise MemoryEstimateError before evaluating a graph that would not fit; return the estimate."""
     counts = graph_counts(graph)
-    base = base_bytes()
+    base = base_bytes() if base is None else base
     peak = costs.peak(counts, base)
     budget = budget if budget is not None else base + available_bytes()
     if peak <= 0.95 * budget:

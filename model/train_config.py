@@ -1,0 +1,202 @@
+"""Configuration of training (``dpa3-al train INPUT.yaml``; the run config's ``train:`` section).
+
+One frozen dataclass per section; every key has a default and a doc string. Loss, learning
+rate and optimiser defaults are deepmd-kit's DPA3 water example (AdamW, clip 5, prefactors
+e 0.2->20, f 100->60, v 0.02->1, lr 1e-3 -> 3e-5 with exponential decay) but over a step
+budget sized for an active-learning iteration: the decay is scaled to the steps actually run,
+the best model on the validation frames is kept, and the run says whether it converged.
+For a long production run set ``training.numb_steps`` (and, if wanted, ``decay_steps: 5000``).
+
+    model:          DPA3 hyper-parameters (type_map empty = the elements of the data)
+    data:           systems, validation, batch size, sampling, statistics
+    loss:           prefactors
+    learning_rate:  exponential decay
+    optimizer:      AdamW/Adam, weight decay, gradient clipping
+    training:       steps, time budget, seeds, output cadence, threads, committee size
+    stopping:       best-model keeping, early stopping, convergence test
+    finetune:       start from a pre-trained model (ours or deepmd-kit; head; frozen descriptor)
+    init_model:     continue a previous model (fewer steps, smaller learning rate)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .config import FittingConfig, ModelConfig, RepFlowConfig
+from .typed_config import ConfigError, field, from_dict, replace, to_dict
+
+__all__ = ["TrainConfig", "ModelSection", "DataSection", "LossSection", "LRSection", "OptimizerSection",
+           "TrainingSection", "StoppingSection", "FinetuneSection", "InitModelSection", "load_train_config"]
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """The model to train from scratch (ignored by a fine-tune, which keeps the pre-trained shape)."""
+
+    type_map: list[str] = field(default_factory=list, doc="element symbols in model type order; empty = the "
+                                "elements of the training data, by atomic number")
+    descriptor: RepFlowConfig = field(default_factory=RepFlowConfig, doc="RepFlow descriptor")
+    fitting: FittingConfig = field(default_factory=FittingConfig, doc="energy fitting net")
+    precision: Literal["float32", "float64"] = field("float32", doc="model precision")
+    memory: Literal["default", "low"] = field("default", doc="'low' recomputes layers in the backward pass")
+
+    def resolve(self, type_map: list[str]) -> ModelConfig:
+        return ModelConfig(type_map=list(type_map), descriptor=self.descriptor, fitting=self.fitting,
+                           precision=self.precision)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Training and validation data (deepmd npy directories searched recursively, extxyz files)."""
+
+    systems: list[Path] = field(default_factory=list, doc="training data: directories and/or files")
+    validation: list[Path] = field(default_factory=list, doc="validation data; empty = hold out "
+                                   "validation_fraction of the training frames")
+    validation_fraction: float = field(0.1, doc="frames of each training system held out when no validation "
+                                       "data is given (systems with fewer than 1/fraction frames give none)",
+                                       ge=0.0, lt=1.0)
+    max_validation_frames: int = field(64, doc="validation frames evaluated at each check (a fixed subset)", ge=1)
+    batch_size: int | str = field("auto", doc="frames per batch: N, 'auto' (= auto:32) or 'auto:N' "
+                                  "(fewest frames with >= N atoms)")
+    sys_probs: Literal["size", "uniform"] = field("size", doc="system sampling: proportional to its number of "
+                                                  "batches (deepmd-kit's prob_sys_size) or uniform")
+    data_stat_nbatch: int = field(10, doc="batches per system used for the energy-bias (and env) statistics "
+                                  "(all frames when they fit)", ge=1)
+    fmt: str | None = field(None, doc="dpdata format of non-npy, non-extxyz files (e.g. vasp/outcar)")
+
+
+@dataclass(frozen=True)
+class LossSection:
+    """Loss prefactors, moving from start to limit as the learning rate decays (0 switches a term off)."""
+
+    start_pref_e: float = field(0.2, doc="energy prefactor at the start", ge=0)
+    limit_pref_e: float = field(20.0, doc="energy prefactor at the end", ge=0)
+    start_pref_f: float = field(100.0, doc="force prefactor at the start", ge=0)
+    limit_pref_f: float = field(60.0, doc="force prefactor at the end", ge=0)
+    start_pref_v: float = field(0.02, doc="virial prefactor at the start", ge=0)
+    limit_pref_v: float = field(1.0, doc="virial prefactor at the end", ge=0)
+
+
+@dataclass(frozen=True)
+class LRSection:
+    """Exponential learning-rate decay from start_lr to stop_lr over the steps run."""
+
+    start_lr: float = field(1e-3, doc="learning rate at step 0", gt=0)
+    stop_lr: float = field(3e-5, doc="learning rate at the last step", gt=0)
+    decay_steps: int = field(0, doc="steps between decays; 0 = numb_steps / 200 (5000 for 10^6 steps)", ge=0)
+
+    def __post_init__(self) -> None:
+        if self.stop_lr > self.start_lr:
+            raise ConfigError("stop_lr", f"{self.stop_lr} must be <= start_lr = {self.start_lr}")
+
+
+@dataclass(frozen=True)
+class OptimizerSection:
+    type: Literal["AdamW", "Adam"] = field("AdamW", doc="optimiser")
+    weight_decay: float = field(1e-3, doc="decoupled weight decay (AdamW)", ge=0)
+    beta1: float = field(0.9, doc="Adam beta1", ge=0, lt=1)
+    beta2: float = field(0.999, doc="Adam beta2", ge=0, lt=1)
+    gradient_max_norm: float = field(5.0, doc="clip the gradient norm to this (0 = no clipping)", ge=0)
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    numb_steps: int = field(2000, doc="training steps (the learning rate decays over them)", ge=0)
+    max_time: float = field(0.0, doc="time budget in seconds (0 = none): the step count is cut to what fits, "
+                            "measured on the first steps, and the schedule is scaled to it", unit="s", ge=0)
+    seed: int = field(1, doc="seed of the initial weights and of the data order (member i uses seed + i)")
+    save_freq: int = field(0, doc="checkpoint every N steps (0 = numb_steps / 10)", ge=0)
+    disp_freq: int = field(0, doc="lcurve row (train and validation errors) every N steps (0 = numb_steps / 50)",
+                           ge=0)
+    threads: int = field(0, doc="torch threads (0 = CPU cores / parallel)", ge=0)
+    numb_models: int = field(1, doc="committee size: models differing in seed", ge=1)
+    parallel: int = field(1, doc="committee members trained at the same time (processes)", ge=1)
+    progress: bool = field(True, doc="progress bar on stderr")
+
+
+@dataclass(frozen=True)
+class StoppingSection:
+    """Best-model keeping, early stopping and the convergence verdict (on validation errors)."""
+
+    keep_best: bool = field(True, doc="the output model is the one with the lowest validation loss")
+    patience: int = field(15, doc="stop after this many validation checks without improvement (0 = never)", ge=0)
+    min_steps_fraction: float = field(0.5, doc="never stop early before this fraction of the steps", ge=0, le=1)
+    converge_window: float = field(0.25, doc="fraction of the run at its end over which convergence is judged",
+                                   gt=0, le=1)
+    converge_tol: float = field(0.03, doc="converged when the validation loss fell by less than this fraction "
+                                "over the window", gt=0)
+
+
+@dataclass(frozen=True)
+class FinetuneSection:
+    model: Path | None = field(None, doc="pre-trained checkpoint (ours or deepmd-kit *.pt)")
+    head: str | None = field(None, doc="head of a multi-task model; RANDOM = new fitting net")
+    freeze_descriptor: bool = field(False, doc="train only the fitting net")
+
+
+@dataclass(frozen=True)
+class InitModelSection:
+    model: Path | None = field(None, doc="model to continue (a previous iteration's)")
+    steps_factor: float = field(0.25, doc="steps = training.numb_steps * this", gt=0)
+    lr_factor: float = field(0.1, doc="start_lr = learning_rate.start_lr * this (not below stop_lr)", gt=0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection, doc="model hyper-parameters")
+    data: DataSection = field(default_factory=DataSection, doc="training data")
+    loss: LossSection = field(default_factory=LossSection, doc="loss prefactors")
+    learning_rate: LRSection = field(default_factory=LRSection, doc="learning-rate schedule")
+    optimizer: OptimizerSection = field(default_factory=OptimizerSection, doc="optimiser")
+    training: TrainingSection = field(default_factory=TrainingSection, doc="steps, seeds, outputs")
+    stopping: StoppingSection = field(default_factory=StoppingSection, doc="best model, early stop, convergence")
+    finetune: FinetuneSection = field(default_factory=FinetuneSection, doc="start from a pre-trained model")
+    init_model: InitModelSection = field(default_factory=InitModelSection, doc="continue a previous model")
+
+    def __post_init__(self) -> None:
+        if self.finetune.model is not None and self.init_model.model is not None:
+            raise ConfigError("init_model.model", "give either finetune.model or init_model.model, not both")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @staticmethod
+    def from_dict(data: dict | None, source: str | None = None) -> "TrainConfig":
+        return from_dict(TrainConfig, data or {}, source=source)
+
+    def with_changes(self, **sections: dict) -> "TrainConfig":
+        """A copy with keys of sections replaced, e.g. ``with_changes(training={"numb_steps": 10})``."""
+        new = self
+        for name, values in sections.items():
+            if values:
+                new = replace(new, **{name: replace(getattr(new, name), **values)})
+        return new
+
+
+def load_train_config(path: Path) -> TrainConfig:
+    """Read a YAML/JSON training input; a run config's ``train:`` section is used when present.
+
+    Relative data and model paths are taken relative to the file's directory.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError("", f"not valid YAML/JSON: {err}", source=str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("", "expected a mapping of training sections", source=str(path))
+    if "train" in data and isinstance(data["train"], dict):
+        data = data["train"]
+    cfg = TrainConfig.from_dict(data, source=str(path))
+    return _relative_to(cfg, path.parent)
+
+
+def _relative_to(cfg: TrainConfig, base: Path) -> TrainConfig:
+    fix = lambda p: p if p is None or p.is_absolute() else base / p  # noqa: E731
+    return cfg.with_changes(
+        data={"systems": [fix(p) for p in cfg.data.systems], "validation": [fix(p) for p in cfg.data.validation]},
+        finetune={"model": fix(cfg.finetune.model)}, init_model={"model": fix(cfg.init_model.model)})
