@@ -32,6 +32,37 @@ def test_every_step_has_an_op_with_func_and_config_parameters():
         assert sign["config"].default == {}
 
 
+#: the keywords each OP passes to its function (docs/workflows.md, "What each real OP calls")
+OP_CALLS = {
+    "train": ("config", "data", "init_model", "member", "iteration", "workdir"),
+    "prep-explore": ("config", "schedule", "iteration", "workdir"),
+    "run-explore": ("config", "task", "models", "workdir"),
+    "select": ("config", "explored", "iteration", "workdir"),
+    "prep-label": ("config", "selection", "iteration", "workdir"),
+    "run-label": ("config", "task", "workdir"),
+    "collect": ("config", "dataset", "labeled", "iteration", "workdir"),
+    "decide": ("config", "schedule", "selection", "dataset", "iteration", "workdir"),
+}
+
+
+def test_ops_pass_the_documented_keywords_and_real_functions_accept_them():
+    import inspect
+
+    from .wf_toy import collect, decide, prep_explore, prep_label, run_explore, run_label, select, train
+
+    toys = dict(zip(STEP_NAMES, (train, prep_explore, run_explore, select, prep_label, run_label, collect, decide)))
+    for name, keywords in OP_CALLS.items():
+        source = inspect.getsource(op_class(name).execute)
+        for keyword in keywords:
+            assert f"{keyword}=" in source, f"OP {name} does not pass {keyword}="
+        inspect.signature(toys[name]).bind(**dict.fromkeys(keywords))
+        try:
+            real = resolve(op_class(name).get_input_sign()["func"].default)
+        except FunctionNotFound:
+            continue                  # that room has not written it yet
+        inspect.signature(real).bind(**dict.fromkeys(keywords))
+
+
 def test_resolve_names_what_is_missing():
     assert resolve("os.path:join") is __import__("os").path.join
     assert resolve("os.path.join") is __import__("os").path.join
@@ -43,7 +74,7 @@ def test_resolve_names_what_is_missing():
     assert present(None) == []
 
 
-def test_submit_refuses_a_step_function_that_cannot_be_found(tmp_path, toy_env):
+def test_submit_refuses_a_step_function_that_cannot_be_found(tmp_path, toy_env):  # noqa: ARG001
     toy = toy_plan()
     calls = {**toy.loop.calls, "select": StepCall(func="dpa3_al.no_such_module:select")}
     plan = Plan(workflow=toy.workflow, loop=LoopSpec(calls=calls))

@@ -15,7 +15,8 @@ def toy_plan(workflow: dict | None = None, configs: dict | None = None, n_models
     configs = configs or {}
     calls = {name: StepCall(func=f"wf_toy:{name.replace('-', '_')}", config=configs.get(name, {}))
              for name in STEP_NAMES}
-    wcfg = from_dict(WorkflowConfig, {"local": {"poll_interval": 0.5, "grace": 1.0}, **(workflow or {})})
+    local = {"poll_interval": 0.5, "grace": 1.0, "preload_modules": [], **(workflow or {}).get("local", {})}
+    wcfg = from_dict(WorkflowConfig, {**(workflow or {}), "local": local})
     return Plan(workflow=wcfg, loop=LoopSpec(n_models=n_models, calls=calls, **loop))
 
 
