@@ -394,7 +394,17 @@ def _why(ref: FrameRef, rank: int, levels: Levels, cfg: SelectConfig) -> dict[st
             "max_devi_v": ref.devi["max_devi_v"], "rank": rank, "reason": reason}
 
 
-def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteration: int, workdir: Path) -> int:
+def _model_paths(models: Sequence[Path] | None) -> list[Path]:
+    """Checkpoint files from files or folders holding ``*.pt`` (a train step's member folders)."""
+    out: list[Path] = []
+    for m in models or []:
+        m = Path(m)
+        out.extend(sorted(m.glob("*.pt")) if m.is_dir() else [m])
+    return out
+
+
+def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteration: int, workdir: Path,
+                      models: Sequence[Path] | None = None) -> int:
     """Workflow step (select): :func:`select` over the explored task folders; returns the number of
     frames selected.
 
@@ -404,6 +414,8 @@ def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteratio
             ``diversity``), ``head`` and ``device``.
         explored: the task output folders (those without ``task.json`` are ignored).
         iteration: recorded in the log only (the frames carry their own provenance).
+        models: this iteration's committee (checkpoint files or folders holding ``*.pt``); model 0
+            gives the descriptors of strategy ``diversity`` (overrides ``models`` in config).
         workdir: where ``selection.json`` and ``candidates.extxyz`` go.
     """
     from dpa3_al.explore.tasks import TASK_JSON, section
@@ -411,7 +423,8 @@ def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteratio
 
     outer = dict(config or {})
     data, _ = section(config, "select")
-    models = data.pop("models", None) or outer.get("models")
+    models = _model_paths(models) or data.pop("models", None) or outer.get("models")
+    data.pop("models", None)
     head = data.pop("head", None) or outer.get("head")
     device = data.pop("device", None) or outer.get("device") or "cpu"
     cfg = from_dict(SelectConfig, data, path="select")

@@ -123,7 +123,8 @@ def build_block(engine: Engine, spec: LoopSpec) -> Steps:
     prep_explore = _simple(engine, spec, "prep-explore", it, {"schedule": ins.artifacts["schedule"]})
     run_explore = _fanout(engine, spec, "run-explore", prep_explore, {},
                           {"models": train.outputs.artifacts["model"]})
-    select = _simple(engine, spec, "select", it, {"explored": run_explore.outputs.artifacts["result"]})
+    select = _simple(engine, spec, "select", it, {"explored": run_explore.outputs.artifacts["result"],
+                                                   "models": train.outputs.artifacts["model"]})
     prep_label = _simple(engine, spec, "prep-label", it, {"selection": select.outputs.artifacts["result"]})
     run_label = _fanout(engine, spec, "run-label", prep_label, {}, {})
     collect = _simple(engine, spec, "collect", it, {"dataset": ins.artifacts["dataset"],

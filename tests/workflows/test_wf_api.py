@@ -37,7 +37,7 @@ OP_CALLS = {
     "train": ("config", "data", "init_model", "member", "iteration", "workdir"),
     "prep-explore": ("config", "schedule", "iteration", "workdir"),
     "run-explore": ("config", "task", "models", "workdir"),
-    "select": ("config", "explored", "iteration", "workdir"),
+    "select": ("config", "explored", "models", "iteration", "workdir"),
     "prep-label": ("config", "selection", "iteration", "workdir"),
     "run-label": ("config", "task", "workdir"),
     "collect": ("config", "dataset", "labeled", "iteration", "workdir"),

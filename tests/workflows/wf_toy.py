@@ -88,7 +88,7 @@ def run_explore(config, task, models, workdir):
     (workdir / "status.json").write_text(json.dumps({"ok": True, "models": len(models), "x2": spec["x"] ** 2}))
 
 
-def select(config, explored, iteration, workdir):
+def select(config, explored, models, iteration, workdir):  # noqa: ARG001
     _ledger("select", "-", iteration)
     _misbehave(config, "select", workdir)
     _stamp(workdir)

@@ -1,4 +1,4 @@
-"""Pick the frames to label: ``func(config, explored, iteration, workdir) -> int``."""
+"""Pick the frames to label: ``func(config, explored, models, iteration, workdir) -> int``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class Select(OP):
         return OPIOSign({
             "func": Parameter(str, default=FUNC), "config": Parameter(dict, default={}),
             "iteration": int, "explored": Artifact(List[Path]),
+            "models": Artifact(List[Path], optional=True),
         })
 
     @classmethod
@@ -31,5 +32,5 @@ class Select(OP):
     def execute(self, ip: OPIO) -> OPIO:
         wd = workdir("select")
         n = call(ip["func"], config=ip["config"], explored=present(ip["explored"]),
-                 iteration=ip["iteration"], workdir=wd)
+                 models=present(ip["models"] or []), iteration=ip["iteration"], workdir=wd)
         return OPIO({"result": wd, "n_candidates": int(n)})
