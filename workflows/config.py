@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from dpa3_al.model.typed_config import ConfigError, field
 
-from .keys import FANOUT_STEPS, HEAVY_STEPS, STEP_NAMES
+from .keys import FANOUT_STEPS, HEAVY_STEPS, STEP_NAMES, base_step
 
 __all__ = ["WorkflowConfig", "StepPolicy", "LocalConfig", "ArgoConfig", "S3Config",
            "DispatcherConfig", "EffectivePolicy"]
@@ -156,7 +156,7 @@ class WorkflowConfig:
 
     def policy(self, step: str) -> EffectivePolicy:
         """Retries and timeouts of ``step`` (a name of :data:`STEP_NAMES`)."""
-        over = self.steps.get(step, StepPolicy())
+        over = self.steps.get(step) or self.steps.get(base_step(step), StepPolicy())
         return EffectivePolicy(
             retries=self.retries if over.retries is None else over.retries,
             timeout=self.timeout if over.timeout is None else over.timeout,

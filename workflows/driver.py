@@ -63,7 +63,7 @@ def check_functions(loop: LoopSpec) -> None:
     """Fail early (before anything runs) when a step function's module cannot be found."""
     from .ops import OP_MODULES, op_class
 
-    for name in STEP_NAMES:
+    for name in STEP_NAMES + (("bootstrap",) if loop.bootstrap else ()):
         func = loop.calls[name].func if name in loop.calls and loop.calls[name].func else None
         func = func or op_class(name).get_input_sign()["func"].default
         module = func.partition(":")[0] if ":" in func else func.rpartition(".")[0]

@@ -29,6 +29,7 @@ from dflow import Step, Steps, Workflow, config as dflow_config, upload_artifact
 from dflow.python import PythonOPTemplate, Slices
 
 from .config import WorkflowConfig
+from .keys import base_step
 
 __all__ = ["Engine", "LocalEngine", "DispatcherEngine", "make_engine", "runner_command"]
 
@@ -213,14 +214,14 @@ class DispatcherEngine(LocalEngine):
         return self.cfg.dispatcher.python or self.python
 
     def template_kwargs(self, step: str) -> dict[str, Any]:
-        if step in self.cfg.dispatcher.steps:
+        if base_step(step) in self.cfg.dispatcher.steps:
             # the job on the compute node runs the script with plain python; retries and
             # timeouts wrap the local process that submits and watches the job
             return {"command": [self.remote_python]}
         return super().template_kwargs(step)
 
     def executor(self, step: str):
-        if step not in self.cfg.dispatcher.steps:
+        if base_step(step) not in self.cfg.dispatcher.steps:
             return None
         from dflow.plugins.dispatcher import DispatcherExecutor
 

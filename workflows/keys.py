@@ -18,12 +18,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["STEP_NAMES", "FANOUT_STEPS", "HEAVY_STEPS", "StepKey", "step_key", "parse_step_key",
+__all__ = ["STEP_NAMES", "FANOUT_STEPS", "HEAVY_STEPS", "BOOTSTRAP_STEPS", "CALL_NAMES", "base_step",
+           "StepKey", "step_key", "parse_step_key",
            "iteration_name"]
 
 #: The steps of one iteration block, in execution order.
 STEP_NAMES = ("train", "prep-explore", "run-explore", "select", "prep-label", "run-label",
               "collect", "decide")
+#: Steps before iteration 0 of a run without initial data: perturbed starting structures,
+#: labeled by the labeling steps (same OPs and functions as in the loop, prefixed names).
+BOOTSTRAP_STEPS = ("bootstrap", "bootstrap-prep-label", "bootstrap-run-label", "bootstrap-collect")
+#: Names a run config may give a function or settings for (``LoopSpec.calls``).
+CALL_NAMES = STEP_NAMES + ("bootstrap",)
 #: Steps that fan out over tasks (one dflow slice per group of ``group_size`` tasks).
 FANOUT_STEPS = ("run-explore", "run-label")
 #: Steps that the ``dispatcher`` engine sends to the batch scheduler.
@@ -43,6 +49,12 @@ class StepKey:
 
     def __str__(self) -> str:
         return step_key(self.iteration, self.name, self.index)
+
+
+def base_step(name: str) -> str:
+    """The loop step whose OP, function, settings and policy a step uses
+    (``"bootstrap-run-label"`` -> ``"run-label"``; other names unchanged)."""
+    return name[len("bootstrap-"):] if name.startswith("bootstrap-") else name
 
 
 def iteration_name(iteration: int | str) -> str:

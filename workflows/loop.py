@@ -28,7 +28,7 @@ from dflow.python import Slices
 from dpa3_al.model.typed_config import ConfigError, field
 
 from .engine import Engine, LeanStep
-from .keys import STEP_NAMES, iteration_name, step_key
+from .keys import BOOTSTRAP_STEPS, CALL_NAMES, base_step, iteration_name, step_key
 from .ops import op_class
 
 __all__ = ["StepCall", "LoopSpec", "build_workflow", "ITER", "INDEX"]
@@ -55,15 +55,18 @@ class LoopSpec:
     init_models: list[Path] = field(default_factory=list, doc="checkpoints to start from (member i takes "
                                     "init_models[i % len]); empty = train from scratch")
     calls: dict[str, StepCall] = field(default_factory=dict, doc="per-step function and config, by step name")
+    bootstrap: bool = field(False, doc="label perturbed starting structures before iteration 0 (runs "
+                            "without initial data); steps bootstrap, bootstrap-prep-label, ...")
 
     def __post_init__(self) -> None:
         for name in self.calls:
-            if name not in STEP_NAMES:
-                raise ConfigError(f"calls.{name}", f"unknown step; use one of {', '.join(STEP_NAMES)}")
+            if name not in CALL_NAMES:
+                raise ConfigError(f"calls.{name}", f"unknown step; use one of {', '.join(CALL_NAMES)}")
 
     def call_params(self, step: str) -> dict[str, Any]:
-        """``func``/``config`` parameters of a step (``func`` omitted = the OP's default)."""
-        call = self.calls.get(step, StepCall())
+        """``func``/``config`` parameters of a step (``func`` omitted = the OP's default);
+        the bootstrap labeling steps use the settings of the labeling steps they mirror."""
+        call = self.calls.get(base_step(step), StepCall())
         params: dict[str, Any] = {"config": dict(call.config)}
         if call.func:
             params["func"] = call.func
@@ -74,13 +77,15 @@ def _key(name: str, index: str | None = None) -> str:
     return step_key(ITER, name, index)
 
 
-def _simple(engine: Engine, spec: LoopSpec, name: str, parameters: dict, artifacts: dict) -> LeanStep:
+def _simple(engine: Engine, spec: LoopSpec, name: str, parameters: dict, artifacts: dict,
+            iteration: int | str = ITER) -> LeanStep:
     template = engine.template(name, op_class(name))
     return engine.step(name, template, parameters={**spec.call_params(name), **parameters},
-                       artifacts=artifacts, key=_key(name))
+                       artifacts=artifacts, key=step_key(iteration, name))
 
 
-def _fanout(engine: Engine, spec: LoopSpec, name: str, prep: LeanStep, parameters: dict, artifacts: dict) -> LeanStep:
+def _fanout(engine: Engine, spec: LoopSpec, name: str, prep: LeanStep, parameters: dict, artifacts: dict,
+            iteration: int | str = ITER) -> LeanStep:
     """A grouped fan-out over the tasks written by step ``prep``."""
     slices = engine.task_slices(name, input_parameter=["task_name"], input_artifact=["task"],
                                 output_artifact=["result"])
@@ -91,9 +96,23 @@ def _fanout(engine: Engine, spec: LoopSpec, name: str, prep: LeanStep, parameter
         parameters={**spec.call_params(name), **parameters, "task_name": names},
         artifacts={**artifacts, "task": prep.outputs.artifacts["tasks"]},
         with_sequence=argo_sequence(argo_len(names), format=SEQ_FORMAT),
-        key=_key(name, INDEX),
+        key=step_key(iteration, name, INDEX),
         continue_on_success_ratio=engine.cfg.continue_on_success_ratio,
     )
+
+
+def _bootstrap(engine: Engine, spec: LoopSpec, main: Steps) -> LeanStep:
+    """Steps of iteration 0 before training: perturbed starting structures -> labels -> dataset."""
+    it = {"iteration": 0}
+    boot = _simple(engine, spec, "bootstrap", {}, {}, iteration=0)
+    prep = _simple(engine, spec, "bootstrap-prep-label", it, {"selection": boot.outputs.artifacts["result"]},
+                   iteration=0)
+    run = _fanout(engine, spec, "bootstrap-run-label", prep, {}, {}, iteration=0)
+    collect = _simple(engine, spec, "bootstrap-collect", it, {"dataset": None, "labeled": run.outputs.artifacts["result"]},
+                      iteration=0)
+    for step in (boot, prep, run, collect):
+        main.add(step)
+    return collect
 
 
 def _train(engine: Engine, spec: LoopSpec, block: Steps) -> LeanStep:
@@ -147,14 +166,15 @@ def build_block(engine: Engine, spec: LoopSpec) -> Steps:
 
 
 def build_entry(engine: Engine, spec: LoopSpec) -> Steps:
-    """The workflow's entry point: iteration 0 of the block, fed with the inputs."""
+    """The workflow's entry point: (bootstrap labeling, then) iteration 0 of the block."""
     main = Steps(name="main")
+    dataset = _bootstrap(engine, spec, main).outputs.artifacts["dataset"] if spec.bootstrap else None
     main.add(LeanStep(
         "iteration", build_block(engine, spec),
         parameters={"iteration": 0, "iter_name": iteration_name(0)},
         artifacts={"init_data": engine.input_artifact("init_data", list(spec.init_data)),
                    "init_models": engine.input_artifact("init_models", list(spec.init_models)),
-                   "dataset": None, "schedule": None},
+                   "dataset": dataset, "schedule": None},
         key=step_key(0, "iteration"),
     ))
     return main

@@ -51,6 +51,9 @@ PUBLISH = {
     ("run-label", "result"): "label",
     ("collect", "dataset"): ".",
     ("decide", "result"): ".",
+    ("bootstrap", "result"): ".",                   # iter-000000/bootstrap/candidates.extxyz
+    ("bootstrap-run-label", "result"): "bootstrap-label",
+    ("bootstrap-collect", "dataset"): "bootstrap",  # iter-000000/bootstrap/dataset
 }
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?")
 

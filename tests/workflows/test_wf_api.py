@@ -10,7 +10,7 @@ import pytest
 from dpa3_al.model.errors import UserError
 from dpa3_al.model.typed_config import ConfigError, from_dict
 from dpa3_al.workflows import LoopSpec, Plan, StepCall, status, submit
-from dpa3_al.workflows.keys import STEP_NAMES
+from dpa3_al.workflows.keys import CALL_NAMES, STEP_NAMES
 from dpa3_al.workflows.ops import OP_MODULES, op_class
 from dpa3_al.workflows.ops._call import FunctionNotFound, present, resolve
 
@@ -24,8 +24,8 @@ def test_package_and_runner_do_not_import_dflow():
 
 
 def test_every_step_has_an_op_with_func_and_config_parameters():
-    assert set(OP_MODULES) == set(STEP_NAMES)
-    for name in STEP_NAMES:
+    assert set(OP_MODULES) == set(CALL_NAMES)
+    for name in CALL_NAMES:
         sign = op_class(name).get_input_sign()
         module, _, function = sign["func"].default.partition(":")
         assert module.startswith("dpa3_al.") and function, (name, sign["func"].default)
@@ -38,6 +38,7 @@ OP_CALLS = {
     "prep-explore": ("config", "schedule", "iteration", "workdir"),
     "run-explore": ("config", "task", "models", "workdir"),
     "select": ("config", "explored", "models", "iteration", "workdir"),
+    "bootstrap": ("config", "workdir"),
     "prep-label": ("config", "selection", "iteration", "workdir"),
     "run-label": ("config", "task", "workdir"),
     "collect": ("config", "dataset", "labeled", "iteration", "workdir"),
@@ -48,9 +49,10 @@ OP_CALLS = {
 def test_ops_pass_the_documented_keywords_and_real_functions_accept_them():
     import inspect
 
-    from .wf_toy import collect, decide, prep_explore, prep_label, run_explore, run_label, select, train
+    from .wf_toy import bootstrap, collect, decide, prep_explore, prep_label, run_explore, run_label, select, train
 
     toys = dict(zip(STEP_NAMES, (train, prep_explore, run_explore, select, prep_label, run_label, collect, decide)))
+    toys["bootstrap"] = bootstrap
     for name, keywords in OP_CALLS.items():
         source = inspect.getsource(op_class(name).execute)
         for keyword in keywords:

@@ -216,3 +216,25 @@ def test_stop_ends_the_driver_and_its_steps(tmp_path, toy_env):
     assert run.holder() is None
     _wait_for(lambda: not _processes_under(run.root), 30, "step processes to end")
     assert status(run.root).status == "stopped"
+
+
+def test_run_without_initial_data_labels_perturbed_structures_first(tmp_path, toy_env):
+    runs = tmp_path / "runs"
+    run = submit(runs, "boot", toy_plan({"group_size": 2}, {"prep-explore": {"n_tasks": 1}, "bootstrap": {"n_frames": 3},
+                                                            "decide": {"stop_after": 1}}, bootstrap=True), {})
+    final = wait(run.root, TIMEOUT, 0.5)
+    assert (final.status, final.message) == ("succeeded", "")
+    for key in (step_key(0, "bootstrap"), step_key(0, "bootstrap-prep-label"), step_key(0, "bootstrap-run-label", 0),
+                step_key(0, "bootstrap-run-label", 1), step_key(0, "bootstrap-collect"), step_key(0, "train", 0)):
+        assert final.steps[key].phase == "Succeeded", key
+    # the first training saw the 3 bootstrap labels; the dataset holds them plus iteration 0's label
+    model = (run.root / "iter-000000" / "train" / "member-000" / "model.pt").read_text()
+    assert "frames=3 " in model
+    assert len(list((run.root / "iter-000000" / "bootstrap" / "dataset" / "frames").iterdir())) == 3
+    # iteration 0's collect started from the bootstrap dataset (toy frame names are per task,
+    # so iteration 0's one label replaced task-000000's file; the other two are bootstrap labels)
+    final_frames = run.root / "dataset" / "frames"
+    assert json.loads((final_frames / "i0-task-000002.frame").read_text()) == {"energy": -1002}
+    calls = Counter(ledger_lines(toy_env, "boot"))
+    assert calls[("bootstrap", "-", "0")] == 1
+    assert calls[("train", "member-0", "0")] == 1 and calls[("run-label", "task-000001", "0")] == 1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dpa3_al.model.typed_config import from_dict
 from dpa3_al.workflows import LoopSpec, Plan, StepCall, WorkflowConfig
-from dpa3_al.workflows.keys import STEP_NAMES
+from dpa3_al.workflows.keys import CALL_NAMES
 
 
 def toy_plan(workflow: dict | None = None, configs: dict | None = None, n_models: int = 2,
@@ -14,7 +14,7 @@ def toy_plan(workflow: dict | None = None, configs: dict | None = None, n_models
     """A plan whose steps call the toy functions of ``wf_toy`` (``configs``: per step name)."""
     configs = configs or {}
     calls = {name: StepCall(func=f"wf_toy:{name.replace('-', '_')}", config=configs.get(name, {}))
-             for name in STEP_NAMES}
+             for name in CALL_NAMES}
     local = {"poll_interval": 0.5, "grace": 1.0, "preload_modules": [], **(workflow or {}).get("local", {})}
     wcfg = from_dict(WorkflowConfig, {**(workflow or {}), "local": local})
     return Plan(workflow=wcfg, loop=LoopSpec(n_models=n_models, calls=calls, **loop))

@@ -98,6 +98,13 @@ def select(config, explored, models, iteration, workdir):  # noqa: ARG001
     return len(results)
 
 
+def bootstrap(config, workdir):
+    _ledger("bootstrap", "-", 0)
+    values = [1000 + k for k in range(int(config.get("n_frames", 2)))]
+    (workdir / "candidates.json").write_text(json.dumps(values))
+    return len(values)
+
+
 def prep_label(config, selection, iteration, workdir):
     _ledger("prep-label", "-", iteration)
     values = json.loads((Path(selection) / "candidates.json").read_text())

@@ -8,6 +8,7 @@ this package does not import them eagerly, so a step process loads only the OP i
 """
 
 OP_MODULES = {
+    "bootstrap": ("dpa3_al.workflows.ops.bootstrap", "Bootstrap"),
     "train": ("dpa3_al.workflows.ops.train", "Train"),
     "prep-explore": ("dpa3_al.workflows.ops.prep_explore", "PrepExplore"),
     "run-explore": ("dpa3_al.workflows.ops.run_explore", "RunExplore"),
@@ -23,5 +24,7 @@ def op_class(step: str):
     """The OP class of a step name (``"run-explore"`` -> ``RunExplore``)."""
     import importlib
 
-    module, name = OP_MODULES[step]
+    from ..keys import base_step
+
+    module, name = OP_MODULES[base_step(step)]
     return getattr(importlib.import_module(module), name)
