@@ -1,0 +1,263 @@
+"""Verbs of a whole run: submit, status, resume, stop, list, render, download, validate.
+
+A RUN argument is a run directory (``runs/water``) or a run name looked up under ``--runs``
+(default ``./runs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+RUNS = Path("runs")
+
+
+def register(subparsers) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser("submit", help="start a concurrent-learning run from a config file",
+                              description="Validate CONFIG, create runs/<name>/ and start the loop in the "
+                              "background (returns at once unless --wait).", formatter_class=fmt)
+    p.add_argument("config", type=Path, help="run config (YAML), e.g. templates/quickstart.yaml")
+    p.add_argument("--name", help="run name (default: the config's name)")
+    _runs_option(p)
+    p.add_argument("--wait", action="store_true", help="follow the run with a live progress view until it ends")
+    p.set_defaults(func=cmd_submit)
+
+    p = subparsers.add_parser("status", help="where a run is: iteration, stage, steps, ratios, dataset")
+    p.add_argument("run", help="run directory or name")
+    _runs_option(p)
+    p.add_argument("--json", action="store_true", help="print state.json")
+    p.set_defaults(func=cmd_status)
+
+    p = subparsers.add_parser("resume", help="continue a run after a crash, kill, stop or failed step",
+                              description="Finished steps are reused; nothing labeled is labeled again.")
+    p.add_argument("run", help="run directory or name")
+    _runs_option(p)
+    p.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    p.set_defaults(func=cmd_resume)
+
+    p = subparsers.add_parser("stop", help="stop a run (its driver and every step process)")
+    p.add_argument("run", help="run directory or name")
+    _runs_option(p)
+    p.set_defaults(func=cmd_stop)
+
+    p = subparsers.add_parser("list", help="the runs under a folder, with their status")
+    _runs_option(p)
+    p.set_defaults(func=cmd_list)
+
+    p = subparsers.add_parser("render", help="write the complete Argo Workflow YAML of a config (offline)")
+    p.add_argument("config", type=Path)
+    p.add_argument("--name", help="workflow name (default: the config's name)")
+    p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_render)
+
+    p = subparsers.add_parser("download", help="fetch the outputs of an Argo run into its run directory")
+    p.add_argument("run", help="run directory or name")
+    _runs_option(p)
+    p.set_defaults(func=cmd_download)
+
+    p = subparsers.add_parser("validate", help="check a run config without running anything")
+    p.add_argument("config", type=Path)
+    p.set_defaults(func=cmd_validate)
+
+
+def _runs_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", type=Path, default=RUNS, help="folder holding run directories (default: ./runs)")
+
+
+def run_root(run: str, runs: Path) -> Path:
+    """A run directory from a path or a name; a clear error when it is not a run."""
+    from dpa3_al.model.errors import UserError
+
+    for candidate in (Path(run), runs / run):
+        if (candidate / "state.json").is_file() or (candidate / "plan.json").is_file():
+            return candidate.resolve()
+    raise UserError(f"{run!r} is not a run directory (no state.json there or under {runs}/); "
+                    f"'dpa3-al list --runs {runs}' shows the runs")
+
+
+# ----------------------------------------------------------------------------- verbs
+def _load(path: Path):
+    from dpa3_al.config import config_dict, load_run_config
+    from dpa3_al.workflows.plan import plan_from_config
+
+    cfg = load_run_config(path)
+    return cfg, plan_from_config(cfg, path.resolve().parent), config_dict(cfg)
+
+
+def cmd_validate(args) -> int:
+    cfg, plan, _ = _load(args.config)
+    stages = ", ".join(f"stage {i}: {len(s.task_groups)} task group(s), max_iter {s.max_iter}"
+                       for i, s in enumerate(cfg.explore.stages))
+    start = (f"{len(cfg.init_data)} initial data path(s)" if cfg.init_data else "no initial data: bootstrap labels")
+    ft = f", fine-tuning {cfg.train.finetune.model}" if cfg.train.finetune.model else ""
+    print(f"{args.config}: OK\n  run name {cfg.name}; engine {cfg.workflow.engine}; committee of {cfg.committee}{ft}\n"
+          f"  {start}; labeler {cfg.label.kind}\n  {stages}")
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from dpa3_al.workflows import submit
+
+    cfg, plan, data = _load(args.config)
+    name = args.name or cfg.name
+    run = submit(args.runs, name, plan, data)
+    print(f"submitted run {name!r}: {run.root}\n  follow it: dpa3-al status {run.root}   "
+          f"(or: dpa3-al submit ... --wait)\n  stop it:   dpa3-al stop {run.root}; continue: dpa3-al resume {run.root}")
+    return _follow(run.root) if args.wait else 0
+
+
+def cmd_resume(args) -> int:
+    from dpa3_al.workflows import resume
+
+    root = run_root(args.run, args.runs)
+    resume(root)
+    print(f"resumed {root}")
+    return _follow(root) if args.wait else 0
+
+
+def cmd_stop(args) -> int:
+    from dpa3_al.workflows import stop
+
+    state = stop(run_root(args.run, args.runs))
+    print(f"{state.name}: {state.status}; continue with: dpa3-al resume {args.run}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from dpa3_al.workflows import status
+
+    root = run_root(args.run, args.runs)
+    state = status(root)
+    if args.json:
+        print(state.to_json())
+        return 0
+    print("\n".join(describe(root, state)))
+    return 0 if state.status != "failed" else 1
+
+
+def cmd_list(args) -> int:
+    from dpa3_al.workflows import status
+
+    rows = []
+    for root in sorted(p for p in args.runs.glob("*") if (p / "state.json").is_file()):
+        state = status(root)
+        rows.append((root.name, state.status, "-" if state.iteration is None else str(state.iteration),
+                     state.stage or "-", time.strftime("%Y-%m-%d %H:%M", time.localtime(state.updated))))
+    if not rows:
+        print(f"no runs under {args.runs}/")
+        return 0
+    widths = [max(len(r[i]) for r in rows + [("run", "status", "iter", "stage", "updated")]) for i in range(5)]
+    for row in [("run", "status", "iter", "stage", "updated"), *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    return 0
+
+
+def cmd_render(args) -> int:
+    from dpa3_al.workflows import render
+
+    cfg, plan, _ = _load(args.config)
+    text = render(plan, args.name or cfg.name)
+    if args.output:
+        args.output.write_text(text)
+        print(f"wrote {args.output} (Argo Workflow; submit with: argo submit {args.output})")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_download(args) -> int:
+    from dpa3_al.workflows.argo_run import download
+    from dpa3_al.workflows.driver import Plan
+    from dpa3_al.workflows.rundir import RunDir
+
+    run = RunDir(run_root(args.run, args.runs))
+    plan = Plan.read(run.root / "plan.json")
+    state = download(run, plan)
+    print(f"{run.root}: {len(state.published)} steps' outputs in the run directory")
+    return 0
+
+
+# ----------------------------------------------------------------------------- progress
+def latest_selection(root: Path) -> tuple[int, dict] | None:
+    """(iteration, selection.json) of the newest iteration that has one."""
+    for sel in sorted(root.glob("iter-*/select/selection.json"), reverse=True):
+        try:
+            return int(sel.parent.parent.name.split("-")[1]), json.loads(sel.read_text())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def dataset_frames(root: Path) -> int | None:
+    """Frames in the run's current dataset (from its commit files), None if there is none yet."""
+    index = root / "dataset" / "index"
+    if not index.is_dir():
+        return None
+    total = 0
+    for commit in index.glob("add-*.json"):
+        try:
+            total += len(json.loads(commit.read_text()).get("frames", []))
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def describe(root: Path, state) -> list[str]:
+    """Human-readable status lines of a run."""
+    where = "not started" if state.iteration is None else f"iteration {state.iteration}, step {state.stage}"
+    counts = ", ".join(f"{n} {phase.lower()}" for phase, n in sorted(state.counts().items()))
+    lines = [f"run {state.name} ({state.engine}): {state.status}; {where}", f"  steps: {counts or 'none yet'}"]
+    running = [s for s in state.steps.values() if s.phase == "Running" and s.tasks_total]
+    for s in running[:4]:
+        lines.append(f"  {s.key}: {s.tasks_ok or 0}/{s.tasks_total} tasks")
+    sel = latest_selection(root)
+    if sel:
+        it, data = sel
+        r, lv = data.get("ratios", {}), data.get("levels", {})
+        lines.append(f"  iteration {it} exploration: {data.get('n_frames', 0)} frames; accurate {r.get('accurate', 0):.2f}, "
+                     f"candidate {r.get('candidate', 0):.2f}, failed {r.get('failed', 0):.2f}; trust levels "
+                     f"f_lo {lv.get('f_lo')} f_hi {lv.get('f_hi')} eV/Å; selected {data.get('n_selected', 0)}")
+    frames = dataset_frames(root)
+    if frames is not None:
+        lines.append(f"  dataset: {frames} labeled frames ({root / 'dataset'})")
+    if state.message:
+        lines.append(f"  {state.message}")
+    for f in state.failures[:5]:
+        lines.append(f"  failed: {f.key}: {f.reason} (log: {f.log})")
+    return lines
+
+
+def _follow(root: Path) -> int:
+    """Live progress until the run ends; one line per change (or an updating line on a TTY)."""
+    from dpa3_al.workflows import wait
+
+    tty = sys.stderr.isatty()
+    last = [""]
+
+    def show(state) -> None:
+        sel = latest_selection(root)
+        acc = f" · accurate {sel[1].get('ratios', {}).get('accurate', 0):.2f}" if sel else ""
+        frames = dataset_frames(root)
+        data = f" · dataset {frames}" if frames is not None else ""
+        c = state.counts()
+        line = (f"{state.status}: iteration {state.iteration if state.iteration is not None else '-'} "
+                f"{state.stage or ''} · steps {c.get('Succeeded', 0)} done, {c.get('Running', 0)} running{acc}{data}")
+        if line != last[0]:
+            sys.stderr.write(("\r" + line.ljust(100)) if tty else (time.strftime("[%H:%M:%S] ") + line + "\n"))
+            sys.stderr.flush()
+            last[0] = line
+
+    try:
+        final = wait(root, None, 2.0, show)
+    except KeyboardInterrupt:
+        print(f"\nstopped following; the run goes on in the background ({root}). "
+              f"'dpa3-al stop {root}' stops it.", file=sys.stderr)
+        return 130
+    if tty:
+        sys.stderr.write("\n")
+    print("\n".join(describe(root, final)))
+    return 0 if final.status == "succeeded" else 1

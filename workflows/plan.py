@@ -1,0 +1,39 @@
+"""From a validated run config (dpa3_al.config.RunConfig) to the loop's Plan.
+
+Each step gets only its own section(s) of the config, as plain data (``StepCall.config``);
+relative structure paths are read from ``base_dir`` (the config file's folder).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dpa3_al.explore.bootstrap import BootstrapConfig
+from dpa3_al.model.typed_config import to_dict
+
+from .driver import Plan
+from .loop import LoopSpec, StepCall
+
+
+def plan_from_config(cfg, base_dir: Path) -> Plan:
+    """The Plan of a RunConfig (committee, inputs, what each step is given)."""
+    base = str(Path(base_dir).resolve())
+    explore = to_dict(cfg.explore)
+    label = {"label": to_dict(cfg.label), "base_dir": base}
+    calls = {
+        "train": StepCall(config={"train": to_dict(cfg.train), "seed": cfg.seed, "base_dir": base}),
+        "prep-explore": StepCall(config={"explore": explore, "base_dir": base}),
+        "run-explore": StepCall(config={"explore": {"drive": cfg.explore.drive},
+                                        "memory": cfg.train.model.memory}),
+        "select": StepCall(config={"select": to_dict(cfg.select)}),
+        "prep-label": StepCall(config=label),
+        "run-label": StepCall(config=label),
+        "collect": StepCall(config={"dedup_tol": 1e-3}),
+        "decide": StepCall(config={"explore": explore, "base_dir": base}),
+        "bootstrap": StepCall(config={"explore": explore, "base_dir": base,
+                                      "bootstrap": to_dict(cfg.bootstrap or BootstrapConfig())}),
+    }
+    ft = cfg.train.finetune.model
+    loop = LoopSpec(n_models=cfg.committee, init_data=list(cfg.init_data), init_models=[ft] if ft else [],
+                    calls=calls, bootstrap=cfg.uses_bootstrap)
+    return Plan(workflow=cfg.workflow, loop=loop)
