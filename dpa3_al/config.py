@@ -42,6 +42,7 @@ class RunConfig:
     """A concurrent-learning run."""
 
     name: str = field("run", doc="default run name: lower-case letters, digits and '-'")
+    description: str = field("", doc="one line about the run (shown by 'dpa3-al template')")
     init_data: list[Path] = field(default_factory=list, doc="labeled data the first training reads "
                                   "(deepmd npy directories, searched recursively, and extxyz files)")
     bootstrap: BootstrapConfig | None = field(None, doc="label perturbed copies of the starting structures "

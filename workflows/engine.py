@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 from copy import deepcopy
 from pathlib import Path
@@ -178,6 +179,10 @@ class LocalEngine(Engine):
         dflow_config["debug_artifact_dir"] = str(self.workdir / "artifacts")
         dflow_config["debug_pool_workers"] = self.cfg.local.parallel or None
         dflow_config["detach"] = False
+        # steps of a fan-out run side by side: share the cores instead of oversubscribing them
+        # (OpenMP threads of parallel torch processes stall badly on a busy machine)
+        cpus = os.cpu_count() or 1
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cpus // (self.cfg.local.parallel or cpus))))
 
     def command(self, step: str) -> list[str]:
         policy = self.cfg.policy(step)

@@ -21,7 +21,7 @@ def plan_from_config(cfg, base_dir: Path) -> Plan:
     explore = to_dict(cfg.explore)
     label = {"label": to_dict(cfg.label), "base_dir": base}
     calls = {
-        "train": StepCall(config={"train": to_dict(cfg.train), "seed": cfg.seed, "base_dir": base}),
+        "train": StepCall(config=to_dict(cfg.train)),
         "prep-explore": StepCall(config={"explore": explore, "base_dir": base}),
         "run-explore": StepCall(config={"explore": {"drive": cfg.explore.drive},
                                         "memory": cfg.train.model.memory}),
