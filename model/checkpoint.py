@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from .config import ModelConfig
 from .deepmd_import import import_deepmd, is_deepmd_checkpoint
 from .energy import DPA3Model
 from .errors import CheckpointError
+from .fileio import atomic_write
 from .typed_config import ConfigError
 
 FORMAT = "dpa3-al-model"
@@ -34,18 +34,7 @@ _UPGRADES: dict[int, Any] = {}   # version -> function(dict) -> dict of version 
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def save_model(model: DPA3Model, path: str | os.PathLike, metadata: dict | None = None,

@@ -28,7 +28,7 @@ from dflow.python import Slices
 from dpa3_al.model.typed_config import ConfigError, field
 
 from .engine import Engine, LeanStep
-from .keys import BOOTSTRAP_STEPS, CALL_NAMES, base_step, iteration_name, step_key
+from .keys import CALL_NAMES, base_step, iteration_name, step_key
 from .ops import op_class
 
 __all__ = ["StepCall", "LoopSpec", "build_workflow", "ITER", "INDEX"]

@@ -9,8 +9,6 @@ group -> configuration -> temperature -> pressure order). A task's seed is deriv
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import numpy as np
 from ase import Atoms
 
 from dpa3_al.model.errors import InputError
+from dpa3_al.model.fileio import atomic_write_text as _atomic_write_text
 
 from .config import NPT_ENSEMBLES, StageConfig, StopConfig, TaskGroupConfig
 from .configurations import Configuration, build_pool, sample
@@ -129,17 +128,7 @@ def make_tasks(stage: StageConfig, stop: StopConfig, *, base_dir: Path = Path(".
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (temp file in the same folder, then os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_write_text(path, text)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from dpa3_al.model.fileio import replacing
 
 __all__ = [
     "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_npy",
@@ -25,20 +25,9 @@ __all__ = [
 
 def atomic_write_with(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` for a temporary file next to ``path``, then move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        with open(tmp_path, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    return path
+    with replacing(path) as tmp:
+        write(tmp)
+    return Path(path)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:

@@ -1,0 +1,63 @@
+"""Atomic file writes: a temporary file in the same folder, fsync, then ``os.replace``.
+
+A reader (or a crash) never sees a half-written file. Files get the usual permissions
+(0666 minus the umask), not mkstemp's private 0600, so run directories stay readable by the
+group on a cluster. Lives in the lowest room so that the model, the active-learning code and
+the workflows share one implementation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+__all__ = ["replacing", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path next to ``path``; when the block ends without error it is fsynced and
+    moved onto ``path``, otherwise removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        os.close(fd)
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(handle)`` on a binary temporary file next to ``path``, then move it into place."""
+    with replacing(path) as tmp, open(tmp, "wb") as handle:
+        write(handle)
+    return Path(path)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, **dumps: Any) -> Path:
+    return atomic_write_text(path, json.dumps(data, **{"indent": 1, **dumps}) + "\n")
