@@ -228,7 +228,7 @@ def run_driver(root: Path, resume: bool = False) -> RunState:
 def _run_local(run: RunDir, plan: Plan, state: RunState) -> RunState:
     from .engine import make_engine
     from .loop import build_workflow
-    from .monitor import Monitor, refresh, summarise_failures
+    from .monitor import Monitor, refresh, summarise_failures, update_report
 
     engine = make_engine(plan.workflow, run.dflow_dir)
     engine.configure()
@@ -259,6 +259,7 @@ def _run_local(run: RunDir, plan: Plan, state: RunState) -> RunState:
     if state.status == "failed" and not state.message:
         state.message = f"workflow {phase}; see {run.log_file}"
     run.write_state(state)
+    update_report(run.root)
     return state
 
 

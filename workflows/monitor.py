@@ -126,6 +126,7 @@ def refresh(run: RunDir, state: RunState, steps: list[Any], wf_dir: Path | None,
     state.failures = [s for s in states if s.failed and (s.log or s.reason)]
     state.iteration, state.stage = _progress(states)
     published = set(state.published)
+    decided = False
     for step, view in zip(steps, states):
         key = parse_step_key(getattr(step, "key", None))
         if key is None or view.phase != "Succeeded" or view.key in published or step.type != "Pod":
@@ -135,10 +136,25 @@ def refresh(run: RunDir, state: RunState, steps: list[Any], wf_dir: Path | None,
                 source = artifact_path(step, artifact)
                 if source is not None:
                     run.publish(key, artifact, source)
+        decided |= key.name == "decide"
         published.add(view.key)
     state.published = sorted(published)
     run.write_state(state)
+    if decided:   # an iteration ended: bring the report up to date
+        update_report(run.root)
     return state
+
+
+def update_report(root: Path) -> None:
+    """Rewrite ``root/report/``; a report problem is logged, never fatal to the run."""
+    import logging
+
+    try:
+        from dpa3_al.report import build_report
+
+        build_report(root)
+    except Exception as err:  # noqa: BLE001 - the report must never stop the loop
+        logging.getLogger(__name__).warning("report not updated: %s: %s", type(err).__name__, err)
 
 
 class Monitor(threading.Thread):
