@@ -99,7 +99,7 @@ def load_run_config(path: Path) -> RunConfig:
     path = Path(path).resolve()
     cfg = from_dict(RunConfig, read_yaml(path), source=str(path))
     base = path.parent
-    init = [p if p.is_absolute() else (base / p) for p in cfg.init_data]
+    init = [(p if p.is_absolute() else base / p).resolve() for p in cfg.init_data]
     missing = [str(p) for p in init if not p.exists()]
     if missing:
         raise ConfigError("init_data", f"{missing} do not exist (paths are relative to the config file)",
@@ -107,7 +107,7 @@ def load_run_config(path: Path) -> RunConfig:
     train = cfg.train
     ft = train.finetune.model
     if ft is not None:
-        ft = ft if ft.is_absolute() else base / ft
+        ft = (ft if ft.is_absolute() else base / ft).resolve()
         if not ft.is_file():
             raise ConfigError("train.finetune.model", f"{ft} does not exist", source=str(path))
         train = dataclasses.replace(train, finetune=dataclasses.replace(train.finetune, model=ft))

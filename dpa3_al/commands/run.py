@@ -163,7 +163,9 @@ def cmd_render(args) -> int:
     text = render(plan, args.name or cfg.name)
     if args.output:
         args.output.write_text(text)
-        print(f"wrote {args.output} (Argo Workflow; submit with: argo submit {args.output})")
+        print(f"wrote {args.output}: the complete Argo Workflow. Its input artifacts (initial data, "
+              f"checkpoints) are referenced in S3 under dpa3-al/<run>/inputs/; 'dpa3-al submit' uploads them, "
+              f"so upload them yourself before a plain 'argo submit {args.output}'")
     else:
         sys.stdout.write(text)
     return 0

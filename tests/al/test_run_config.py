@@ -1,0 +1,155 @@
+"""The run config: shipped templates validate; every malformed config is one clear line."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dpa3_al.cli import main
+from dpa3_al.config import load_run_config
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+RUN_TEMPLATES = ["quickstart", "espresso-si", "finetune-water", "slurm", "argo"]
+
+
+@pytest.mark.parametrize("name", RUN_TEMPLATES)
+def test_templates_validate_and_build_a_plan(name):
+    from dpa3_al.workflows.plan import plan_from_config
+
+    cfg = load_run_config(TEMPLATES / f"{name}.yaml")
+    plan = plan_from_config(cfg, TEMPLATES)
+    assert plan.loop.n_models == cfg.committee == 4
+    assert plan.loop.bootstrap == (not cfg.init_data)
+    assert all(p.exists() for p in cfg.init_data)
+
+
+def test_argo_template_renders_offline(capsys):
+    assert main(["render", str(TEMPLATES / "argo.yaml")]) == 0
+    doc = yaml.safe_load(capsys.readouterr().out)
+    assert doc["apiVersion"] == "argoproj.io/v1alpha1" and doc["kind"] == "Workflow"
+    names = {t["name"].split("-x0")[0] for t in doc["spec"]["templates"]}   # sliced templates: name-x<group>
+    assert {"main", "iteration-block", "train", "prep-explore", "run-explore", "select", "prep-label", "run-label",
+            "collect", "decide"} <= names
+
+
+def _base() -> dict:
+    return yaml.safe_load((TEMPLATES / "quickstart.yaml").read_text())
+
+
+def _set(cfg: dict, path: str, value) -> dict:
+    cfg = copy.deepcopy(cfg)
+    node = cfg
+    keys = [int(k) if k.isdigit() else k for k in path.replace("[", ".").replace("]", "").split(".")]
+    for k in keys[:-1]:
+        node = node[k]
+    node[keys[-1]] = value
+    return cfg
+
+
+def _drop(cfg: dict, path: str) -> dict:
+    cfg = copy.deepcopy(cfg)
+    node = cfg
+    keys = [int(k) if k.isdigit() else k for k in path.replace("[", ".").replace("]", "").split(".")]
+    for k in keys[:-1]:
+        node = node[k]
+    del node[keys[-1]]
+    return cfg
+
+
+G = "explore.stages[0].task_groups[0]"
+#: (what is wrong, how to break the quickstart config, text the error line must contain)
+MALFORMED = [
+    ("name not a string", lambda c: _set(c, "name", 5), "name"),
+    ("unknown top key", lambda c: _set(c, "explor", {}), "explor: unknown key; did you mean 'explore'"),
+    ("init_data not a list", lambda c: _set(c, "init_data", "data/water-init"), "init_data"),
+    ("missing init_data path", lambda c: _set(c, "init_data", ["nowhere"]), "init_data"),
+    ("seed not int", lambda c: _set(c, "seed", "one"), "seed"),
+    ("unknown train key", lambda c: _set(c, "train.trainig", {}), "train.trainig"),
+    ("unknown model key", lambda c: _set(c, "train.model.ndim", 3), "train.model.ndim"),
+    ("n_dim zero", lambda c: _set(c, "train.model.descriptor.n_dim", 0), "train.model.descriptor.n_dim"),
+    ("a_rcut > e_rcut", lambda c: _set(c, "train.model.descriptor.a_rcut", 7.0), "train.model.descriptor.a_rcut"),
+    ("a_sel > e_sel", lambda c: _set(c, "train.model.descriptor.a_sel", 500), "train.model.descriptor.a_sel"),
+    ("bad activation", lambda c: _set(c, "train.model.descriptor.activation_function", "swish"),
+     "train.model.descriptor.activation_function"),
+    ("bad precision", lambda c: _set(c, "train.model.precision", "float16"), "train.model.precision"),
+    ("fitting neuron zero", lambda c: _set(c, "train.model.fitting.neuron", [32, 0]), "train.model.fitting.neuron"),
+    ("type_map not elements", lambda c: _set(c, "train.model.type_map", ["O", "Xx"]), "type_map"),
+    ("numb_models zero", lambda c: _set(c, "train.training.numb_models", 0), "train.training.numb_models"),
+    ("numb_steps negative", lambda c: _set(c, "train.training.numb_steps", -5), "train.training.numb_steps"),
+    ("start_lr negative", lambda c: _set(c, "train.learning_rate.start_lr", -1.0), "train.learning_rate.start_lr"),
+    ("stop_lr above start", lambda c: _set(c, "train.learning_rate.stop_lr", 0.1), "train.learning_rate.stop_lr"),
+    ("optimizer unknown", lambda c: _set(c, "train", {**c["train"], "optimizer": {"type": "SGD"}}), "train.optimizer.type"),
+    ("finetune file missing", lambda c: _set(c, "train", {**c["train"], "finetune": {"model": "none.pt"}}),
+     "train.finetune.model"),
+    ("loop init_model", lambda c: _set(c, "train", {**c["train"], "init_model": {"model": "x.pt"}}),
+     "train.init_model.model"),
+    ("no stages", lambda c: _set(c, "explore.stages", []), "explore.stages"),
+    ("unknown stage key", lambda c: _set(c, "explore.stages[0].maxiter", 3), "explore.stages[0].maxiter"),
+    ("max_iter zero", lambda c: _set(c, "explore.stages[0].max_iter", 0), "explore.stages[0].max_iter"),
+    ("conv_accuracy above 1", lambda c: _set(c, "explore.stages[0].conv_accuracy", 1.5),
+     "explore.stages[0].conv_accuracy"),
+    ("negative temperature", lambda c: _set(c, f"{G}.temps", [-10]), f"{G}.temps"),
+    ("zero timestep", lambda c: _set(c, f"{G}.timestep", 0), f"{G}.timestep"),
+    ("negative steps", lambda c: _set(c, f"{G}.steps", -1), f"{G}.steps"),
+    ("zero traj_freq", lambda c: _set(c, f"{G}.traj_freq", 0), f"{G}.traj_freq"),
+    ("unknown ensemble", lambda c: _set(c, f"{G}.ensemble", "npt"), f"{G}.ensemble"),
+    ("npt without pressure", lambda c: _set(c, f"{G}.ensemble", "npt-iso"), f"{G}"),
+    ("file and lattice", lambda c: _set(c, f"{G}.configurations[0].lattice", {"symbols": "Cu", "crystal": "fcc", "a": 3.6}),
+     f"{G}.configurations[0]"),
+    ("zero supercell", lambda c: _set(c, f"{G}.configurations[0].supercell", [0, 1, 1]),
+     f"{G}.configurations[0].supercell"),
+    ("unknown group key", lambda c: _set(c, f"{G}.temperature", [300]), f"{G}.temperature"),
+    ("drive negative", lambda c: _set(c, "explore.drive", -1), "explore.drive"),
+    ("f_lo above f_hi", lambda c: _set(c, "select.f_lo", 0.9), "select"),
+    ("negative max_select", lambda c: _set(c, "select.max_select", -1), "select.max_select"),
+    ("unknown strategy", lambda c: _set(c, "select.strategy", "best"), "select.strategy"),
+    ("unknown select key", lambda c: _set(c, "select.f_low", 0.1), "select.f_low"),
+    ("unknown labeler", lambda c: _set(c, "label.kind", "dft"), "label.kind"),
+    ("zero label timeout", lambda c: _set(c, "label.timeout", 0), "label.timeout"),
+    ("negative retries", lambda c: _set(c, "label.retries", -1), "label.retries"),
+    ("wrong backend section", lambda c: _set(c, "label.espresso", {"ecutwfc": 30}), "label"),
+    ("unknown tblite method", lambda c: _set(c, "label.tblite", {"method": "GFN3"}), "label.tblite.method"),
+    ("unknown engine", lambda c: _set(c, "workflow.engine", "k8s"), "workflow.engine"),
+    ("group_size zero", lambda c: _set(c, "workflow.group_size", 0), "workflow.group_size"),
+    ("ratio above 1", lambda c: _set(c, "workflow.continue_on_success_ratio", 2.0),
+     "workflow.continue_on_success_ratio"),
+    ("unknown step override", lambda c: _set(c, "workflow", {**c["workflow"], "steps": {"labels": {"retries": 1}}}),
+     "workflow.steps.labels"),
+    ("bad batch type", lambda c: _set(c, "workflow", {**c["workflow"], "engine": "dispatcher",
+                                                      "dispatcher": {"machine": {"batch_type": "Foo",
+                                                                                 "context_type": "LocalContext"}}}),
+     "workflow.dispatcher.machine.batch_type"),
+    ("bootstrap copies zero", lambda c: _set(c, "bootstrap", {"copies": 0}), "bootstrap.copies"),
+    ("bootstrap strain", lambda c: _set(c, "bootstrap", {"cell": 1.5}), "bootstrap.cell"),
+    ("missing group configurations file", lambda c: _drop(c, f"{G}.configurations[0].file"), f"{G}.configurations[0]"),
+]
+
+
+def test_at_least_fifty_malformed_configs():
+    assert len(MALFORMED) >= 50
+
+
+@pytest.mark.parametrize("what,mutate,expected", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_config_is_one_line_naming_the_key(tmp_path, capsys, what, mutate, expected):
+    bad = tmp_path / "run.yaml"
+    bad.write_text(yaml.safe_dump(mutate(_base())))
+    (tmp_path / "data").symlink_to(TEMPLATES / "data")
+    code = main(["validate", str(bad)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1, f"{what}: accepted"
+    assert "\n" not in err and "Traceback" not in err, err
+    assert str(bad) in err and expected in err, err
+
+
+def test_yaml_syntax_and_shape_errors(tmp_path, capsys):
+    bad = tmp_path / "run.yaml"
+    bad.write_text("name: x\ntrain: [1, 2\n")
+    assert main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "not valid YAML" in err and "line" in err and "\n" not in err
+    bad.write_text("- a\n- b\n")
+    assert main(["validate", str(bad)]) == 1
+    assert "expected a mapping of sections" in capsys.readouterr().err
