@@ -49,7 +49,8 @@ class DPA3Descriptor(nn.Module):
         self.type_embedding = Dense(ntypes, cfg.n_dim, bias=cfg.use_tebd_bias, dtype=dtype, generator=gen)
         self.edge_embd = Dense(1, cfg.e_dim, dtype=dtype, generator=gen)
         self.angle_embd = Dense(1, cfg.a_dim, bias=False, dtype=dtype, generator=gen)
-        self.layers = nn.ModuleList(RepFlowLayer(cfg, dtype, gen, is_last=(i == cfg.nlayers - 1))
+        last = cfg.nlayers - 1
+        self.layers = nn.ModuleList(RepFlowLayer(cfg, dtype, gen, is_last=(i == last), angles_used_next=(i + 1 < last))
                                     for i in range(cfg.nlayers))
         std = cfg.fix_stat_std if cfg.fix_stat_std > 0 else 1.0
         self.register_buffer("env_std", torch.full((ntypes, 4), std, dtype=dtype))
@@ -85,7 +86,7 @@ class DPA3Descriptor(nn.Module):
         if first:
             a = self.angle_embd(a)                 # a^0 = c W_a (T, a_dim), never stored in low mode
         n, e, a = layer(n, p_nb, e, a, g)
-        return n, e, (a[:, :0] if layer.is_last else a)
+        return n, e, (a[:, :0] if (layer.is_last or layer.skip_angle_update) else a)
 
     def _geometry(self, types: torch.Tensor, r: torch.Tensor, graph: Graph):
         """Switches, env matrix and angle inputs from edge vectors r (E, 3)."""

@@ -69,10 +69,13 @@ def _residual(dim: int, cfg: RepFlowConfig, dtype: torch.dtype, gen: torch.Gener
 class RepFlowLayer(nn.Module):
     """One RepFlow layer. Parameter names follow deepmd-kit's (``node_self_mlp``, ...)."""
 
-    def __init__(self, cfg: RepFlowConfig, dtype: torch.dtype, gen: torch.Generator, is_last: bool = False):
+    def __init__(self, cfg: RepFlowConfig, dtype: torch.dtype, gen: torch.Generator, is_last: bool = False,
+                 angles_used_next: bool = True):
         super().__init__()
         n, e, a, heads = cfg.n_dim, cfg.e_dim, cfg.a_dim, cfg.n_multi_edge_message
         self.cfg, self.is_last = cfg, is_last
+        # the angle update of a layer whose successor is the (angle-free) last layer is never used
+        self.skip_angle_update = not angles_used_next and not cfg.sequential_update
         self.act = get_activation(cfg.activation_function)
         self.node_self_mlp = Dense(n, n, dtype=dtype, generator=gen)
         self.node_sym_linear = Dense(cfg.axis_neuron * (n + e), n, dtype=dtype, generator=gen)
@@ -117,7 +120,8 @@ class RepFlowLayer(nn.Module):
             n_t, e_t = self._angle_inputs(n_self, e, g)
             z = self._angle_to_edge(self._triple_pre(self.edge_angle_linear1, a, n_t, e_t, g), g)
             e_updates.append(self._edge_angle_message(z, e, g))
-            a = self._update(a, [self.act(self._triple_pre(self.angle_self_linear, a, n_t, e_t, g))], "a")
+            if not self.skip_angle_update:
+                a = self._update(a, [self.act(self._triple_pre(self.angle_self_linear, a, n_t, e_t, g))], "a")
         return n_new, self._update(e, e_updates, "e"), a
 
     def _forward_sequential(self, n, n_self, p_nb, e, a, g: LayerGeometry):
