@@ -1,11 +1,14 @@
 """Configuration of training (``dpa3-al train INPUT.yaml``; the run config's ``train:`` section).
 
-One frozen dataclass per section; every key has a default and a doc string. Loss, learning
-rate and optimiser defaults are deepmd-kit's DPA3 water example (AdamW, clip 5, prefactors
-e 0.2->20, f 100->60, v 0.02->1, lr 1e-3 -> 3e-5 with exponential decay) but over a step
-budget sized for an active-learning iteration: the decay is scaled to the steps actually run,
-the best model on the validation frames is kept, and the run says whether it converged.
-For a long production run set ``training.numb_steps`` (and, if wanted, ``decay_steps: 5000``).
+One frozen dataclass per section; every key has a default and a doc string. Loss and
+optimiser defaults are deepmd-kit's DPA3 water example (AdamW, weight decay 1e-3, clip 5,
+prefactors e 0.2->20, f 100->60, v 0.02->1, exponential decay). The step budget and learning
+rate are sized for an active-learning iteration (2000 steps, lr 1e-2 -> 1e-4 from scratch and
+1e-3 -> 1e-4 for a fine-tune, measured to
+converge on water; docs/training.md): the decay is scaled to the steps actually run (or to a
+time budget), the best model on the validation frames is kept, and the run says whether it
+converged. For the water example's long run set ``numb_steps: 1000000``, ``start_lr: 1e-3``,
+``stop_lr: 3e-5``, ``decay_steps: 5000``.
 
     model:          DPA3 hyper-parameters (type_map empty = the elements of the data)
     data:           systems, validation, batch size, sampling, statistics
@@ -42,6 +45,15 @@ class ModelSection:
     precision: Literal["float32", "float64"] = field("float32", doc="model precision")
     memory: Literal["default", "low"] = field("default", doc="'low' recomputes layers in the backward pass")
 
+    def __post_init__(self) -> None:
+        from ase.data import atomic_numbers
+
+        bad = [t for t in self.type_map if t not in atomic_numbers]
+        if bad:
+            raise ConfigError("type_map", f"{bad} are not element symbols (e.g. [O, H])")
+        if len(set(self.type_map)) != len(self.type_map):
+            raise ConfigError("type_map", f"{self.type_map} has duplicates")
+
     def resolve(self, type_map: list[str]) -> ModelConfig:
         return ModelConfig(type_map=list(type_map), descriptor=self.descriptor, fitting=self.fitting,
                            precision=self.precision)
@@ -64,6 +76,11 @@ class DataSection:
                                                   "batches (deepmd-kit's prob_sys_size) or uniform")
     data_stat_nbatch: int = field(10, doc="batches per system used for the energy-bias (and env) statistics "
                                   "(all frames when they fit)", ge=1)
+    bias_fit: Literal["residual", "labels"] = field("residual", doc="from scratch: 'labels' = deepmd-kit's "
+                                                    "least squares on the labels alone (the random fitting net then "
+                                                    "adds ~1 eV/atom of offset that training must remove); "
+                                                    "'residual' = then also fit the residual of the initial model "
+                                                    "(starts at the right energy)")
     fmt: str | None = field(None, doc="dpdata format of non-npy, non-extxyz files (e.g. vasp/outcar)")
 
 
@@ -83,13 +100,20 @@ class LossSection:
 class LRSection:
     """Exponential learning-rate decay from start_lr to stop_lr over the steps run."""
 
-    start_lr: float = field(1e-3, doc="learning rate at step 0", gt=0)
-    stop_lr: float = field(3e-5, doc="learning rate at the last step", gt=0)
+    start_lr: float | None = field(None, doc="learning rate at step 0; null = 1e-2 from scratch (the water "
+                                   "example's 1e-3 is too low for short runs: DPA3 needs a few hundred steps at a "
+                                   "high rate before it learns forces), 1e-3 for a fine-tune", gt=0)
+    stop_lr: float = field(1e-4, doc="learning rate at the last step", gt=0)
     decay_steps: int = field(0, doc="steps between decays; 0 = numb_steps / 200 (5000 for 10^6 steps)", ge=0)
 
     def __post_init__(self) -> None:
-        if self.stop_lr > self.start_lr:
+        if self.start_lr is not None and self.stop_lr > self.start_lr:
             raise ConfigError("stop_lr", f"{self.stop_lr} must be <= start_lr = {self.start_lr}")
+
+    def resolved_start(self, finetune: bool) -> float:
+        """start_lr, or its default for this kind of run (scratch 1e-2, fine-tune 1e-3), not below stop_lr."""
+        start = self.start_lr if self.start_lr is not None else (1e-3 if finetune else 1e-2)
+        return max(start, self.stop_lr)
 
 
 @dataclass(frozen=True)
@@ -127,6 +151,8 @@ class StoppingSection:
                                    gt=0, le=1)
     converge_tol: float = field(0.03, doc="converged when the validation loss fell by less than this fraction "
                                 "over the window", gt=0)
+    max_rel_force_error: float = field(0.5, doc="never converged while the force RMSE exceeds this fraction of the "
+                                       "RMS of the force labels (the model has barely learned forces)", gt=0)
 
 
 @dataclass(frozen=True)
