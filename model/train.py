@@ -431,7 +431,9 @@ def train_member(config: dict, data: list[Path], init_model: Path | None, member
     from .committee import resolve_start
 
     cfg = TrainConfig.from_dict(config, source="train")
-    cfg = cfg.with_changes(data={"systems": [*cfg.data.systems, *[Path(p) for p in data]]})
+    # a dataset folder with no system yet (an iteration that labeled nothing) adds nothing
+    extra = [Path(p) for p in data if Path(p).is_file() or any(Path(p).rglob("type.raw"))]
+    cfg = cfg.with_changes(data={"systems": [*cfg.data.systems, *extra]})
     cfg = resolve_start(cfg, Path(init_model) if init_model else None)
     workdir = Path(workdir)
     restart = (workdir / "checkpoint.pt").is_file()
