@@ -61,8 +61,12 @@ def run_child(cmd: list[str], cwd: Path, env: dict, log: Path) -> dict:
             "peak_rss_gb": round(usage.ru_maxrss / 1e6, 2)}
 
 
+THREADS = {"n": 2}
+
+
 def child_env(tunables: bool) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    n = str(THREADS["n"])
+    env = {**os.environ, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
     env.pop("GLIBC_TUNABLES", None)
     if tunables:
         env["GLIBC_TUNABLES"] = TUNABLES
@@ -72,20 +76,21 @@ def child_env(tunables: bool) -> dict:
 # ---------------------------------------------------------------------------- configs
 
 
-def ours_config(model: dict, train: list[Path], valid: list[Path], steps: int, lr=(1e-3, 3e-5), decay_steps=0,
-                seed=1, max_time=0.0) -> dict:
+def ours_config(model: dict, train: list[Path], valid: list[Path], steps: int, lr=(None, 1e-4), decay_steps=0,
+                seed=1, max_time=0.0, disp_freq=0) -> dict:
     rep = dict(model["descriptor"])
     return {"model": {"type_map": model["type_map"], "descriptor": rep, "fitting": model["fitting"],
                       "precision": model["precision"]},
             "data": {"systems": [str(p) for p in train], "validation": [str(p) for p in valid], "batch_size": 1,
                      "validation_fraction": 0.0, "max_validation_frames": 80},
             "learning_rate": {"start_lr": lr[0], "stop_lr": lr[1], "decay_steps": decay_steps},
-            "training": {"numb_steps": steps, "seed": seed, "threads": 2, "progress": False, "max_time": max_time,
-                         "save_freq": max(steps, 1), "disp_freq": max(1, steps // 20)},
+            "training": {"numb_steps": steps, "seed": seed, "threads": THREADS["n"], "progress": False,
+                         "max_time": max_time,
+                         "save_freq": max(steps, 1), "disp_freq": disp_freq},
             "stopping": {"patience": 0}}
 
 
-def deepmd_input(model: dict, train: list[Path], valid: list[Path], steps: int, lr=(1e-3, 3e-5), decay_steps=5000,
+def deepmd_input(model: dict, train: list[Path], valid: list[Path], steps: int, lr=(1e-2, 1e-4), decay_steps=5000,
                  seed=1, disp_freq=1) -> dict:
     rep = dict(model["descriptor"])
     act = rep.pop("activation_function")
@@ -159,7 +164,7 @@ def _evaluate(model_path: Path) -> dict:
     from dpa3_al.model.data import load_systems
     from dpa3_al.model.evaluate import evaluate_systems
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS["n"])
     res = evaluate_systems(load_model(model_path), load_systems(VALID))[0]
     return {"e_meV_per_atom": round(1000 * res.rmse["e"], 3), "f_meV_per_A": round(1000 * res.rmse["f"], 2)}
 
@@ -192,8 +197,9 @@ def part_step(args) -> None:
 def part_compare(args) -> None:
     model = ALL_MODELS[args.model]
     decay = max(1, args.steps // 200)
-    lr = (args.start_lr, args.stop_lr)
-    usage, s = run_ours(ours_config(model, TRAIN, VALID, args.steps, lr=lr, decay_steps=decay),
+    lr = (args.start_lr or 1e-2, args.stop_lr)
+    usage, s = run_ours(ours_config(model, TRAIN, VALID, args.steps, lr=lr, decay_steps=decay,
+                                    disp_freq=max(1, args.steps // 20)),
                         OUT / f"compare-{args.model}-ours")
     emit({"what": f"dpa3-al, {args.model}, {args.steps} steps", "load": load(), **usage,
           "median_step_s": s["median_step_s"], "validation_rmse_all_data_3": _evaluate(
@@ -218,11 +224,13 @@ def main() -> None:
         p.add_argument("--model", choices=list(ALL_MODELS), default="water-example" if name == "step" else "small")
         p.add_argument("--deepmd", help="deepmd-kit's dp executable (e.g. /work/dp-venv/bin/dp)")
         p.add_argument("--steps", type=int, default={"budget": 100000, "step": 8, "compare": 400}[name])
-        p.add_argument("--start-lr", type=float, default=1e-3)
-        p.add_argument("--stop-lr", type=float, default=3e-5)
+        p.add_argument("--start-lr", type=float, default=None, help="default: dpa3-al's (1e-2 from scratch)")
+        p.add_argument("--stop-lr", type=float, default=1e-4)
+        p.add_argument("--threads", type=int, default=2, help="threads of each child (default 2)")
     sub.choices["budget"].add_argument("--minutes", type=float, default=10.0)
     sub.choices["step"].add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    THREADS["n"] = args.threads
     print(f"# command: {command_line()}\n# load average {os.getloadavg()}; {os.cpu_count()} CPUs", flush=True)
     {"budget": part_budget, "step": part_step, "compare": part_compare}[args.part](args)
 

@@ -41,6 +41,8 @@ from .train_loop import Progress, Verdict, judge_convergence, rmse_metric, valid
 log = logging.getLogger(__name__)
 
 CALIBRATION_STEPS = 10
+DISP_CHECKS = 40        # lcurve rows (validation checks) per run when disp_freq is 0
+SAVE_CHECKS = 10        # checkpoints per run when save_freq is 0
 
 
 class TrainingDiverged(UserError):
@@ -248,6 +250,8 @@ class _Loop:
             self.window_loss = list(state.window["loss"])
         self.stop_reason: str | None = None
         self.step_times: list[tuple[float, float]] = []      # (wall, cpu) seconds of the steps of this process
+        self.val_times: list[float] = []                     # seconds per validation check
+        self._calibrated = False
 
     @property
     def schedule(self) -> ExpDecay:
@@ -273,14 +277,14 @@ class _Loop:
                 st.elapsed, st.cpu = time.perf_counter() - t0, time.process_time() - c0
                 progress.update(st.step, self.window.rmse(), st.rows[-1] if st.rows else None, st.total_steps)
                 self._budget()
-                if st.step % self._freq(cfg.training.disp_freq, 50) == 0 or st.step == st.total_steps:
+                if st.step % self._freq(cfg.training.disp_freq, DISP_CHECKS) == 0 or st.step == st.total_steps:
                     self._record(st.step, loss)
                 if flag.signal_name is not None:
                     self._save_checkpoint()
                     log.warning("%s at step %d: checkpoint saved to %s; continue with --restart",
                                 flag.signal_name, st.step, self.t.paths["ckpt"])
                     raise KeyboardInterrupt
-                if st.step % self._freq(cfg.training.save_freq, 10) == 0:
+                if st.step % self._freq(cfg.training.save_freq, SAVE_CHECKS) == 0:
                     self._save_checkpoint()
         if not st.rows or st.rows[-1].step != st.step:
             self._record(st.step, math.nan)
@@ -315,19 +319,32 @@ class _Loop:
             return
         if st.elapsed >= budget:
             self.stop_reason = f"time budget of {budget:.0f} s spent"
-        elif st.step == CALIBRATION_STEPS and not getattr(self, "_calibrated", False):
-            per_step = st.elapsed / st.step * 1.1          # validation and checkpoints cost ~10 %
-            fits = st.step + int((budget - st.elapsed) / per_step)
+        elif st.step == CALIBRATION_STEPS and not self._calibrated:
+            fits = self._steps_that_fit(budget)
             if fits < st.total_steps:
-                log.info("time budget %.0f s: %.3g s per step, so %d steps instead of %d (schedule scaled)", budget,
-                         per_step, fits, st.total_steps)
+                log.info("time budget %.0f s: %d steps instead of %d fit (schedule scaled to them)", budget, fits,
+                         st.total_steps)
                 st.total_steps = max(st.step, fits)
         self._calibrated = st.step >= CALIBRATION_STEPS
+
+    def _steps_that_fit(self, budget: float) -> int:
+        """Steps that fit in the rest of ``budget`` (s), counting the validation checks they bring."""
+        st, disp = self.state, self.t.cfg.training.disp_freq
+        per_step = float(np.median([w for w, _ in self.step_times[-CALIBRATION_STEPS:]]))
+        per_check = max(self.val_times) if self.val_times else 0.0
+        remaining = 0.95 * (budget - st.elapsed)
+        if disp > 0:
+            n = remaining / (per_step + per_check / disp)
+        else:
+            n = (remaining - DISP_CHECKS * per_check) / per_step
+        return st.step + max(0, int(n))
 
     def _record(self, step: int, last_loss: float) -> None:
         """Validation errors + the window's train errors -> lcurve row; best-model keeping; early stop."""
         st, cfg = self.state, self.t.cfg
+        t0 = time.perf_counter()
         val_err, val_loss = self._validate()
+        self.val_times.append(time.perf_counter() - t0)
         trn = self.window.rmse()
         loss_trn = float(np.mean(self.window_loss)) if self.window_loss else math.nan
         row = train_io.Row(step, self.schedule(step), trn, val_err, loss_trn, val_loss, st.elapsed)

@@ -69,7 +69,8 @@ class DataSection:
     validation_fraction: float = field(0.1, doc="frames of each training system held out when no validation "
                                        "data is given (systems with fewer than 1/fraction frames give none)",
                                        ge=0.0, lt=1.0)
-    max_validation_frames: int = field(64, doc="validation frames evaluated at each check (a fixed subset)", ge=1)
+    max_validation_frames: int = field(16, doc="validation frames evaluated at each check (a fixed, evenly spread "
+                                       "subset; each frame costs about a third of a training step)", ge=1)
     batch_size: int | str = field("auto", doc="frames per batch: N, 'auto' (= auto:32) or 'auto:N' "
                                   "(fewest frames with >= N atoms)")
     sys_probs: Literal["size", "uniform"] = field("size", doc="system sampling: proportional to its number of "
@@ -132,7 +133,7 @@ class TrainingSection:
                             "measured on the first steps, and the schedule is scaled to it", unit="s", ge=0)
     seed: int = field(1, doc="seed of the initial weights and of the data order (member i uses seed + i)")
     save_freq: int = field(0, doc="checkpoint every N steps (0 = numb_steps / 10)", ge=0)
-    disp_freq: int = field(0, doc="lcurve row (train and validation errors) every N steps (0 = numb_steps / 50)",
+    disp_freq: int = field(0, doc="lcurve row (train and validation errors) every N steps (0 = numb_steps / 40)",
                            ge=0)
     threads: int = field(0, doc="torch threads (0 = CPU cores / parallel)", ge=0)
     numb_models: int = field(1, doc="committee size: models differing in seed", ge=1)
@@ -145,12 +146,12 @@ class StoppingSection:
     """Best-model keeping, early stopping and the convergence verdict (on validation errors)."""
 
     keep_best: bool = field(True, doc="the output model is the one with the lowest validation loss")
-    patience: int = field(15, doc="stop after this many validation checks without improvement (0 = never)", ge=0)
+    patience: int = field(10, doc="stop after this many validation checks without improvement (0 = never)", ge=0)
     min_steps_fraction: float = field(0.5, doc="never stop early before this fraction of the steps", ge=0, le=1)
     converge_window: float = field(0.25, doc="fraction of the run at its end over which convergence is judged",
                                    gt=0, le=1)
-    converge_tol: float = field(0.03, doc="converged when the validation loss fell by less than this fraction "
-                                "over the window", gt=0)
+    converge_tol: float = field(0.03, doc="converged when the validation error (square root of the loss at the "
+                                "limit prefactors) fell by less than this fraction over the window", gt=0)
     max_rel_force_error: float = field(0.5, doc="never converged while the force RMSE exceeds this fraction of the "
                                        "RMS of the force labels (the model has barely learned forces)", gt=0)
 

@@ -1,9 +1,10 @@
 """Pieces of the training loop: validation batches, the progress bar, the convergence verdict.
 
 Convergence verdict (``train_summary.json``: ``converged`` and ``reason``). A run converged
-when (1) its validation loss (the loss at the limit prefactors; the same weighting of the
-training RMSEs when there is no validation data) improved by less than
-``stopping.converge_tol`` (relative) over the last ``stopping.converge_window`` of the steps,
+when (1) the square root of its validation loss (the loss at the limit prefactors, an RMSE-like
+combined error; the same weighting of the training RMSEs when there is no validation data)
+improved by less than ``stopping.converge_tol`` (relative) over the last
+``stopping.converge_window`` of the steps,
 or early stopping found no improvement for ``stopping.patience`` checks, and (2) the output
 model's force RMSE is at most ``stopping.max_rel_force_error`` of the RMS of the force labels.
 (2) matters because an exponentially decayed learning rate flattens every curve at its end:
@@ -94,14 +95,14 @@ def _plateau(rows: Sequence, stopping, stop_reason: str | None, has_val: bool, p
     last = pts[-1][0]
     start = last * (1.0 - stopping.converge_window)
     before = [v for s, v in pts if s <= start] or [pts[0][1]]
-    best_before, best_all = min(before), min(v for _, v in pts)
+    best_before, best_all = math.sqrt(min(before)), math.sqrt(min(v for _, v in pts))   # RMSE scale
     improvement = (best_before - best_all) / best_before if best_before > 0 else 0.0
     window = f"the last {stopping.converge_window:.0%} of the steps"
     budget = f" ({stop_reason})" if stop_reason else ""
     if improvement < stopping.converge_tol:
-        return Verdict(True, f"the {what} loss improved by {improvement:.1%} over {window} "
+        return Verdict(True, f"the {what} error improved by {improvement:.1%} over {window} "
                              f"(< {stopping.converge_tol:.0%}){budget}", improvement)
-    return Verdict(False, f"the {what} loss still fell by {improvement:.1%} over {window} (tolerance "
+    return Verdict(False, f"the {what} error still fell by {improvement:.1%} over {window} (tolerance "
                           f"{stopping.converge_tol:.0%}){budget}: train longer (training.numb_steps or max_time)",
                    improvement)
 
