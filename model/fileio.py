@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-__all__ = ["replacing", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+__all__ = ["replacing", "atomic_write", "atomic_write_path", "atomic_write_bytes", "atomic_write_text",
+           "atomic_write_json", "json_default"]
 
 
 def _umask() -> int:
@@ -51,6 +52,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     return Path(path)
 
 
+def atomic_write_path(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` (a writer that wants a file name, e.g. ``ase.io.write``) for a
+    temporary file next to ``path``, then move it into place."""
+    with replacing(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, lambda handle: handle.write(data))
 
@@ -59,5 +68,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_default(obj: Any) -> Any:
+    """JSON for what our records hold besides plain types: paths, numpy scalars and arrays."""
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "tolist"):          # numpy scalars and arrays, torch tensors
+        return obj.tolist()
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
 def atomic_write_json(path: str | os.PathLike, data: Any, **dumps: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, **{"indent": 1, **dumps}) + "\n")
+    """``data`` as indented JSON (paths and numpy values allowed); ``dumps`` go to ``json.dumps``."""
+    return atomic_write_text(path, json.dumps(data, **{"indent": 1, "default": json_default, **dumps}) + "\n")

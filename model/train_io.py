@@ -13,42 +13,27 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .fileio import replacing
+from .fileio import atomic_write_json, atomic_write_text
+from .fileio import atomic_write_path as atomic_write
 
 LCURVE_COLUMNS = ("step", "lr", "rmse_e_trn", "rmse_f_trn", "rmse_v_trn", "rmse_e_val", "rmse_f_val",
                   "rmse_v_val", "loss_trn", "loss_val", "wall_s")
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary path next to ``path``, then move it into place (model/fileio.py)."""
-    with replacing(path) as tmp:
-        write(tmp)
-    return Path(path)
-
-
 def write_text(path: Path, text: str) -> Path:
-    return atomic_write(path, lambda p: p.write_text(text))
+    return atomic_write_text(path, text)
 
 
 def write_json(path: Path, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=1, default=_json_default) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+    return atomic_write_json(path, data)
 
 
 @dataclass

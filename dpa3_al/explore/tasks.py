@@ -18,6 +18,7 @@ from ase import Atoms
 
 from dpa3_al.model.errors import InputError
 from dpa3_al.model.fileio import atomic_write_text as _atomic_write_text
+from dpa3_al.model.fileio import json_default
 
 from .config import NPT_ENSEMBLES, StageConfig, StopConfig, TaskGroupConfig
 from .configurations import Configuration, build_pool, sample
@@ -133,7 +134,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     """Atomic JSON write; NaN and infinities become null (strict JSON)."""
-    atomic_write_text(path, json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False,
+    atomic_write_text(path, json.dumps(_finite(data), indent=2, default=json_default, allow_nan=False,
                                         ensure_ascii=False) + "\n")
 
 
@@ -146,17 +147,6 @@ def _finite(obj: Any) -> Any:
         return [_finite(v) for v in obj]
     return obj
 
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
 def write_task(task: Task, task_dir: Path) -> None:

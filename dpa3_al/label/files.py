@@ -11,11 +11,13 @@ import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from dpa3_al.model.fileio import replacing
+from dpa3_al.model.fileio import atomic_write_bytes, atomic_write_text
+from dpa3_al.model.fileio import atomic_write_json as _write_json
+from dpa3_al.model.fileio import atomic_write_path as atomic_write_with
 
 __all__ = [
     "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_npy",
@@ -23,23 +25,9 @@ __all__ = [
 ]
 
 
-def atomic_write_with(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` for a temporary file next to ``path``, then move it into place."""
-    with replacing(path) as tmp:
-        write(tmp)
-    return Path(path)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    return atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def atomic_write_json(path: Path, data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=_json_default) + "\n")
+    """Sorted-key JSON (stable diffs of status and index files)."""
+    return _write_json(path, data, sort_keys=True)
 
 
 def atomic_write_npy(path: Path, array: np.ndarray) -> Path:
@@ -50,16 +38,6 @@ def atomic_write_npy(path: Path, array: np.ndarray) -> Path:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
 def frame_fingerprint(atoms) -> str:
