@@ -111,7 +111,29 @@ def load_run_config(path: Path) -> RunConfig:
         if not ft.is_file():
             raise ConfigError("train.finetune.model", f"{ft} does not exist", source=str(path))
         train = dataclasses.replace(train, finetune=dataclasses.replace(train.finetune, model=ft))
-    return dataclasses.replace(cfg, init_data=init, train=train)
+    cfg = dataclasses.replace(cfg, init_data=init, train=train)
+    check_configurations(cfg, base, source=str(path))
+    return cfg
+
+
+def check_configurations(cfg: RunConfig, base: Path, *, source: str | None = None) -> None:
+    """Read every task group's starting structures now (not after the first training) and check
+    their elements against the model's type map."""
+    from dpa3_al.explore.configurations import build_pool
+    from dpa3_al.model.errors import UserError
+
+    type_map = set(cfg.train.model.type_map) if cfg.train.finetune.model is None else None
+    for i, stage in enumerate(cfg.explore.stages):
+        for j, group in enumerate(stage.task_groups):
+            key = f"explore.stages[{i}].task_groups[{j}].configurations"
+            try:
+                pool = build_pool(group.configurations, base, seed=0)
+            except (UserError, OSError, ValueError) as err:
+                raise ConfigError(key, str(err), source=source) from None
+            elements = {s for c in pool for s in c.atoms.get_chemical_symbols()}
+            if type_map is not None and not elements <= type_map:
+                raise ConfigError(key, f"elements {sorted(elements - type_map)} are not in train.model.type_map "
+                                  f"{cfg.train.model.type_map}; add them there", source=source)
 
 
 def config_dict(cfg: RunConfig) -> dict[str, Any]:

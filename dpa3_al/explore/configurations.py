@@ -40,10 +40,17 @@ def _is_deepmd_dir(path: Path, fmt: str | None) -> bool:
 
 
 def _read_deepmd(path: Path, index: str) -> list[Atoms]:
+    """Frames of a deepmd npy system, or of every system below ``path`` (e.g. a dataset folder,
+    in sorted order); ``index`` picks among all of them."""
     import dpdata
 
-    system = dpdata.System(str(path), fmt="deepmd/npy")
-    frames = system.to("ase/structure")
+    from dpa3_al.model.data import find_npy_systems
+
+    systems = [path] if (path / "type.raw").is_file() else find_npy_systems(path)
+    if not systems:
+        raise InputError(f"{path}: no deepmd npy system (a folder with type.raw and set.*/coord.npy) in it or "
+                         "below it; check `file:` and `format:`")
+    frames = [a for system in systems for a in dpdata.System(str(system), fmt="deepmd/npy").to("ase/structure")]
     return _apply_index(frames, index, path)
 
 

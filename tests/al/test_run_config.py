@@ -125,6 +125,12 @@ MALFORMED = [
     ("bootstrap copies zero", lambda c: _set(c, "bootstrap", {"copies": 0}), "bootstrap.copies"),
     ("bootstrap strain", lambda c: _set(c, "bootstrap", {"cell": 1.5}), "bootstrap.cell"),
     ("missing group configurations file", lambda c: _drop(c, f"{G}.configurations[0].file"), f"{G}.configurations[0]"),
+    ("structure file not there", lambda c: _set(c, f"{G}.configurations", [{"file": "data/nothing.xyz"}]),
+     f"{G}.configurations: configuration file"),
+    ("structure element not in the type map", lambda c: _set(c, f"{G}.configurations", [{"file": "data/si-diamond.extxyz"}]),
+     f"{G}.configurations: elements ['Si'] are not in train.model.type_map"),
+    ("deepmd folder without systems", lambda c: _set(c, f"{G}.configurations", [{"file": "data/si-diamond.extxyz", "format": "deepmd/npy"}]),
+     "no deepmd npy system"),
 ]
 
 
