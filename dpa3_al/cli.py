@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import os
 import sys
 
 from dpa3_al import __version__
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     try:
         result = args.func(args)
+    except BrokenPipeError:        # output piped into `head` and the reader left: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("dpa3-al: interrupted; everything written so far is kept (resume where supported)", file=sys.stderr)
         return 130
