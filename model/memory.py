@@ -35,12 +35,17 @@ class UnitCosts:
     stored: dict[str, float]        # per unit, whole model
     per_layer: dict[str, float]     # per unit, one layer of the default mode (working-set estimate)
     mode: str
+    nlayers: int = 1
+    chunk_triples: int = 0          # triples per recomputed chunk in the low mode (0 = whole graph)
 
     def peak(self, counts: dict[str, int], base: float) -> float:
         stored = sum(counts[u] * self.stored[u] for u in UNITS)
         layer = sum(counts[u] * self.per_layer[u] for u in UNITS)
         if self.mode == "low":
-            return base + stored + 2.0 * layer        # recomputed chunk (bounded) + its gradients
+            # one recomputed chunk and its gradients, plus the gradients of one layer's stored
+            # inputs and outputs (the stored tensors are the layers' inputs)
+            frac = min(1.0, self.chunk_triples / max(counts["triple"], 1)) if self.chunk_triples else 1.0
+            return base + stored * (1.0 + 2.0 / self.nlayers) + 2.0 * layer * frac
         return base + stored + 1.5 * layer            # gradients of the live layer
 
 
@@ -77,7 +82,8 @@ def unit_costs(model, mode: str | None = None) -> UnitCosts:
     stored = _saved_by_unit(model, batch, graph, counts, mode)
     default = stored if mode == "default" else _saved_by_unit(model, batch, graph, counts, "default")
     nl = model.config.descriptor.nlayers
-    return UnitCosts(stored=stored, per_layer={u: default[u] / nl for u in UNITS}, mode=mode)
+    return UnitCosts(stored=stored, per_layer={u: default[u] / nl for u in UNITS}, mode=mode, nlayers=nl,
+                     chunk_triples=int(model.descriptor.chunk_triples))
 
 
 def _saved_by_unit(model, batch, graph, counts, mode) -> dict[str, float]:
@@ -124,8 +130,18 @@ def typical_counts(model, n_atoms: int, density: float = 0.1) -> dict[str, int]:
 
 def max_atoms(costs: UnitCosts, per_atom_counts: dict[str, float], budget: float, base: float) -> int:
     """Largest number of atoms whose estimated peak fits in ``budget`` bytes."""
-    one = costs.peak({u: per_atom_counts[u] for u in UNITS}, 0.0)
-    return max(0, int((budget - base) / one)) if one > 0 else 0
+    def fits(n: int) -> bool:
+        return costs.peak({u: per_atom_counts[u] * n for u in UNITS}, base) <= budget
+
+    if not fits(1):
+        return 0
+    lo, hi = 1, 2
+    while fits(hi) and hi < 10 ** 9:          # the peak grows with n: double, then bisect
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
 
 
 def check_fits(model, graph: Graph, costs: UnitCosts, budget: float | None = None,
