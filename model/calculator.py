@@ -19,7 +19,7 @@ from .energy import DPA3Model, ModelOutput
 from .ensemble import DEVI_KEYS, model_deviation
 from .errors import InputError
 from .graph import Batch, Graph
-from .memory import UnitCosts, base_bytes, check_fits, unit_costs
+from .memory import UnitCosts, available_bytes, base_bytes, check_fits, current_bytes, unit_costs
 from .runtime import tune_malloc
 
 # Graphs below these sizes are evaluated without a memory estimate (they need < ~1 GB).
@@ -32,6 +32,7 @@ class MemoryGuard:
     def __init__(self, model: DPA3Model):
         self.model = model
         self._costs: UnitCosts | None = None
+        self._base: float | None = None          # resident size before the first large evaluation
         self.last_estimate: float | None = None
 
     def check(self, graph: Graph) -> None:
@@ -45,7 +46,12 @@ class MemoryGuard:
             free, _ = torch.cuda.mem_get_info(device)
             self.last_estimate = check_fits(self.model, graph, self._costs, budget=float(free), base=0.0)
         else:
-            self.last_estimate = check_fits(self.model, graph, self._costs)
+            # the peak is the base plus this call's work; what can hold it is what this process has
+            # now (freed memory the allocator keeps is reused) plus what the system can give
+            now = current_bytes()
+            self._base = now if self._base is None else self._base
+            self.last_estimate = check_fits(self.model, graph, self._costs, budget=now + available_bytes(),
+                                            base=self._base)
 
     def report(self) -> dict:
         """Estimated peak of the last large evaluation and this process's measured peak RSS (bytes)."""

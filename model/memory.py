@@ -26,6 +26,10 @@ from .errors import MemoryEstimateError
 from .graph import Batch, Graph
 
 UNITS = ("atom", "edge", "angle_edge", "triple")
+#: measured peak RSS above the base / estimate, CPU, tuned glibc malloc, water example (bench/bench_scaling.py,
+#: 1,536 and 6,144 atoms): default 1.05-1.10, low 1.38-1.39 (allocator overhead of the many chunk
+#: temporaries); the factors keep the estimate on the safe side.
+CALIBRATION = {"default": 1.1, "low": 1.4}
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,8 @@ class UnitCosts:
             # one recomputed chunk and its gradients, plus the gradients of one layer's stored
             # inputs and outputs (the stored tensors are the layers' inputs)
             frac = min(1.0, self.chunk_triples / max(counts["triple"], 1)) if self.chunk_triples else 1.0
-            return base + stored * (1.0 + 2.0 / self.nlayers) + 2.0 * layer * frac
-        return base + stored + 1.5 * layer            # gradients of the live layer
+            return base + CALIBRATION["low"] * (stored * (1.0 + 2.0 / self.nlayers) + 2.0 * layer * frac)
+        return base + CALIBRATION["default"] * (stored + 1.5 * layer)     # + gradients of the live layer
 
 
 def graph_counts(graph: Graph) -> dict[str, int]:
@@ -111,6 +115,13 @@ def _saved_by_unit(model, batch, graph, counts, mode) -> dict[str, float]:
 def base_bytes() -> float:
     """Current peak resident size of this process (interpreter + torch + models)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+
+
+def current_bytes() -> float:
+    """Resident size of this process now (it includes freed memory the allocator keeps for reuse)."""
+    import psutil
+
+    return float(psutil.Process().memory_info().rss)
 
 
 def available_bytes() -> float:

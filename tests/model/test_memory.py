@@ -16,6 +16,7 @@ def test_too_large_system_fails_before_evaluation(monkeypatch):
     calc = DPA3Calculator(model)
     monkeypatch.setattr(calc_mod, "_CHECK_EDGES", 0)
     monkeypatch.setattr(mem, "available_bytes", lambda: 1e6)
+    monkeypatch.setattr(calc_mod, "available_bytes", lambda: 1e6)
     called = []
     forward = type(model).forward
     monkeypatch.setattr(type(model), "forward",
@@ -44,3 +45,27 @@ def test_low_mode_stores_less_and_stored_bytes_scale_with_the_graph():
     total_measured = sum(measured[u] * counts[u] for u in mem.UNITS)
     predicted = sum(default.stored[u] * counts[u] for u in mem.UNITS)
     assert abs(predicted - total_measured) < 0.2 * total_measured
+
+
+def test_memory_kept_by_the_allocator_after_a_call_does_not_refuse_the_next_call(monkeypatch):
+    """glibc keeps freed memory for reuse: after one large call the process is large and the
+    system has less available, but the same call still fits (it reuses that memory)."""
+    from dpa3_al.model.calculator import MemoryGuard
+    from dpa3_al.model.calculator import atoms_to_batch
+
+    model = tiny_model()
+    guard = MemoryGuard(model)
+    graph = model.build_graph(atoms_to_batch(random_periodic(10, seed=51) * (2, 2, 2), model.type_map))
+    monkeypatch.setattr(calc_mod, "_CHECK_EDGES", 0)
+    work = mem.unit_costs(model).peak(mem.graph_counts(graph), 0.0)
+    total = 1.0 + 1.2 * work                       # room for one call, not two (base ~0: the work is tiny)
+    state = {"rss": 1.0}
+    monkeypatch.setattr(calc_mod, "current_bytes", lambda: state["rss"])
+    monkeypatch.setattr(calc_mod, "available_bytes", lambda: total - state["rss"])
+    guard.check(graph)                                               # first call: fits
+    state["rss"] = 1.0 + work                                        # the allocator kept the call's memory
+    guard.check(graph)                                               # same call again: still fits
+    state["rss"] = 1.0 + 0.5 * work
+    monkeypatch.setattr(calc_mod, "available_bytes", lambda: 0.1 * work)   # others took the memory
+    with pytest.raises(MemoryEstimateError):
+        guard.check(graph)
