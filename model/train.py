@@ -15,6 +15,7 @@ data sampler and every RNG state are restored, so the result equals an uninterru
 from __future__ import annotations
 
 import logging
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -137,7 +138,7 @@ class Trainer:
             torch.set_num_threads(self.cfg.training.threads)
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.paths["summary"].is_file() and self.paths["model"].is_file():
-            summary = train_io.json.loads(self.paths["summary"].read_text())
+            summary = json.loads(self.paths["summary"].read_text())
             if summary.get("finished"):
                 log.info("%s: already trained (%s); nothing to do", self.workdir, self.paths["model"].name)
                 return TrainResult(self.paths["model"], summary, self.workdir)

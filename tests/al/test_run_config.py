@@ -103,7 +103,7 @@ MALFORMED = [
      f"{G}.configurations[0].supercell"),
     ("unknown group key", lambda c: _set(c, f"{G}.temperature", [300]), f"{G}.temperature"),
     ("drive negative", lambda c: _set(c, "explore.drive", -1), "explore.drive"),
-    ("f_lo above f_hi", lambda c: _set(c, "select.f_lo", 0.9), "select"),
+    ("f_lo above f_hi", lambda c: _set(c, "select.f_lo", 1.5), "select"),
     ("negative max_select", lambda c: _set(c, "select.max_select", -1), "select.max_select"),
     ("unknown strategy", lambda c: _set(c, "select.strategy", "best"), "select.strategy"),
     ("unknown select key", lambda c: _set(c, "select.f_low", 0.1), "select.f_low"),
