@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import pkgutil
 import os
+import pkgutil
 import sys
 
 from dpa3_al import __version__

@@ -27,7 +27,8 @@ from typing import Any
 from .checkpoint import FORMAT, read_checkpoint
 from .errors import UserError
 from .train_config import TrainConfig
-from .train_io import atomic_write, write_json
+from .fileio import atomic_write_json as write_json
+from .fileio import atomic_write_path as atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -114,7 +114,7 @@ def parity_plots(results: Sequence[SystemErrors], path: Path, title: str = "") -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .train_io import atomic_write
+    from .fileio import atomic_write_path as atomic_write
 
     total = total_errors(results)
     names = {"e": "E/atom (eV)", "f": "F (eV/Å)", "v": "V/atom (eV)"}

@@ -155,13 +155,11 @@ def max_atoms(costs: UnitCosts, per_atom_counts: dict[str, float], budget: float
     return lo
 
 
-def check_fits(model, graph: Graph, costs: UnitCosts, budget: float | None = None,
-               base: float | None = None) -> float:
-    """Raise MemoryEstimateError before evaluating a graph that would not fit; return the estimate."""
+def check_fits(model, graph: Graph, costs: UnitCosts, *, budget: float, base: float) -> float:
+    """Raise MemoryEstimateError before evaluating a graph that would not fit in ``budget`` bytes
+    on top of ``base`` bytes (see MemoryGuard for how both are chosen); return the estimate."""
     counts = graph_counts(graph)
-    base = base_bytes() if base is None else base
     peak = costs.peak(counts, base)
-    budget = budget if budget is not None else base + available_bytes()
     if peak <= 0.95 * budget:
         return peak
     per_atom = {u: counts[u] / max(counts["atom"], 1) for u in UNITS}

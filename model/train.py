@@ -31,6 +31,7 @@ from .checkpoint import load_model, read_checkpoint, save_model
 from .data import DataSystem, data_elements, load_systems, split_validation
 from .energy import DPA3Model, build_model
 from .errors import InputError, UserError
+from .fileio import atomic_write_json
 from .finetune import InitInfo, finetune_init, init_model_init
 from .loss import EnergyLoss, ErrorSums, Prefactors
 from .lr import ExpDecay
@@ -410,7 +411,7 @@ class _Loop:
         final = load_model(paths["best"]) if use_best else self.model
         summary = build_summary(self, verdict, use_best)
         save_model(final, paths["model"], metadata={"training": summary})
-        train_io.write_json(paths["summary"], summary)
+        atomic_write_json(paths["summary"], summary)
         try:
             train_io.plot_lcurve(paths["png"], st.rows, title=f"{self.t.workdir}")
         except Exception as err:  # noqa: BLE001 - a plot must never lose a trained model

@@ -19,21 +19,12 @@ import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from .fileio import atomic_write_json, atomic_write_text
+from .fileio import atomic_write_text as write_text
 from .fileio import atomic_write_path as atomic_write
 
 LCURVE_COLUMNS = ("step", "lr", "rmse_e_trn", "rmse_f_trn", "rmse_v_trn", "rmse_e_val", "rmse_f_val",
                   "rmse_v_val", "loss_trn", "loss_val", "wall_s")
-
-
-def write_text(path: Path, text: str) -> Path:
-    return atomic_write_text(path, text)
-
-
-def write_json(path: Path, data: Any) -> Path:
-    return atomic_write_json(path, data)
 
 
 @dataclass

@@ -136,7 +136,7 @@ def run_test(args: argparse.Namespace) -> int:
     parity_plots(results, args.plot, title=str(args.model))
     print(f"parity plots: {args.plot}")
     if args.json:
-        from dpa3_al.model.train_io import write_json
+        from dpa3_al.model.fileio import atomic_write_json as write_json
 
         write_json(args.json, {"model": str(args.model), "systems": [r.as_dict() for r in results],
                                "all": total_errors(results).as_dict()})

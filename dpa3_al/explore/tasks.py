@@ -17,8 +17,7 @@ import numpy as np
 from ase import Atoms
 
 from dpa3_al.model.errors import InputError
-from dpa3_al.model.fileio import atomic_write_text as _atomic_write_text
-from dpa3_al.model.fileio import json_default
+from dpa3_al.model.fileio import atomic_write_text, json_default
 
 from .config import NPT_ENSEMBLES, StageConfig, StopConfig, TaskGroupConfig
 from .configurations import Configuration, build_pool, sample
@@ -127,11 +126,6 @@ def make_tasks(stage: StageConfig, stop: StopConfig, *, base_dir: Path = Path(".
     return tasks
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, then os.replace)."""
-    _atomic_write_text(path, text)
-
-
 def atomic_write_json(path: Path, data: Any) -> None:
     """Atomic JSON write; NaN and infinities become null (strict JSON)."""
     atomic_write_text(path, json.dumps(_finite(data), indent=2, default=json_default, allow_nan=False,
@@ -146,7 +140,6 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
-
 
 
 def write_task(task: Task, task_dir: Path) -> None:
