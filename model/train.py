@@ -38,7 +38,8 @@ from .lr import ExpDecay
 from .runtime import tune_malloc
 from .stats import apply_env_std, change_bias_by_statistic, set_bias_by_statistic, stat_picks
 from .train_config import TrainConfig
-from .train_loop import Progress, Verdict, judge_convergence, rmse_metric, validation_batches
+from .train_loop import (Progress, Verdict, judge_convergence, make_optimizer, optimizer_step, rmse_metric,
+                         validation_batches)
 
 log = logging.getLogger(__name__)
 
@@ -171,18 +172,13 @@ class Trainer:
         if self.cfg.finetune.freeze_descriptor:
             model.descriptor.requires_grad_(False)
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = self._optimizer(params, start_lr)
+        opt = make_optimizer(params, self.cfg.optimizer, start_lr)
         sampler = FrameSampler(data, self.seed)
         if train_state is not None:
             self._restore(train_state, opt, sampler, state)
         loop = _Loop(self, model, opt, params, data, val, sampler, state, start_lr, info)
         return loop.run()
 
-    def _optimizer(self, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
-        o = self.cfg.optimizer
-        if o.type == "AdamW":
-            return torch.optim.AdamW(params, lr=lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
-        return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2))
 
     def _load_checkpoint(self, type_map: list[str]) -> tuple[DPA3Model, InitInfo | None, dict]:
         path = self.paths["ckpt"]
@@ -297,18 +293,12 @@ class _Loop:
         picks = self.sampler.next_picks()
         batch, labels = self.data.batch(picks)
         lr = self.schedule(self.state.step)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
-        out = self.model(batch, create_graph=True, forces=True, virial=self.virial)
-        loss = self.loss(out, labels, lr)
-        if not torch.isfinite(loss.detach()):
-            raise TrainingDiverged(f"the loss became {float(loss.detach())} at step {self.state.step} (learning rate {lr:.3g}); "
-                                   f"lower learning_rate.start_lr or check the data. The last checkpoint is kept.")
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.t.cfg.optimizer.gradient_max_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.t.cfg.optimizer.gradient_max_norm)
-        self.opt.step()
+        try:
+            out, loss = optimizer_step(self.model, self.opt, self.params, self.loss, batch, labels, lr,
+                                       self.t.cfg.optimizer.gradient_max_norm, self.virial)
+        except FloatingPointError as exc:
+            raise TrainingDiverged(f"{exc} at step {self.state.step} (learning rate {lr:.3g}); lower "
+                                   f"learning_rate.start_lr or check the data. The last checkpoint is kept.") from None
         self.window.add(out, labels)
         value = float(loss.detach())
         self.window_loss.append(value)
