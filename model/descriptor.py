@@ -79,20 +79,38 @@ class DPA3Descriptor(nn.Module):
                   else [(geo, slice(None), slice(None))])
         e_parts = [e[edges] for _, edges, _ in chunks]                               # per chunk (E_c, e_dim)
         a_parts = [angle_in[triples] for _, _, triples in chunks]                     # per chunk (T_c, 1)
-        for k, layer in enumerate(self.layers):
+        # The low mode keeps each layer's inputs for its recomputation; the angle features
+        # (T, a_dim) are by far the largest. Every other layer therefore defers its angle update
+        # (A1) to the start of the next layer's call, which receives that layer's n and e (kept
+        # anyway) and the older a: a is kept for every second layer only, and A1 still runs once
+        # in the forward pass and once in the recomputation. Same numbers, ~half the stored a.
+        embed = True            # a_parts still holds the raw angle input (embedded inside the call)
+        pending = None          # (layer, n, e_parts) of a layer whose angle update was deferred
+        for layer in self.layers:
             p_nb = layer.neighbor_projection(n)                                       # (N, ...) all atoms
-            call = partial(self._layer_call, layer, k == 0)
-            outs = [checkpoint(call, n, p_nb, e_c, a_c, g, use_reentrant=False) if low else call(n, p_nb, e_c, a_c, g)
-                    for (g, _, _), e_c, a_c in zip(chunks, e_parts, a_parts)]
+            defer = (low and pending is None and not self.cfg.sequential_update and not layer.is_last
+                     and not layer.skip_angle_update)
+            prev_layer, n_prev, e_prev = pending or (None, None, [None] * len(chunks))
+            call = partial(self._layer_call, layer, embed, defer, prev_layer)
+            outs = [checkpoint(call, n, p_nb, e_c, a_c, g, n_prev, ep_c, use_reentrant=False) if low
+                    else call(n, p_nb, e_c, a_c, g, n_prev, ep_c)
+                    for (g, _, _), e_c, a_c, ep_c in zip(chunks, e_parts, a_parts, e_prev)]
+            if defer:
+                pending = (layer, n, e_parts)
+            else:
+                pending, embed, a_parts = None, False, [o[2] for o in outs]
             n = torch.cat([o[0] for o in outs]) if len(outs) > 1 else outs[0][0]     # (N, n_dim)
-            e_parts, a_parts = [o[1] for o in outs], [o[2] for o in outs]
+            e_parts = [o[1] for o in outs]
         return torch.cat([n, tebd], dim=-1) if self.cfg.concat_output_tebd else n
 
-    def _layer_call(self, layer: RepFlowLayer, first: bool, n, p_nb, e, a, g: LayerGeometry):
-        if first:
+    def _layer_call(self, layer: RepFlowLayer, embed: bool, defer: bool, prev_layer: RepFlowLayer | None,
+                    n, p_nb, e, a, g: LayerGeometry, n_prev, e_prev):
+        if embed:
             a = self.angle_embd(a)                 # a^0 = c W_a (T, a_dim), never stored in low mode
-        n, e, a = layer(n, p_nb, e, a, g)
-        return n, e, (a[:, :0] if (layer.is_last or layer.skip_angle_update) else a)
+        if prev_layer is not None:                 # the previous layer's deferred angle update
+            a = prev_layer.angle_update(n_prev[g.node_start:g.node_start + g.n_nodes], e_prev, a, g)
+        n, e, a = layer(n, p_nb, e, a, g, angle_update=not defer)
+        return n, e, (a[:, :0] if (layer.is_last or layer.skip_angle_update or defer) else a)
 
     def _geometry(self, types: torch.Tensor, r: torch.Tensor, graph: Graph):
         """Switches, env matrix and angle inputs from edge vectors r (E, 3)."""

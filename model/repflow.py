@@ -104,10 +104,13 @@ class RepFlowLayer(nn.Module):
         nd = self.cfg.n_dim
         return n @ torch.cat([lin.matrix[nd:2 * nd] for lin in lins], dim=1)
 
-    def forward(self, n: torch.Tensor, p_nb: torch.Tensor, e: torch.Tensor, a: torch.Tensor, g: LayerGeometry):
+    def forward(self, n: torch.Tensor, p_nb: torch.Tensor, e: torch.Tensor, a: torch.Tensor, g: LayerGeometry,
+                angle_update: bool = True):
         """Update the centres of ``g``: n (N_all, n_dim) all atoms, p_nb from
         :meth:`neighbor_projection`, e (E, e_dim) and a (T, a_dim) of these centres.
-        Returns (n_new (n_nodes, n_dim), e_new, a_new)."""
+        Returns (n_new (n_nodes, n_dim), e_new, a_new). ``angle_update=False`` (parallel mode)
+        returns ``a`` unchanged: the caller applies :meth:`angle_update` later (the low-memory
+        mode does so at the start of the next layer's recomputed call)."""
         n_self = n[g.node_start:g.node_start + g.n_nodes]                                 # (n_nodes, n_dim)
         if self.cfg.sequential_update:
             return self._forward_sequential(n, n_self, p_nb, e, a, g)
@@ -120,9 +123,17 @@ class RepFlowLayer(nn.Module):
             n_t, e_t = self._angle_inputs(n_self, e, g)
             z = self._angle_to_edge(self._triple_pre(self.edge_angle_linear1, a, n_t, e_t, g), g)
             e_updates.append(self._edge_angle_message(z, e, g))
-            if not self.skip_angle_update:
-                a = self._update(a, [self.act(self._triple_pre(self.angle_self_linear, a, n_t, e_t, g))], "a")
+            if angle_update and not self.skip_angle_update:
+                a = self._angle_self_update(a, n_t, e_t, g)
         return n_new, self._update(e, e_updates, "e"), a
+
+    def angle_update(self, n_self: torch.Tensor, e: torch.Tensor, a: torch.Tensor, g: LayerGeometry) -> torch.Tensor:
+        """The angle update (A1) of this layer on its inputs: n_self (n_nodes, n_dim), e, a  ->  a_new (T, a_dim)."""
+        n_t, e_t = self._angle_inputs(n_self, e, g)
+        return self._angle_self_update(a, n_t, e_t, g)
+
+    def _angle_self_update(self, a, n_t, e_t, g: LayerGeometry) -> torch.Tensor:
+        return self._update(a, [self.act(self._triple_pre(self.angle_self_linear, a, n_t, e_t, g))], "a")
 
     def _forward_sequential(self, n, n_self, p_nb, e, a, g: LayerGeometry):
         _, pre_es = self._edge_linears(n_self, p_nb, e, g, with_edge_self=True)

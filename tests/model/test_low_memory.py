@@ -20,8 +20,9 @@ def _both_modes(model, atoms, chunk_triples=50):
 
 
 @pytest.mark.parametrize("opts", [{}, dict(sequential_update=True), dict(a_compress_rate=1, a_compress_e_rate=2,
-                                                                           a_compress_use_split=True)],
-                         ids=["parallel", "sequential", "compressed"])
+                                                                           a_compress_use_split=True),
+                                  dict(nlayers=5)],
+                         ids=["parallel", "sequential", "compressed", "five-layers"])
 def test_low_memory_equals_default(opts):
     model = tiny_model(**opts)
     (e0, f0, v0), (e1, f1, v1) = _both_modes(model, random_periodic(12, seed=41))
@@ -51,3 +52,15 @@ def test_low_memory_supports_force_training_gradients():
         (out.forces.pow(2).sum() + out.energy.sum()).backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-9, atol=1e-11)
+
+
+def test_low_memory_keeps_angle_features_of_every_second_layer_only():
+    """Deferred angle updates: a 3-layer model has one angle update (layer 0), a 5-layer model
+    three (layers 0-2; layer 3's would feed only the angle-free last layer). Without deferral the
+    low mode would keep a^1, a^2, a^3 (T, a_dim) for the recomputation; with it only a^2."""
+    from dpa3_al.model.memory import unit_costs
+
+    a_bytes = 8 * 8                                                   # a_dim 8, float64
+    per_triple = {L: unit_costs(tiny_model(nlayers=L), "low").stored["triple"] for L in (3, 5)}
+    extra = per_triple[5] - per_triple[3]
+    assert 0.9 * a_bytes < extra < 1.5 * a_bytes
