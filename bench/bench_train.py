@@ -1,7 +1,7 @@
 """Training benchmarks on the DFT water data (train data_0..2, validate data_3). Three parts:
 
     python bench/bench_train.py budget --minutes 10            # small model, fixed time budget: errors, time/step
-    python bench/bench_train.py step --deepmd /work/dp-venv/bin/dp [--model dpa31-3m-shape] [--repeat 3]
+    python bench/bench_train.py step --deepmd /work/dp-venv/bin/dp [--model dpa31-3m-shape] [--repeat 3] [--memory low]
                                                                # time (wall, CPU) and peak RSS of one training step,
                                                                # batch 1, E+F+V loss, dpa3-al vs deepmd-kit 3.2
     python bench/bench_train.py compare --steps 400 --deepmd /work/dp-venv/bin/dp
@@ -77,10 +77,10 @@ def child_env(tunables: bool) -> dict:
 
 
 def ours_config(model: dict, train: list[Path], valid: list[Path], steps: int, lr=(None, 1e-4), decay_steps=0,
-                seed=1, max_time=0.0, disp_freq=0) -> dict:
+                seed=1, max_time=0.0, disp_freq=0, memory="default") -> dict:
     rep = dict(model["descriptor"])
     return {"model": {"type_map": model["type_map"], "descriptor": rep, "fitting": model["fitting"],
-                      "precision": model["precision"]},
+                      "precision": model["precision"], "memory": memory},
             "data": {"systems": [str(p) for p in train], "validation": [str(p) for p in valid], "batch_size": 1,
                      "validation_fraction": 0.0, "max_validation_frames": 80},
             "learning_rate": {"start_lr": lr[0], "stop_lr": lr[1], "decay_steps": decay_steps},
@@ -174,9 +174,10 @@ def part_step(args) -> None:
     data = [virial_copy(WATER / "data_0", OUT / "water-virial")]
     ours, theirs = [], []
     for r in range(args.repeat):
-        usage, s = run_ours(ours_config(model, data, [], steps=args.steps), OUT / f"step-{args.model}-ours")
+        usage, s = run_ours(ours_config(model, data, [], steps=args.steps, memory=args.memory),
+                            OUT / f"step-{args.model}-ours")
         ours.append({**usage, "median_step_s": s["median_step_s"], "median_step_cpu_s": s["median_step_cpu_s"]})
-        emit({"what": f"dpa3-al train step, {args.model}, run {r}", "load": load(), **ours[-1]})
+        emit({"what": f"dpa3-al train step, {args.model}, memory {args.memory}, run {r}", "load": load(), **ours[-1]})
         if args.deepmd:
             usage, per_batch, avg = run_deepmd(args.deepmd, deepmd_input(model, data, [], args.steps),
                                                OUT / f"step-{args.model}-deepmd")
@@ -185,7 +186,8 @@ def part_step(args) -> None:
                            "average_training_time_s": avg})
             emit({"what": f"deepmd-kit 3.2 train step, {args.model}, run {r}", "load": load(), **theirs[-1]})
     med = lambda rows, k: round(statistics.median([x[k] for x in rows if x[k] is not None]), 4)  # noqa: E731
-    summary = {"what": f"training step, {args.model}, batch 1 (192 atoms), E+F+V loss, medians of {args.repeat}",
+    summary = {"what": f"training step, {args.model}, batch 1 (192 atoms), E+F+V loss, memory {args.memory}, "
+                       f"medians of {args.repeat}",
                "dpa3_al_step_s": med(ours, "median_step_s"), "dpa3_al_step_cpu_s": med(ours, "median_step_cpu_s"),
                "dpa3_al_peak_rss_gb": med(ours, "peak_rss_gb")}
     if theirs:
@@ -229,6 +231,8 @@ def main() -> None:
         p.add_argument("--threads", type=int, default=2, help="threads of each child (default 2)")
     sub.choices["budget"].add_argument("--minutes", type=float, default=10.0)
     sub.choices["step"].add_argument("--repeat", type=int, default=3)
+    sub.choices["step"].add_argument("--memory", choices=("default", "low"), default="default",
+                                     help="dpa3-al's memory mode (model.memory)")
     args = ap.parse_args()
     THREADS["n"] = args.threads
     print(f"# command: {command_line()}\n# load average {os.getloadavg()}; {os.cpu_count()} CPUs", flush=True)
