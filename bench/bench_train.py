@@ -4,7 +4,7 @@
     python bench/bench_train.py step --deepmd /work/dp-venv/bin/dp [--model dpa31-3m-shape] [--repeat 3] [--memory low]
                                                                # time (wall, CPU) and peak RSS of one training step,
                                                                # batch 1, E+F+V loss, dpa3-al vs deepmd-kit 3.2
-    python bench/bench_train.py compare --steps 400 --deepmd /work/dp-venv/bin/dp
+    python bench/bench_train.py compare --steps 1000 --deepmd /work/dp-venv/bin/dp
                                                                # equal steps, same model/schedule: validation errors
 
 Both programs run as child processes with 2 OpenMP threads and the same glibc malloc
