@@ -6,7 +6,8 @@ Names: ``silu``, ``silut:T`` (alias ``custom_silu:T``; T defaults to 3.0), ``tan
 
 Activations silu, silut and tanh also carry ``raw(x) -> (value, tail)`` (no autograd),
 ``backward(grad, x, tail) -> grad * act'(x)`` and ``value(x, tail)`` (differentiable), used by
-the fused operations of model/ops.py; ``tail`` tells whether a silut tail was hit.
+the fused operations of model/ops.py; ``tail`` holds the flat indices where a silut input reached
+its tail (None: nowhere).
 
 SiLUT (silu with a tanh tail, C^1 at T):
     f(x) = x * sigmoid(x)                              for x <  T
@@ -36,35 +37,62 @@ def silu_grad_times(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.silu_backward(grad, x)
 
 
-def _tail_patch(g: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, threshold: float, kappa: float):
-    t = torch.tanh(kappa * (x - threshold))
-    return torch.where(x >= threshold, grad * (kappa * (1.0 - t * t)), g)
+def _find_tail(x: torch.Tensor, y: torch.Tensor, threshold: float, shift: float) -> torch.Tensor | None:
+    """Flat indices of the elements with x >= T (the tail), or None when there are none.
+
+    y = silu(x): silu is increasing above its minimum (-0.28), so max(y) >= silu(T) <=> some
+    x >= T; one reduction decides the common no-tail case, the index search runs only when needed.
+    """
+    if not y.numel() or not bool(y.max() >= shift):
+        return None
+    return torch.nonzero(x.reshape(-1) >= threshold).squeeze(1)
+
+
+def _put(base: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+    """base with vals at flat positions idx: in place on a fresh tensor, differentiably under autograd."""
+    flat = base.reshape(-1)
+    out = flat.index_copy(0, idx, vals) if torch.is_grad_enabled() else flat.index_copy_(0, idx, vals)
+    return out.view_as(base)
+
+
+def _tail_values(y: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, threshold: float, kappa: float,
+                 shift: float) -> torch.Tensor:
+    """silu values y with the tanh tail at idx, computed on the tail elements only (a full-size
+    torch.where costs six passes over x; the tail is ~1 % of the elements)."""
+    xt = x.reshape(-1).index_select(0, idx)
+    return _put(y, idx, torch.tanh(kappa * (xt - threshold)) + shift)
+
+
+def _tail_patch(g: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, threshold: float,
+                kappa: float) -> torch.Tensor:
+    """g (= grad * silu'(x)) with grad * tail'(x) at the tail indices idx."""
+    t = torch.tanh(kappa * (x.reshape(-1).index_select(0, idx) - threshold))
+    return _put(g, idx, grad.reshape(-1).index_select(0, idx) * (kappa * (1.0 - t * t)))
 
 
 class _SiLUT(torch.autograd.Function):
-    """silu with a tanh tail. Saves only x; the tail (x >= T) is rare, so it is patched in
-    only where present."""
+    """silu with a tanh tail. Saves only x (and the tail's indices); the tail (x >= T) is
+    rare, so it is patched in only where present."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, threshold: float, kappa: float, shift: float) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.consts = (threshold, kappa, shift)
         y = F.silu(x)
-        # silu is increasing above its minimum (-0.28), so max(y) >= silu(T) <=> some x >= T;
-        # one reduction instead of a boolean mask pass in the common no-tail case
-        ctx.has_tail = bool(y.numel()) and bool(y.max() >= shift)
-        if ctx.has_tail:
-            y = torch.where(x >= threshold, torch.tanh(kappa * (x - threshold)) + shift, y)
-        return y
+        ctx.consts = (threshold, kappa)
+        tail = _find_tail(x, y, threshold, shift)
+        ctx.save_for_backward(x, tail)
+        return y if tail is None else _tail_values(y, x, tail, threshold, kappa, shift)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        threshold, kappa, _ = ctx.consts
+        x, tail = ctx.saved_tensors
+        threshold, kappa = ctx.consts
         g = silu_grad_times(grad, x)
-        if ctx.has_tail:
-            g = _tail_patch(g, grad, x, threshold, kappa)
+        if tail is not None:
+            g = _tail_patch(g, grad, x, tail, threshold, kappa)
         return g, None, None, None
+
+
+_UNKNOWN = object()
 
 
 def silut_reference(x: torch.Tensor, threshold: float, kappa: float, shift: float) -> torch.Tensor:
@@ -81,22 +109,23 @@ def make_silut(threshold: float = 3.0) -> Activation:
     def silut(x: torch.Tensor) -> torch.Tensor:
         return _SiLUT.apply(x, threshold, kappa, shift)
 
-    def raw(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """Forward value without autograd, and whether any x reached the tail."""
+    def raw(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Forward value without autograd, and the tail's flat indices (None: no tail)."""
         y = F.silu(x)
-        tail = bool(y.numel()) and bool(y.max() >= shift)
-        if tail:
-            y = torch.where(x >= threshold, torch.tanh(kappa * (x - threshold)) + shift, y)
-        return y, tail
+        tail = _find_tail(x, y, threshold, shift)
+        return (y if tail is None else _tail_values(y, x, tail, threshold, kappa, shift)), tail
 
-    def backward(grad: torch.Tensor, x: torch.Tensor, tail: bool | None = None) -> torch.Tensor:
+    def backward(grad: torch.Tensor, x: torch.Tensor, tail=_UNKNOWN) -> torch.Tensor:
+        """grad * silut'(x); ``tail`` from :func:`raw` (found again when not given)."""
         g = silu_grad_times(grad, x)
-        if tail is None:
-            tail = bool(x.numel()) and bool(x.max() >= threshold)
-        return _tail_patch(g, grad, x, threshold, kappa) if tail else g
+        if tail is _UNKNOWN:
+            tail = _find_tail(x, x, threshold, threshold)
+        return g if tail is None else _tail_patch(g, grad, x, tail, threshold, kappa)
 
-    def value(x: torch.Tensor, tail: bool) -> torch.Tensor:
-        return silut(x) if tail else F.silu(x)
+    def value(x: torch.Tensor, tail: torch.Tensor | None) -> torch.Tensor:
+        """silut(x), differentiable, with the tail indices from :func:`raw`."""
+        y = F.silu(x)
+        return y if tail is None else _tail_values(y, x, tail, threshold, kappa, shift)
 
     silut.params = (threshold, kappa, shift)  # type: ignore[attr-defined]
     silut.raw, silut.backward, silut.value = raw, backward, value  # type: ignore[attr-defined]
@@ -111,10 +140,10 @@ def _tanh(x: torch.Tensor) -> torch.Tensor:
     return torch.tanh(x)
 
 
-_silu.raw = lambda x: (F.silu(x), False)                                     # type: ignore[attr-defined]
+_silu.raw = lambda x: (F.silu(x), None)                                     # type: ignore[attr-defined]
 _silu.backward = lambda grad, x, tail=None: silu_grad_times(grad, x)         # type: ignore[attr-defined]
 _silu.value = lambda x, tail: F.silu(x)                                      # type: ignore[attr-defined]
-_tanh.raw = lambda x: (torch.tanh(x), False)                                 # type: ignore[attr-defined]
+_tanh.raw = lambda x: (torch.tanh(x), None)                                 # type: ignore[attr-defined]
 _tanh.backward = lambda grad, x, tail=None: grad * (1.0 - torch.tanh(x) ** 2)  # type: ignore[attr-defined]
 _tanh.value = lambda x, tail: torch.tanh(x)                                  # type: ignore[attr-defined]
 

@@ -23,3 +23,26 @@ def test_unknown_activation_names_the_choices():
     with pytest.raises(ValueError, match="unknown activation 'swish'.*silu"):
         get_activation("swish")
     assert get_activation("custom_silu:10.0").params[0] == 10.0
+
+
+@pytest.mark.parametrize("threshold", [3.0, 10.0])
+def test_fused_act_scale_with_tail_matches_reference(threshold):
+    """act(x) * w through model/ops.act_scale (silut's raw/backward/value path, tail patched on
+    the tail elements only), on a non-contiguous 2-D input with both branches: values, first and
+    second derivatives."""
+    from dpa3_al.model.ops import act_scale
+
+    f = make_silut(threshold)
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.randn(8, 12, dtype=torch.float64, generator=gen) * 4 + threshold).t()[:, :6]   # (12, 6) strided
+    w = torch.rand(12, dtype=torch.float64, generator=gen) + 0.5
+    assert (x >= threshold).any() and (x < threshold).any()
+    torch.testing.assert_close(act_scale(x, w, f), silut_reference(x, *f.params) * w[:, None])
+    xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: act_scale(a, b, f), (xs, ws))
+    assert torch.autograd.gradgradcheck(lambda a, b: act_scale(a, b, f), (xs, ws))
+    grad = torch.randn(12, 6, dtype=torch.float64, generator=gen)
+    ref_x = xs.detach().clone().requires_grad_()
+    (ref,) = torch.autograd.grad((silut_reference(ref_x, *f.params) * grad).sum(), ref_x)
+    with torch.no_grad():   # the inference path: the tail patched in place into a fresh gradient
+        torch.testing.assert_close(f.backward(grad, xs.detach()), ref)
