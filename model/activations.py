@@ -92,9 +92,6 @@ class _SiLUT(torch.autograd.Function):
         return g, None, None, None
 
 
-_UNKNOWN = object()
-
-
 def silut_reference(x: torch.Tensor, threshold: float, kappa: float, shift: float) -> torch.Tensor:
     """Plain composition (the reference in tests)."""
     tail = torch.tanh(kappa * (x - threshold)) + shift
@@ -115,11 +112,9 @@ def make_silut(threshold: float = 3.0) -> Activation:
         tail = _find_tail(x, y, threshold, shift)
         return (y if tail is None else _tail_values(y, x, tail, threshold, kappa, shift)), tail
 
-    def backward(grad: torch.Tensor, x: torch.Tensor, tail=_UNKNOWN) -> torch.Tensor:
-        """grad * silut'(x); ``tail`` from :func:`raw` (found again when not given)."""
+    def backward(grad: torch.Tensor, x: torch.Tensor, tail: torch.Tensor | None) -> torch.Tensor:
+        """grad * silut'(x), with the tail indices from :func:`raw`."""
         g = silu_grad_times(grad, x)
-        if tail is _UNKNOWN:
-            tail = _find_tail(x, x, threshold, threshold)
         return g if tail is None else _tail_patch(g, grad, x, tail, threshold, kappa)
 
     def value(x: torch.Tensor, tail: torch.Tensor | None) -> torch.Tensor:

@@ -183,7 +183,6 @@ class Trainer:
         loop = _Loop(self, model, opt, params, data, val, sampler, state, start_lr, info)
         return loop.run()
 
-
     def _load_checkpoint(self, type_map: list[str]) -> tuple[DPA3Model, InitInfo | None, dict]:
         path = self.paths["ckpt"]
         model = load_model(path)
