@@ -13,17 +13,18 @@ Angle input: c_ijk = cos(theta_jik) (1 - 1e-6) / sqrt(pi), unit vectors r / (|r|
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from functools import partial
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .activations import get_activation
 from .config import RepFlowConfig
 from .graph import Graph
 from .nn import Dense
+from .recompute import recompute
 from .repflow import LayerGeometry, RepFlowLayer
 
 
@@ -92,7 +93,9 @@ class DPA3Descriptor(nn.Module):
                      and not layer.skip_angle_update)
             prev_layer, n_prev, e_prev = pending or (None, None, [None] * len(chunks))
             call = partial(self._layer_call, layer, embed, defer, prev_layer)
-            outs = [checkpoint(call, n, p_nb, e_c, a_c, g, n_prev, ep_c, use_reentrant=False) if low
+            params = self._call_params(layer, embed, prev_layer) if low else []
+            outs = [recompute(partial(_with_geometry, call, g), (n, p_nb, e_c, a_c, n_prev, ep_c, g.w, g.hw, g.tw),
+                              params) if low
                     else call(n, p_nb, e_c, a_c, g, n_prev, ep_c)
                     for (g, _, _), e_c, a_c, ep_c in zip(chunks, e_parts, a_parts, e_prev)]
             if defer:
@@ -102,6 +105,11 @@ class DPA3Descriptor(nn.Module):
             n = torch.cat([o[0] for o in outs]) if len(outs) > 1 else outs[0][0]     # (N, n_dim)
             e_parts = [o[1] for o in outs]
         return torch.cat([n, tebd], dim=-1) if self.cfg.concat_output_tebd else n
+
+    def _call_params(self, layer: RepFlowLayer, embed: bool, prev_layer: RepFlowLayer | None) -> list[nn.Parameter]:
+        """The parameters one low-mode call of :meth:`_layer_call` reads."""
+        mods = [layer] + ([self.angle_embd] if embed else []) + ([prev_layer] if prev_layer is not None else [])
+        return [p for m in mods for p in m.parameters()]
 
     def _layer_call(self, layer: RepFlowLayer, embed: bool, defer: bool, prev_layer: RepFlowLayer | None,
                     n, p_nb, e, a, g: LayerGeometry, n_prev, e_prev):
@@ -133,6 +141,11 @@ class DPA3Descriptor(nn.Module):
                             tw=wa.index_select(0, graph.triple_j) * wa.index_select(0, graph.triple_k),
                             node_start=0, n_nodes=graph.n_atoms)
         return geo, edge_in, (cos / math.sqrt(math.pi))[:, None]
+
+
+def _with_geometry(call, g: LayerGeometry, n, p_nb, e, a, n_prev, e_prev, w, hw, tw):
+    """``call`` with the geometry's differentiable tensors (functions of the positions) passed in."""
+    return call(n, p_nb, e, a, dataclasses.replace(g, w=w, hw=hw, tw=tw), n_prev, e_prev)
 
 
 def chunk_geometry(geo: LayerGeometry, graph: Graph, max_triples: int) -> list[tuple[LayerGeometry, slice, slice]]:

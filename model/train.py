@@ -167,11 +167,9 @@ class Trainer:
         else:
             model, info = self._init_model(data)
             train_state = None
-        if self.cfg.model.memory == "low":
-            log.info("model.memory 'low' applies to exploration and evaluation; training steps run in the default "
-                     "mode (force training keeps every layer's graph for the second derivative, so recomputation "
-                     "saves no memory there and costs ~10x the time)")
-        model.set_memory("default")
+        # 'low': every layer is recomputed in each backward pass, the force pass and its derivative
+        # included (model/recompute.py): a fraction of the memory for ~1.5x the step time
+        model.set_memory(self.cfg.model.memory)
         model.train()
         if self.cfg.finetune.freeze_descriptor:
             model.descriptor.requires_grad_(False)

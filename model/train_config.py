@@ -43,8 +43,9 @@ class ModelSection:
     descriptor: RepFlowConfig = field(default_factory=RepFlowConfig, doc="RepFlow descriptor")
     fitting: FittingConfig = field(default_factory=FittingConfig, doc="energy fitting net")
     precision: Literal["float32", "float64"] = field("float32", doc="model precision")
-    memory: Literal["default", "low"] = field("default", doc="'low' recomputes layers in the backward pass of "
-                                                     "exploration and evaluation (training steps always run 'default')")
+    memory: Literal["default", "low"] = field("default", doc="'low' recomputes each layer in every backward pass "
+                                                     "(MD, evaluation and training): same numbers, a fraction of the "
+                                                     "memory, ~1.2x the time in MD and ~1.9x in training")
 
     def __post_init__(self) -> None:
         from ase.data import atomic_numbers

@@ -40,17 +40,27 @@ def test_supercell_in_both_modes():
     np.testing.assert_allclose(v8_low, v8, atol=1e-10)
 
 
-def test_low_memory_supports_force_training_gradients():
-    model = tiny_model()
+@pytest.mark.parametrize("opts", [{}, dict(sequential_update=True), dict(nlayers=5, a_compress_rate=1,
+                                                                           a_compress_e_rate=2, a_compress_use_split=True)],
+                         ids=["parallel", "sequential", "compressed-five-layers"])
+def test_low_memory_supports_force_training_gradients(opts):
+    """A force+virial training loss differentiates the force pass once more: the low mode's
+    recomputed layers (model/recompute.py) give the default mode's parameter gradients, and
+    the gradient with respect to the positions through the second derivative as well."""
+    model = tiny_model(**opts)
     atoms = random_periodic(8, seed=43)
     grads = []
     for mode in ("default", "low"):
         model.set_memory(mode)
         model.descriptor.chunk_triples = 40
         model.zero_grad()
-        out = model(atoms_to_batch(atoms, model.type_map), create_graph=True)
-        (out.forces.pow(2).sum() + out.energy.sum()).backward()
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        batch = atoms_to_batch(atoms, model.type_map)
+        batch.positions.requires_grad_(True)
+        out = model(batch, create_graph=True)
+        (out.forces.pow(2).sum() + out.energy.sum() + out.virial.pow(2).sum()).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]
+                               + [batch.positions.grad.flatten()]))
+    assert grads[0].abs().max() > 1e-3
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-9, atol=1e-11)
 
 
