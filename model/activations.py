@@ -4,18 +4,20 @@ Names: ``silu``, ``silut:T`` (alias ``custom_silu:T``; T defaults to 3.0), ``tan
 (tanh approximation, as deepmd-kit's ``gelu``/``gelu_tf``), ``relu``, ``relu6``, ``softplus``,
 ``sigmoid``, ``linear``/``none``.
 
-Activations silu, silut and tanh also carry ``raw(x) -> (value, tail)`` (no autograd),
-``backward(grad, x, tail) -> grad * act'(x)`` and ``value(x, tail)`` (differentiable), used by
-the fused operations of model/ops.py; ``tail`` holds the flat indices where a silut input reached
-its tail (None: nowhere).
+silu, silut and tanh are :class:`SmoothActivation` objects: besides ``act(x)`` they give
+``raw(x) -> (value, tail)``, ``grad_times(grad, x, tail)``, ``value(x, tail)`` and
+``derivs(x, tail, order) -> (f, f', f'')`` without autograd, and ``backward(grad, x, tail)``
+(grad * f'(x), differentiable once more), used by the fused operations of model/ops.py. ``tail``
+holds the flat indices where a silut input reached its tail (None: nowhere).
 
 SiLUT (silu with a tanh tail, C^1 at T):
     f(x) = x * sigmoid(x)                              for x <  T
     f(x) = tanh(kappa * (x - T)) + silu(T)             for x >= T,   kappa = silu'(T)
 
-``silut`` is a custom autograd function that saves only its input (a ``torch.where``
-composition would keep five tensors of the same size alive for backward); its backward is
-written with differentiable torch ops, so force training (double backward) works.
+Memory and passes: ``act(x)`` keeps only x (a ``torch.where`` composition would keep five
+tensors of its size); its backward is one fused pass, and the derivative of that backward
+(force training differentiates it once more) is written out from f' and f'' instead of being
+left to autograd, which would keep four temporaries and take ~15 elementwise passes.
 """
 
 from __future__ import annotations
@@ -29,12 +31,7 @@ import torch.nn.functional as F
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
 
-def silu_grad_times(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """grad * silu'(x): one fused pass, or a differentiable composition under create_graph."""
-    if torch.is_grad_enabled():
-        sig = torch.sigmoid(x)
-        return grad * (sig * (1.0 + x * (1.0 - sig)))
-    return torch.ops.aten.silu_backward(grad, x)
+# ---------------------------------------------------------------------------- silut's tail
 
 
 def _find_tail(x: torch.Tensor, y: torch.Tensor, threshold: float, shift: float) -> torch.Tensor | None:
@@ -55,41 +52,133 @@ def _put(base: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor) -> torch.Ten
     return out.view_as(base)
 
 
-def _tail_values(y: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, threshold: float, kappa: float,
-                 shift: float) -> torch.Tensor:
-    """silu values y with the tanh tail at idx, computed on the tail elements only (a full-size
-    torch.where costs six passes over x; the tail is ~1 % of the elements)."""
-    xt = x.reshape(-1).index_select(0, idx)
-    return _put(y, idx, torch.tanh(kappa * (xt - threshold)) + shift)
+class _Tail:
+    """silut's tanh tail: its values and derivatives on the tail elements only (~1 % of them)."""
+
+    def __init__(self, threshold: float):
+        sig = 1.0 / (1.0 + math.exp(-threshold))
+        self.threshold = threshold
+        self.kappa = sig * (1.0 + threshold * (1.0 - sig))   # silu'(T)
+        self.shift = threshold * sig                          # silu(T)
+
+    def find(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        return _find_tail(x, y, self.threshold, self.shift)
+
+    def values(self, x: torch.Tensor, idx: torch.Tensor, order: int) -> list[torch.Tensor]:
+        """[f, f', f''][:order + 1] at the flat positions idx of x."""
+        t = torch.tanh(self.kappa * (x.reshape(-1).index_select(0, idx) - self.threshold))
+        slope = self.kappa * (1.0 - t * t)
+        return [t + self.shift, slope, -2.0 * self.kappa * t * slope][:order + 1]
 
 
-def _tail_patch(g: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, threshold: float,
-                kappa: float) -> torch.Tensor:
-    """g (= grad * silu'(x)) with grad * tail'(x) at the tail indices idx."""
-    t = torch.tanh(kappa * (x.reshape(-1).index_select(0, idx) - threshold))
-    return _put(g, idx, grad.reshape(-1).index_select(0, idx) * (kappa * (1.0 - t * t)))
+# ---------------------------------------------------------------------------- smooth activations
 
 
-class _SiLUT(torch.autograd.Function):
-    """silu with a tanh tail. Saves only x (and the tail's indices); the tail (x >= T) is
-    rare, so it is patched in only where present."""
+def _silu_derivs(x: torch.Tensor, order: int):
+    """silu(x), silu'(x) [, silu''(x)] without autograd, sharing one sigmoid::
+
+        f = x s,   f' = s + f (1 - s),   f'' = s (1 - s) (2 + x (1 - 2 s)),   s = sigmoid(x)
+    """
+    s = torch.sigmoid(x)
+    f = x * s
+    q = torch.rsub(s, 1.0)                                       # 1 - s
+    f1 = torch.addcmul(s, f, q)
+    f2 = q.sub(s).mul_(x).add_(2.0).mul_(s).mul_(q) if order > 1 else None
+    return f, f1, f2
+
+
+def _tanh_derivs(x: torch.Tensor, order: int):
+    t = torch.tanh(x)
+    f1 = torch.addcmul(torch.ones_like(t), t, t, value=-1.0)
+    return t, f1, ((t * f1).mul_(-2.0) if order > 1 else None)
+
+
+class SmoothActivation:
+    """silu, silut or tanh with the pieces the fused operations need (see the module docstring)."""
+
+    def __init__(self, name: str, value_fn, grad_times_fn, derivs_fn, tail: _Tail | None = None):
+        self.name, self.tail = name, tail
+        self._value, self._grad_times, self._derivs = value_fn, grad_times_fn, derivs_fn
+        if tail is not None:
+            self.params = (tail.threshold, tail.kappa, tail.shift)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return _Act.apply(x, self)
+
+    def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """act(x) without autograd, and silut's tail indices (None: no tail)."""
+        y = self._value(x)
+        idx = self.tail.find(x, y) if self.tail is not None else None
+        return (y if idx is None else _put(y, idx, self.tail.values(x, idx, 0)[0])), idx
+
+    def value(self, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+        """act(x) with the tail indices from :meth:`raw` (differentiable)."""
+        y = self._value(x)
+        return y if idx is None else _put(y, idx, self.tail.values(x, idx, 0)[0])
+
+    def grad_times(self, grad: torch.Tensor, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+        """grad * act'(x) in one fused pass (plus the tail's elements), no autograd."""
+        g = self._grad_times(grad, x)
+        if idx is None:
+            return g
+        return _put(g, idx, grad.reshape(-1).index_select(0, idx) * self.tail.values(x, idx, 1)[1])
+
+    def derivs(self, x: torch.Tensor, idx: torch.Tensor | None, order: int) -> list:
+        """[f, f', f''] of x (f'' None when order < 2), no autograd."""
+        out = list(self._derivs(x, order))
+        if idx is not None:
+            for k, v in enumerate(self.tail.values(x, idx, order)):
+                out[k] = _put(out[k], idx, v)
+        return out
+
+    def backward(self, grad: torch.Tensor, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+        """grad * act'(x); differentiable once more when a graph is being built (force training)."""
+        if torch.is_grad_enabled() and (grad.requires_grad or x.requires_grad):
+            return _ActGradTimes.apply(grad, x, self, idx)
+        return self.grad_times(grad, x, idx)
+
+
+class _Act(torch.autograd.Function):
+    """act(x), keeping x and the tail indices only."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, threshold: float, kappa: float, shift: float) -> torch.Tensor:
-        y = F.silu(x)
-        ctx.consts = (threshold, kappa)
-        tail = _find_tail(x, y, threshold, shift)
-        ctx.save_for_backward(x, tail)
-        return y if tail is None else _tail_values(y, x, tail, threshold, kappa, shift)
+    def forward(ctx, x: torch.Tensor, act: SmoothActivation) -> torch.Tensor:
+        y, idx = act.raw(x)
+        ctx.save_for_backward(x, idx)
+        ctx.act = act
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, tail = ctx.saved_tensors
-        threshold, kappa = ctx.consts
-        g = silu_grad_times(grad, x)
-        if tail is not None:
-            g = _tail_patch(g, grad, x, tail, threshold, kappa)
-        return g, None, None, None
+        x, idx = ctx.saved_tensors
+        return ctx.act.backward(grad, x, idx), None
+
+
+class _ActGradTimes(torch.autograd.Function):
+    """grad * act'(x), keeping (grad, x); its derivative: d grad = gg f',  d x = gg grad f''."""
+
+    @staticmethod
+    def forward(ctx, grad, x, act: SmoothActivation, idx):
+        ctx.save_for_backward(grad, x, idx)
+        ctx.act = act
+        return act.grad_times(grad, x, idx)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gg):
+        grad, x, idx = ctx.saved_tensors
+        _, f1, f2 = ctx.act.derivs(x, idx, 2)
+        d_grad = gg * f1 if ctx.needs_input_grad[0] else None
+        d_x = f2.mul_(gg).mul_(grad) if ctx.needs_input_grad[1] else None
+        return d_grad, d_x, None, None
+
+
+def _silu_grad_times(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.silu_backward(grad, x)
+
+
+def _tanh_grad_times(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.tanh_backward(grad, torch.tanh(x))
 
 
 def silut_reference(x: torch.Tensor, threshold: float, kappa: float, shift: float) -> torch.Tensor:
@@ -98,49 +187,19 @@ def silut_reference(x: torch.Tensor, threshold: float, kappa: float, shift: floa
     return torch.where(x < threshold, F.silu(x), tail)
 
 
-def make_silut(threshold: float = 3.0) -> Activation:
-    sig = 1.0 / (1.0 + math.exp(-threshold))
-    kappa = sig * (1.0 + threshold * (1.0 - sig))   # silu'(T)
-    shift = threshold * sig                          # silu(T)
-
-    def silut(x: torch.Tensor) -> torch.Tensor:
-        return _SiLUT.apply(x, threshold, kappa, shift)
-
-    def raw(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Forward value without autograd, and the tail's flat indices (None: no tail)."""
-        y = F.silu(x)
-        tail = _find_tail(x, y, threshold, shift)
-        return (y if tail is None else _tail_values(y, x, tail, threshold, kappa, shift)), tail
-
-    def backward(grad: torch.Tensor, x: torch.Tensor, tail: torch.Tensor | None) -> torch.Tensor:
-        """grad * silut'(x), with the tail indices from :func:`raw`."""
-        g = silu_grad_times(grad, x)
-        return g if tail is None else _tail_patch(g, grad, x, tail, threshold, kappa)
-
-    def value(x: torch.Tensor, tail: torch.Tensor | None) -> torch.Tensor:
-        """silut(x), differentiable, with the tail indices from :func:`raw`."""
-        y = F.silu(x)
-        return y if tail is None else _tail_values(y, x, tail, threshold, kappa, shift)
-
-    silut.params = (threshold, kappa, shift)  # type: ignore[attr-defined]
-    silut.raw, silut.backward, silut.value = raw, backward, value  # type: ignore[attr-defined]
-    return silut
+def make_silut(threshold: float = 3.0) -> SmoothActivation:
+    """silu with a tanh tail from ``threshold`` on (C^1 there); ``.params`` = (T, kappa, shift)."""
+    return SmoothActivation(f"silut:{threshold}", F.silu, _silu_grad_times, _silu_derivs, _Tail(threshold))
 
 
-def _silu(x: torch.Tensor) -> torch.Tensor:
-    return F.silu(x)
+_silu = SmoothActivation("silu", F.silu, _silu_grad_times, _silu_derivs)
+_tanh = SmoothActivation("tanh", torch.tanh, _tanh_grad_times, _tanh_derivs)
 
 
-def _tanh(x: torch.Tensor) -> torch.Tensor:
-    return torch.tanh(x)
+def silu_grad_times(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """grad * silu'(x): one fused pass; differentiable (once more) when a graph is being built."""
+    return _silu.backward(grad, x, None)
 
-
-_silu.raw = lambda x: (F.silu(x), None)                                     # type: ignore[attr-defined]
-_silu.backward = lambda grad, x, tail=None: silu_grad_times(grad, x)         # type: ignore[attr-defined]
-_silu.value = lambda x, tail: F.silu(x)                                      # type: ignore[attr-defined]
-_tanh.raw = lambda x: (torch.tanh(x), None)                                 # type: ignore[attr-defined]
-_tanh.backward = lambda grad, x, tail=None: grad * (1.0 - torch.tanh(x) ** 2)  # type: ignore[attr-defined]
-_tanh.value = lambda x, tail: torch.tanh(x)                                  # type: ignore[attr-defined]
 
 _SIMPLE: dict[str, Activation] = {
     "silu": _silu,

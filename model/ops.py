@@ -5,7 +5,8 @@ source for the backward pass, ``act(x) * w`` keeps both x and act(x), and an out
 ``h (x) f[j]`` keeps the gathered copy of f. On graphs with ~700 angle triples per atom
 these copies dominate memory. The functions here save only what their backward needs and
 recompute cheap values instead. Their backward passes are written with differentiable torch
-operations, so a second derivative (force training) works through them.
+operations or by functions with their own derivative, so a second derivative (force training)
+works through them.
 """
 
 from __future__ import annotations
@@ -43,10 +44,54 @@ class _ActScale(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, w = ctx.saved_tensors
-        act = ctx.act
-        gx = act.backward(grad * w[:, None], x, ctx.tail)
-        gw = (grad * act.value(x, ctx.tail)).sum(-1) if ctx.needs_input_grad[1] else None
+        act, tail, need_w = ctx.act, ctx.tail, ctx.needs_input_grad[1]
+        if torch.is_grad_enabled():      # force training: a backward that is differentiated again
+            gx, gw = _ActScaleGrad.apply(grad, x, w, act, tail, need_w)
+            return gx, (gw if need_w else None), None
+        gx = act.grad_times(grad * w[:, None], x, tail)
+        gw = (grad * act.value(x, tail)).sum(-1) if need_w else None
         return gx, gw, None
+
+
+class _ActScaleGrad(torch.autograd.Function):
+    """The backward of act(x) * w, (grad, x, w) -> (gx, gw), with its own derivative::
+
+        gx = grad w f'(x),   gw = sum_c grad f(x)
+        d grad = ggx w f' + ggw f,   d x = grad (ggx w f'' + ggw f'),   d w = sum_c ggx grad f'
+
+    Keeps (grad, x, w) instead of autograd's five temporaries, and its derivative takes ~18
+    elementwise passes instead of ~35 (this is the largest per-triple cost of a force-training step).
+    """
+
+    @staticmethod
+    def forward(ctx, grad, x, w, act, tail, need_w: bool):
+        ctx.save_for_backward(grad, x, w, tail)
+        ctx.act, ctx.need_w = act, need_w
+        gx = act.grad_times(grad * w[:, None], x, tail)
+        gw = (grad * act.value(x, tail)).sum(-1) if need_w else w.new_zeros(w.shape)
+        return gx, gw
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, ggx, ggw):
+        grad, x, w, tail = ctx.saved_tensors
+        f, f1, f2 = ctx.act.derivs(x, tail, 2)
+        need_grad, need_x, need_w = ctx.needs_input_grad[:3]
+        ggw = ggw[:, None] if ctx.need_w else None
+        gxw = ggx * w[:, None]
+        d_x = d_grad = d_w = None
+        if need_x:
+            d_x = f2.mul_(gxw)
+            if ggw is not None:
+                d_x.addcmul_(ggw, f1)
+            d_x.mul_(grad)
+        if need_w:
+            d_w = (ggx * grad).mul_(f1).sum(-1)
+        if need_grad:
+            d_grad = gxw.mul_(f1)
+            if ggw is not None:
+                d_grad.addcmul_(ggw, f)
+        return d_grad, d_x, d_w, None, None, None
 
 
 def act_scale(x: torch.Tensor, w: torch.Tensor, act: Activation) -> torch.Tensor:

@@ -47,3 +47,44 @@ def test_fused_act_scale_with_tail_matches_reference(threshold):
     with torch.no_grad():   # the inference path: the tail patched in place into a fresh gradient
         _, tail = f.raw(xs.detach())
         torch.testing.assert_close(f.backward(grad, xs.detach(), tail), ref)
+
+
+def test_silu_grad_times_first_and_second_derivatives():
+    """grad * silu'(x) (fused, differentiable once more) against autograd's own silu derivative."""
+    from dpa3_al.model.activations import silu_grad_times
+
+    gen = torch.Generator().manual_seed(3)
+    x = (4 * torch.randn(40, 3, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    g = torch.randn(40, 3, generator=gen, dtype=torch.float64).requires_grad_(True)
+    (ref,) = torch.autograd.grad(torch.nn.functional.silu(x), x, g, create_graph=True)
+    torch.testing.assert_close(silu_grad_times(g, x), ref, rtol=1e-14, atol=1e-14)
+    assert torch.autograd.gradcheck(silu_grad_times, (g, x))
+    v = torch.randn(40, 3, generator=gen, dtype=torch.float64)
+    ours = torch.autograd.grad(silu_grad_times(g, x), (g, x), v)
+    theirs = torch.autograd.grad(ref, (g, x), v)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["silu", "tanh", "silut:1.0"])
+def test_smooth_activations_and_fused_scale_twice_differentiable(name):
+    """act(x) and act(x) * w (model/ops.act_scale) against plain compositions: values and the
+    first and second derivatives (the force-training path uses their hand-written derivatives)."""
+    from dpa3_al.model.ops import act_scale
+
+    act = get_activation(name)
+    plain = {"silu": torch.nn.functional.silu, "tanh": torch.tanh}.get(name) or (lambda t: silut_reference(t, *act.params))
+    gen = torch.Generator().manual_seed(5)
+    x = (2 * torch.randn(9, 4, dtype=torch.float64, generator=gen)).requires_grad_()
+    w = (torch.rand(9, dtype=torch.float64, generator=gen) + 0.5).requires_grad_()
+    torch.testing.assert_close(act(x), plain(x))
+    assert torch.autograd.gradgradcheck(act, (x,))
+    assert torch.autograd.gradgradcheck(lambda a, b: act_scale(a, b, act), (x, w))
+    # second derivatives against autograd on the plain composition, with w carrying a gradient
+    v = torch.randn(9, 4, dtype=torch.float64, generator=gen)
+    results = []
+    for f in (lambda a, b: act_scale(a, b, act), lambda a, b: plain(a) * b[:, None]):
+        gx, gw = torch.autograd.grad((f(x, w) * v).sum(), (x, w), create_graph=True)
+        results.append(torch.autograd.grad(gx.pow(2).sum() + gw.pow(3).sum(), (x, w)))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
