@@ -93,9 +93,11 @@ def memory_report(path: Path, head: str | None, n_atoms: int, budget_gb: float |
     lines = [f"memory       {n_atoms} atoms at {density} atoms/Å^3: ~{counts['edge']:,} edges, "
              f"{counts['triple']:,} angle triples; budget {budget / 1e9:.1f} GB "
              f"({'given' if budget_gb else 'available now'})"]
-    for mode in ("default", "low"):
-        costs = unit_costs(model, mode)
-        peak = costs.peak(counts, base)
-        fits = max_atoms(costs, {u: per_atom[u] for u in UNITS}, 0.95 * budget, base)
-        lines.append(f"  {mode:<8} peak ~{peak / 1e9:.2f} GB for {n_atoms} atoms; about {fits:,} atoms fit")
+    for training in (False, True):
+        lines.append("  training step (E+F+V loss, one batch of that size):" if training else "  evaluation (E+F+V):")
+        for mode in ("default", "low"):
+            costs = unit_costs(model, mode, training=training)
+            peak = costs.peak(counts, base)
+            fits = max_atoms(costs, {u: per_atom[u] for u in UNITS}, 0.95 * budget, base)
+            lines.append(f"    {mode:<8} peak ~{peak / 1e9:.2f} GB for {n_atoms} atoms; about {fits:,} atoms fit")
     return "\n".join(lines)

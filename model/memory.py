@@ -30,6 +30,11 @@ UNITS = ("atom", "edge", "angle_edge", "triple")
 #: 1,536 to 24,576 atoms): default 1.05-1.10, low 1.38-1.52 (allocator overhead of the many chunk
 #: temporaries); the factors keep the estimate on the safe side.
 CALIBRATION = {"default": 1.1, "low": 1.55}
+#: training steps (forces with a graph, then the loss backward), peak above the base in units of
+#: what the forward + force pass keep: measured 1.60-1.65 x stored (default) and, for the low mode,
+#: 2.9 x stored + 1.84 x one default layer at 73 % of a layer per chunk (water example and
+#: DPA-3.1-3M shape, 192 atoms: bench/bench_train.py step); ~10 % added for safety.
+CALIBRATION_TRAIN = {"default": 1.8, "low_stored": 3.2, "low_layer": 2.0 / 0.73}
 
 
 @dataclass(frozen=True)
@@ -41,14 +46,19 @@ class UnitCosts:
     mode: str
     nlayers: int = 1
     chunk_triples: int = 0          # triples per recomputed chunk in the low mode (0 = whole graph)
+    training: bool = False          # costs of a training step (force pass with a graph + loss backward)
 
     def peak(self, counts: dict[str, int], base: float) -> float:
         stored = sum(counts[u] * self.stored[u] for u in UNITS)
         layer = sum(counts[u] * self.per_layer[u] for u in UNITS)
+        frac = min(1.0, self.chunk_triples / max(counts["triple"], 1)) if self.chunk_triples else 1.0
+        if self.training:
+            if self.mode == "low":
+                return base + CALIBRATION_TRAIN["low_stored"] * stored + CALIBRATION_TRAIN["low_layer"] * layer * frac
+            return base + CALIBRATION_TRAIN["default"] * stored
         if self.mode == "low":
             # one recomputed chunk and its gradients, plus the gradients of one layer's stored
             # inputs and outputs (the stored tensors are the layers' inputs)
-            frac = min(1.0, self.chunk_triples / max(counts["triple"], 1)) if self.chunk_triples else 1.0
             return base + CALIBRATION["low"] * (stored * (1.0 + 2.0 / self.nlayers) + 2.0 * layer * frac)
         return base + CALIBRATION["default"] * (stored + 1.5 * layer)     # + gradients of the live layer
 
@@ -75,22 +85,23 @@ def _probe_batch(model) -> Batch:
     return Batch.from_arrays([(pos, types, np.eye(3) * box, np.ones(3, bool))])
 
 
-def unit_costs(model, mode: str | None = None) -> UnitCosts:
-    """Measure bytes kept for backward per atom/edge/angle edge/triple on a probe structure."""
+def unit_costs(model, mode: str | None = None, training: bool = False) -> UnitCosts:
+    """Measure bytes kept for backward per atom/edge/angle edge/triple on a probe structure
+    (``training``: what a training step's forward and force pass keep for the loss backward)."""
     mode = mode or model.memory
     device = model.out_bias.device
     batch = _probe_batch(model)
     graph = model.build_graph(batch).to(device)
     batch = batch.to(device, torch.float64)
     counts = graph_counts(graph)
-    stored = _saved_by_unit(model, batch, graph, counts, mode)
-    default = stored if mode == "default" else _saved_by_unit(model, batch, graph, counts, "default")
+    stored = _saved_by_unit(model, batch, graph, counts, mode, training)
+    default = stored if mode == "default" else _saved_by_unit(model, batch, graph, counts, "default", training)
     nl = model.config.descriptor.nlayers
     return UnitCosts(stored=stored, per_layer={u: default[u] / nl for u in UNITS}, mode=mode, nlayers=nl,
-                     chunk_triples=int(model.descriptor.chunk_triples))
+                     chunk_triples=int(model.descriptor.chunk_triples), training=training)
 
 
-def _saved_by_unit(model, batch, graph, counts, mode) -> dict[str, float]:
+def _saved_by_unit(model, batch, graph, counts, mode, training: bool = False) -> dict[str, float]:
     by_size = {counts[u]: u for u in reversed(UNITS)}   # a size shared by two units goes to the smaller
     totals = dict.fromkeys(UNITS, 0.0)
     seen: set[int] = set()
@@ -106,7 +117,7 @@ def _saved_by_unit(model, batch, graph, counts, mode) -> dict[str, float]:
     model.set_memory(mode)
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            model(batch, graph)
+            model(batch, graph, create_graph=training)
     finally:
         model.set_memory(old)
     return {u: totals[u] / max(counts[u], 1) for u in UNITS}
@@ -164,9 +175,16 @@ def check_fits(model, graph: Graph, costs: UnitCosts, *, budget: float, base: fl
         return peak
     per_atom = {u: counts[u] / max(counts["atom"], 1) for u in UNITS}
     fits = max_atoms(costs, per_atom, 0.95 * budget, base)
-    hint = ("; memory='low' (calculator option, or model.memory: low in the config) recomputes each layer "
-            "in chunks and needs several times less" if costs.mode == "default" else "")
+    if costs.training:
+        what, hint = "a training step on", ("; model.memory: low in the training config recomputes each layer "
+                                            "and needs several times less; or use smaller frames / batch_size")
+        done = "Training did not start."
+    else:
+        what, hint = "", ("; memory='low' (calculator option, or model.memory: low in the config) recomputes "
+                          "each layer in chunks and needs several times less")
+        done = "Nothing was evaluated."
+    hint = hint if costs.mode == "default" else ""
     raise MemoryEstimateError(
-        f"{counts['atom']} atoms ({counts['edge']} edges, {counts['triple']} angle triples) need about "
-        f"{peak / 1e9:.1f} GB in memory mode {costs.mode!r}, but about {budget / 1e9:.1f} GB are available; "
-        f"about {fits} atoms of this density fit{hint}. Nothing was evaluated.")
+        f"{what}{' ' if what else ''}{counts['atom']} atoms ({counts['edge']} edges, {counts['triple']} angle "
+        f"triples) need{'s' if what else ''} about {peak / 1e9:.1f} GB in memory mode {costs.mode!r}, but about "
+        f"{budget / 1e9:.1f} GB are available; about {fits} atoms of this density fit{hint}. {done}")

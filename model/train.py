@@ -30,7 +30,7 @@ from .batching import FrameSampler, TrainingData
 from .checkpoint import load_model, read_checkpoint, save_model
 from .data import DataSystem, data_elements, load_systems, split_validation
 from .energy import DPA3Model, build_model
-from .errors import InputError, UserError
+from .errors import InputError, MemoryEstimateError, UserError
 from .fileio import atomic_write_json
 from .finetune import InitInfo, finetune_init, init_model_init
 from .loss import EnergyLoss, ErrorSums, Prefactors
@@ -170,6 +170,7 @@ class Trainer:
         # 'low': every layer is recomputed in each backward pass, the force pass and its derivative
         # included (model/recompute.py): a fraction of the memory for ~1.5x the step time
         model.set_memory(self.cfg.model.memory)
+        _check_step_memory(model, data)
         model.train()
         if self.cfg.finetune.freeze_descriptor:
             model.descriptor.requires_grad_(False)
@@ -211,6 +212,31 @@ class Trainer:
 
 _RESTART_FREE = {("training", "progress"), ("training", "threads"), ("training", "parallel"),
                  ("training", "numb_models")}
+
+
+# Batches below these graph sizes need < ~1.5 GB per step (DPA-3.1-3M shape): no estimate.
+_CHECK_EDGES, _CHECK_TRIPLES = 20_000, 50_000
+
+
+def _check_step_memory(model: DPA3Model, data: TrainingData) -> None:
+    """Estimate the peak memory of a step on the largest batch (logged); refuse to start, naming
+    the low-memory mode, when it would not fit (an error now instead of the kernel's OOM killer)."""
+    from .memory import available_bytes, check_fits, current_bytes, unit_costs
+
+    k = int(np.argmax([s.n_atoms * b for s, b in zip(data.systems, data.batch_sizes)]))
+    system, size = data.systems[k], data.batch_sizes[k]
+    batch, _ = data.batch([(k, f) for f in range(min(size, system.n_frames))])
+    graph = model.build_graph(batch)
+    if graph.n_edges < _CHECK_EDGES and graph.n_triples < _CHECK_TRIPLES:
+        return
+    now = current_bytes()
+    try:
+        peak = check_fits(model, graph, unit_costs(model, training=True), budget=now + available_bytes(), base=now)
+    except MemoryEstimateError as err:
+        raise MemoryEstimateError(f"training data {system.name}: {err}") from None
+    log.info("memory: a step on the largest batch (%s, %d atoms, %d edges, %d angle triples) needs about "
+             "%.1f GB in memory mode %r", system.name, graph.n_atoms, graph.n_edges, graph.n_triples, peak / 1e9,
+             model.memory)
 
 
 def _check_same_config(stored: dict, cfg: TrainConfig, path: Path) -> None:

@@ -69,3 +69,31 @@ def test_memory_kept_by_the_allocator_after_a_call_does_not_refuse_the_next_call
     monkeypatch.setattr(calc_mod, "available_bytes", lambda: 0.1 * work)   # others took the memory
     with pytest.raises(MemoryEstimateError):
         guard.check(graph)
+
+
+def test_training_step_costs_are_measured_on_the_force_pass_with_a_graph():
+    """A training step keeps the force pass's graph for the loss backward: its stored bytes exceed
+    inference's, and the low mode (layers recomputed in both backward passes) keeps far less."""
+    model = tiny_model(nlayers=4, n_dim=32, e_dim=16, a_dim=8)
+    infer = mem.unit_costs(model, "default")
+    train_default, train_low = mem.unit_costs(model, "default", training=True), mem.unit_costs(model, "low", training=True)
+    assert train_default.training and train_default.stored["triple"] > 1.5 * infer.stored["triple"]
+    assert train_low.stored["triple"] < 0.3 * train_default.stored["triple"]
+    counts = {"atom": 200, "edge": 20_000, "angle_edge": 5_000, "triple": 130_000}
+    assert train_low.peak(counts, 0.0) < 0.6 * train_default.peak(counts, 0.0)      # 4 layers; 0.28 at 16
+
+
+def test_training_that_would_not_fit_is_refused_before_the_first_step(tmp_path, monkeypatch):
+    import dpa3_al.model.train as train_mod
+    from dpa3_al.model.train import train
+    from dpa3_al.model.train_config import TrainConfig
+
+    from .train_helpers import emt_system, tiny_config
+
+    data = emt_system(tmp_path / "data", n_frames=4)
+    monkeypatch.setattr(train_mod, "_CHECK_EDGES", 0)
+    monkeypatch.setattr(mem, "available_bytes", lambda: 1e6)
+    with pytest.raises(MemoryEstimateError, match=r"training data .*data: a training step on 8 atoms .* GB in memory "
+                                                  r"mode 'default'.*model.memory: low.*Training did not start"):
+        train(TrainConfig.from_dict(tiny_config([data], steps=2)), tmp_path / "run")
+    assert not list((tmp_path / "run").glob("*.pt"))

@@ -188,6 +188,9 @@ def test_cli_train_test_info(emt, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "type map     Cu Au" in text and "training     5 steps" in text and "converged" in text
     assert "default  peak" in text and "low      peak" in text and "atoms fit" in text
+    evaluation, training = text.split("evaluation (E+F+V):")[1].split("training step")
+    peaks = [float(t.split("peak ~")[1].split(" GB")[0]) for t in (evaluation, training)]   # default mode
+    assert peaks[1] > peaks[0]          # a training step keeps the force pass's graph as well
 
 
 def test_workflow_member_is_idempotent_and_continues_with_init_model(emt, tmp_path):
