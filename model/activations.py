@@ -28,6 +28,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from . import fused
+
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -98,6 +100,8 @@ class SmoothActivation:
 
     def __init__(self, name: str, value_fn, grad_times_fn, derivs_fn, tail: _Tail | None = None):
         self.name, self.tail = name, tail
+        # the compiled kernels' description of this activation (model/fused.py)
+        self.kind = ("silut", tail.threshold, tail.kappa, tail.shift) if tail is not None else (name,)
         self._value, self._grad_times, self._derivs = value_fn, grad_times_fn, derivs_fn
         if tail is not None:
             self.params = (tail.threshold, tail.kappa, tail.shift)
@@ -161,12 +165,17 @@ class _ActGradTimes(torch.autograd.Function):
     def forward(ctx, grad, x, act: SmoothActivation, idx):
         ctx.save_for_backward(grad, x, idx)
         ctx.act = act
+        if fused.use_fused(x, act.kind):        # force training on large tensors: compiled kernels
+            return fused.grad_times(grad, x, act.kind)
         return act.grad_times(grad, x, idx)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gg):
         grad, x, idx = ctx.saved_tensors
+        if fused.use_fused(x, ctx.act.kind):
+            d_grad, d_x = fused.grad_times_bwd(gg, grad, x, ctx.act.kind)
+            return d_grad, d_x, None, None
         _, f1, f2 = ctx.act.derivs(x, idx, 2)
         d_grad = gg * f1 if ctx.needs_input_grad[0] else None
         d_x = f2.mul_(gg).mul_(grad) if ctx.needs_input_grad[1] else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from . import fused
 from .activations import Activation
 
 
@@ -37,8 +38,8 @@ class _ActScale(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, act: Activation) -> torch.Tensor:
         ctx.save_for_backward(x, w)
-        y, ctx.tail = act.raw(x)
         ctx.act = act
+        y, ctx.tail = act.raw(x)
         return y.mul_(w[:, None])
 
     @staticmethod
@@ -49,8 +50,7 @@ class _ActScale(torch.autograd.Function):
             gx, gw = _ActScaleGrad.apply(grad, x, w, act, tail, need_w)
             return gx, (gw if need_w else None), None
         gx = act.grad_times(grad * w[:, None], x, tail)
-        gw = (grad * act.value(x, tail)).sum(-1) if need_w else None
-        return gx, gw, None
+        return gx, ((grad * act.value(x, tail)).sum(-1) if need_w else None), None
 
 
 class _ActScaleGrad(torch.autograd.Function):
@@ -67,16 +67,22 @@ class _ActScaleGrad(torch.autograd.Function):
     def forward(ctx, grad, x, w, act, tail, need_w: bool):
         ctx.save_for_backward(grad, x, w, tail)
         ctx.act, ctx.need_w = act, need_w
+        if fused.use_fused(x, act.kind):        # large tensors: compiled kernels (model/fused.py)
+            return fused.act_scale_grad(grad, x, w, act.kind)
         gx = act.grad_times(grad * w[:, None], x, tail)
-        gw = (grad * act.value(x, tail)).sum(-1) if need_w else w.new_zeros(w.shape)
-        return gx, gw
+        return gx, ((grad * act.value(x, tail)).sum(-1) if need_w else w.new_zeros(w.shape))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, ggx, ggw):
         grad, x, w, tail = ctx.saved_tensors
-        f, f1, f2 = ctx.act.derivs(x, tail, 2)
         need_grad, need_x, need_w = ctx.needs_input_grad[:3]
+        if fused.use_fused(x, ctx.act.kind):
+            d_grad, d_x, d_w = fused.act_scale_grad_bwd(ggx, ggw if ctx.need_w else torch.zeros_like(ggw), grad, x, w,
+                                                        ctx.act.kind)
+            return (d_grad if need_grad else None), (d_x if need_x else None), (d_w if need_w else None), \
+                None, None, None
+        f, f1, f2 = ctx.act.derivs(x, tail, 2)
         ggw = ggw[:, None] if ctx.need_w else None
         gxw = ggx * w[:, None]
         d_x = d_grad = d_w = None
