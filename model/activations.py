@@ -205,11 +205,6 @@ _silu = SmoothActivation("silu", F.silu, _silu_grad_times, _silu_derivs)
 _tanh = SmoothActivation("tanh", torch.tanh, _tanh_grad_times, _tanh_derivs)
 
 
-def silu_grad_times(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """grad * silu'(x): one fused pass; differentiable (once more) when a graph is being built."""
-    return _silu.backward(grad, x, None)
-
-
 _SIMPLE: dict[str, Activation] = {
     "silu": _silu,
     "tanh": _tanh,
