@@ -55,6 +55,8 @@ def use_fused(x: torch.Tensor, kind: Kind) -> bool:
 
 
 def _warm_up(dtype: torch.dtype, kind: Kind) -> bool:
+    log.info("compiling the activation kernels for %s %s (first large training tensor of this process: "
+             "~20 s, ~5 s when cached; DPA3_AL_COMPILE=0 skips them)", str(dtype).replace("torch.", ""), kind[0])
     gen = torch.Generator().manual_seed(0)
     t = [torch.randn(37, 8, generator=gen, dtype=dtype) * 4 for _ in range(4)]
     w, v = torch.rand(37, generator=gen, dtype=dtype), torch.randn(37, generator=gen, dtype=dtype)
