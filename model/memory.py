@@ -27,9 +27,10 @@ from .graph import Batch, Graph
 
 UNITS = ("atom", "edge", "angle_edge", "triple")
 #: measured peak RSS above the base / estimate, CPU, tuned glibc malloc, water example (bench/bench_scaling.py,
-#: 1,536 to 24,576 atoms): default 1.05-1.10, low 1.38-1.52 (allocator overhead of the many chunk
-#: temporaries); the factors keep the estimate on the safe side.
-CALIBRATION = {"default": 1.1, "low": 1.55}
+#: 1,536 to 24,576 atoms): default 1.05-1.10; low 1.38-1.52 with torch's checkpoint, 1.18-1.36 with
+#: model/recompute.py (allocator overhead of the many chunk temporaries); the factors keep the
+#: estimate on the safe side (low: 7-10 % above the measured peak at 1,536-6,144 atoms, 23 % at 24,576).
+CALIBRATION = {"default": 1.1, "low": 1.45}
 #: training steps (forces with a graph, then the loss backward), peak above the base in units of
 #: what the forward + force pass keep: measured 1.60-1.65 x stored (default) and, for the low mode,
 #: 2.9 x stored + 1.84 x one default layer at 73 % of a layer per chunk (water example and
