@@ -103,8 +103,11 @@ class SmoothActivation:
         # the compiled kernels' description of this activation (model/fused.py)
         self.kind = ("silut", tail.threshold, tail.kappa, tail.shift) if tail is not None else (name,)
         self._value, self._grad_times, self._derivs = value_fn, grad_times_fn, derivs_fn
-        if tail is not None:
-            self.params = (tail.threshold, tail.kappa, tail.shift)
+
+    @property
+    def params(self) -> tuple:
+        """silut's (threshold, kappa, shift); () for silu and tanh."""
+        return self.kind[1:]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return _Act.apply(x, self)

@@ -76,12 +76,6 @@ def _warm_up(dtype: torch.dtype, kind: Kind) -> bool:
         return False
 
 
-def set_enabled(on: bool) -> None:
-    """Switch the compiled path on or off for this process (``DPA3_AL_COMPILE=0`` starts it off);
-    affects dtypes/activations not used yet."""
-    _STATE["enabled"] = bool(on)
-
-
 def _derivs(x: torch.Tensor, kind: Kind):
     """f, f', f'' of the activation ``kind`` (unused ones are dropped by the compiler)."""
     if kind[0] == "tanh":

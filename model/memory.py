@@ -176,16 +176,16 @@ def check_fits(model, graph: Graph, costs: UnitCosts, *, budget: float, base: fl
         return peak
     per_atom = {u: counts[u] / max(counts["atom"], 1) for u in UNITS}
     fits = max_atoms(costs, per_atom, 0.95 * budget, base)
+    graph_text = f"{counts['atom']} atoms ({counts['edge']} edges, {counts['triple']} angle triples)"
     if costs.training:
-        what, hint = "a training step on", ("; model.memory: low in the training config recomputes each layer "
-                                            "and needs several times less; or use smaller frames / batch_size")
-        done = "Training did not start."
+        subject, done = f"a training step on {graph_text} needs", "Training did not start."
+        hint = ("; model.memory: low in the training config recomputes each layer and needs several times less; "
+                "or use smaller frames / batch_size")
     else:
-        what, hint = "", ("; memory='low' (calculator option, or model.memory: low in the config) recomputes "
-                          "each layer in chunks and needs several times less")
-        done = "Nothing was evaluated."
+        subject, done = f"{graph_text} need", "Nothing was evaluated."
+        hint = ("; memory='low' (calculator option, or model.memory: low in the config) recomputes each layer "
+                "in chunks and needs several times less")
     hint = hint if costs.mode == "default" else ""
     raise MemoryEstimateError(
-        f"{what}{' ' if what else ''}{counts['atom']} atoms ({counts['edge']} edges, {counts['triple']} angle "
-        f"triples) need{'s' if what else ''} about {peak / 1e9:.1f} GB in memory mode {costs.mode!r}, but about "
+        f"{subject} about {peak / 1e9:.1f} GB in memory mode {costs.mode!r}, but about "
         f"{budget / 1e9:.1f} GB are available; about {fits} atoms of this density fit{hint}. {done}")

@@ -49,8 +49,14 @@ class _ActScale(torch.autograd.Function):
         if torch.is_grad_enabled():      # force training: a backward that is differentiated again
             gx, gw = _ActScaleGrad.apply(grad, x, w, act, tail, need_w)
             return gx, (gw if need_w else None), None
-        gx = act.grad_times(grad * w[:, None], x, tail)
-        return gx, ((grad * act.value(x, tail)).sum(-1) if need_w else None), None
+        gx, gw = _act_scale_grad_eager(grad, x, w, act, tail, need_w)
+        return gx, gw, None
+
+
+def _act_scale_grad_eager(grad, x, w, act, tail, need_w: bool):
+    """(grad w act'(x), sum_c grad act(x)) without autograd; gw None when not needed."""
+    gx = act.grad_times(grad * w[:, None], x, tail)
+    return gx, ((grad * act.value(x, tail)).sum(-1) if need_w else None)
 
 
 class _ActScaleGrad(torch.autograd.Function):
@@ -69,8 +75,8 @@ class _ActScaleGrad(torch.autograd.Function):
         ctx.act, ctx.need_w = act, need_w
         if fused.use_fused(x, act.kind):        # large tensors: compiled kernels (model/fused.py)
             return fused.act_scale_grad(grad, x, w, act.kind)
-        gx = act.grad_times(grad * w[:, None], x, tail)
-        return gx, ((grad * act.value(x, tail)).sum(-1) if need_w else w.new_zeros(w.shape))
+        gx, gw = _act_scale_grad_eager(grad, x, w, act, tail, need_w)
+        return gx, (gw if need_w else w.new_zeros(w.shape))     # a Function's outputs must be tensors
 
     @staticmethod
     @torch.autograd.function.once_differentiable

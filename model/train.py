@@ -168,7 +168,7 @@ class Trainer:
             model, info = self._init_model(data)
             train_state = None
         # 'low': every layer is recomputed in each backward pass, the force pass and its derivative
-        # included (model/recompute.py): a fraction of the memory for ~1.5x the step time
+        # included (model/recompute.py): a fraction of the memory for ~1.8x the step time
         model.set_memory(self.cfg.model.memory)
         _check_step_memory(model, data)
         model.train()

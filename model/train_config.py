@@ -45,7 +45,7 @@ class ModelSection:
     precision: Literal["float32", "float64"] = field("float32", doc="model precision")
     memory: Literal["default", "low"] = field("default", doc="'low' recomputes each layer in every backward pass "
                                                      "(MD, evaluation and training): same numbers, a fraction of the "
-                                                     "memory, ~1.2x the time in MD and ~1.9x in training")
+                                                     "memory, ~1.2x the time in MD and ~1.8x in training")
 
     def __post_init__(self) -> None:
         from ase.data import atomic_numbers
