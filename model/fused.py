@@ -90,7 +90,9 @@ def _derivs(x: torch.Tensor, kind: Kind):
     if kind[0] == "silut":
         threshold, kappa, shift = kind[1:]
         tail = x >= threshold
-        t = torch.tanh(kappa * (x - threshold))
+        # tanh(k (x - T)) through exp: inductor's CPU tanh is ~3x slower than its exp. The argument
+        # is clamped at 0 (only the tail's values are kept), so exp cannot overflow below T.
+        t = 1.0 - 2.0 / (torch.exp(2.0 * kappa * torch.clamp(x - threshold, min=0.0)) + 1.0)
         slope = kappa * (1.0 - t * t)
         f = torch.where(tail, t + shift, f)
         f1 = torch.where(tail, slope, f1)
