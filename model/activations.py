@@ -142,6 +142,8 @@ class SmoothActivation:
         """grad * act'(x); differentiable once more when a graph is being built (force training)."""
         if torch.is_grad_enabled() and (grad.requires_grad or x.requires_grad):
             return _ActGradTimes.apply(grad, x, self, idx)
+        if fused.use_fused(x, self.kind):       # evaluation (forces) on large tensors: one compiled pass
+            return fused.grad_times(grad, x, self.kind)
         return self.grad_times(grad, x, idx)
 
 
@@ -150,7 +152,7 @@ class _Act(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, act: SmoothActivation) -> torch.Tensor:
-        y, idx = act.raw(x)
+        y, idx = (fused.value(x, act.kind), None) if fused.use_fused(x, act.kind) else act.raw(x)
         ctx.save_for_backward(x, idx)
         ctx.act = act
         return y

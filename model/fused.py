@@ -9,13 +9,14 @@ the double backward of act_scale at 99,334 x 64, float32, 2 threads).
 The formulas are written for a fused kernel: silut's tail is a ``torch.where`` here (free in a
 fused loop), where the eager path patches the ~1 % tail elements by index to avoid full passes.
 
-Used only where a graph is being differentiated again (force training: the activation backward
-and its derivative; evaluation's formulas are already one or two eager passes) and only for CPU
-tensors of at least :data:`MIN_ELEMENTS` elements, so small systems and the test suite's tiny
-models never pay the compilation (~20 s per dtype and activation on first use; ~5 s in later
-processes, from inductor's on-disk cache). Measured gain, DPA-3.1-3M shape, 192 atoms, one
-training step: 9.7 -> 7.7 s and 9.3 -> 8.6 GB (silut:3's frequent tail no longer patched by index);
-water example: within noise. Disabled by ``DPA3_AL_COMPILE=0``, and
+Used for every activation pass on CPU tensors of at least :data:`MIN_ELEMENTS` elements: the
+value (``act(x)``, ``act(x) * w``), the gradient of evaluation's force pass, and in force training
+the activation backward and its derivative. Small systems and the test suite's tiny models never
+pay the compilation (~20 s per dtype and activation on first use; ~5 s in later processes, from
+inductor's on-disk cache). Measured gains (interleaved A/B in one process, 2 threads, 192 atoms):
+DPA-3.1-3M shape E+F+V 2.94 -> 2.57 s (low-memory mode 3.73 -> 3.27 s), one training step
+7.0 -> 6.0 s; water example E+F+V 0.70 -> 0.65 s. silut's tail ``tanh`` is written through
+``exp`` (inductor's CPU tanh is ~3x slower than its exp). Disabled by ``DPA3_AL_COMPILE=0``, and
 automatically, with one warning, if compilation fails (no C++ compiler, unsupported platform): the
 eager formulas of model/activations.py (silut's tail patched by index) then run, with the same
 results to rounding.
@@ -55,14 +56,15 @@ def use_fused(x: torch.Tensor, kind: Kind) -> bool:
 
 
 def _warm_up(dtype: torch.dtype, kind: Kind) -> bool:
-    log.info("compiling the activation kernels for %s %s (first large training tensor of this process: "
+    log.info("compiling the activation kernels for %s %s (first large tensor of this process: "
              "~20 s, ~5 s when cached; DPA3_AL_COMPILE=0 skips them)", str(dtype).replace("torch.", ""), kind[0])
     gen = torch.Generator().manual_seed(0)
     t = [torch.randn(37, 8, generator=gen, dtype=dtype) * 4 for _ in range(4)]
     w, v = torch.rand(37, generator=gen, dtype=dtype), torch.randn(37, generator=gen, dtype=dtype)
     try:
         with torch.no_grad():
-            for fn, args in ((_grad_times, (t[1], t[0])), (_grad_times_bwd, (t[2], t[1], t[0])),
+            for fn, args in ((_value, (t[0],)), (_scaled_value, (t[0], w)),
+                             (_grad_times, (t[1], t[0])), (_grad_times_bwd, (t[2], t[1], t[0])),
                              (_act_scale_grad, (t[1], t[0], w)),
                              (_act_scale_grad_bwd, (t[3], v, t[1], t[0], w))):
                 got, ref = _kernel(fn)(*args, kind), fn(*args, kind)
@@ -98,6 +100,14 @@ def _derivs(x: torch.Tensor, kind: Kind):
         f1 = torch.where(tail, slope, f1)
         f2 = torch.where(tail, -2.0 * kappa * t * slope, f2)
     return f, f1, f2
+
+
+def _value(x, kind):
+    return _derivs(x, kind)[0]
+
+
+def _scaled_value(x, w, kind):
+    return _derivs(x, kind)[0] * w[:, None]
 
 
 def _grad_times(grad, x, kind):
@@ -137,6 +147,14 @@ def _run(fn: Callable, *args):
         except Exception as err:   # noqa: BLE001
             log.warning("compiled %s failed (%s); running it eagerly", fn.__name__, type(err).__name__)
             return fn(*args)
+
+
+def value(x, kind):                                 # f(x)
+    return _run(_value, x, kind)
+
+
+def scaled_value(x, w, kind):                       # f(x) w[:, None]
+    return _run(_scaled_value, x, w, kind)
 
 
 def grad_times(grad, x, kind):                      # grad f'(x)

@@ -39,6 +39,9 @@ class _ActScale(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, act: Activation) -> torch.Tensor:
         ctx.save_for_backward(x, w)
         ctx.act = act
+        if fused.use_fused(x, act.kind):         # large tensors: one compiled pass (model/fused.py)
+            ctx.tail = None
+            return fused.scaled_value(x, w, act.kind)
         y, ctx.tail = act.raw(x)
         return y.mul_(w[:, None])
 
@@ -48,6 +51,9 @@ class _ActScale(torch.autograd.Function):
         act, tail, need_w = ctx.act, ctx.tail, ctx.needs_input_grad[1]
         if torch.is_grad_enabled():      # force training: a backward that is differentiated again
             gx, gw = _ActScaleGrad.apply(grad, x, w, act, tail, need_w)
+            return gx, (gw if need_w else None), None
+        if fused.use_fused(x, act.kind):         # evaluation (forces) on large tensors
+            gx, gw = fused.act_scale_grad(grad, x, w, act.kind)
             return gx, (gw if need_w else None), None
         gx, gw = _act_scale_grad_eager(grad, x, w, act, tail, need_w)
         return gx, gw, None

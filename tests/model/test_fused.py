@@ -38,6 +38,25 @@ def test_fused_kernels_match_the_eager_path_in_evaluation_and_force_training(mon
     assert any(fused._STATE["ready"].values())                     # the compiled path really ran
 
 
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="no C++ compiler for torch.compile")
+def test_fused_kernels_match_the_eager_path_in_evaluation(monkeypatch):
+    """Energy, forces and virial (a backward that is not differentiated again) through the kernels."""
+    model = tiny_model(activation_function="silut:1.0")
+    batch = atoms_to_batch(random_periodic(10, seed=63), model.type_map)
+    model.descriptor.chunk_triples = 60
+    eager = model(batch)
+    monkeypatch.setattr(fused, "MIN_ELEMENTS", 0)
+    monkeypatch.setitem(fused._STATE, "enabled", True)
+    calls, run = [], fused._run
+    monkeypatch.setattr(fused, "_run", lambda fn, *args: calls.append(fn.__name__) or run(fn, *args))
+    for mode in ("default", "low"):
+        model.set_memory(mode)
+        got = model(batch)
+        for name in ("energy", "forces", "virial"):
+            torch.testing.assert_close(getattr(got, name), getattr(eager, name), rtol=1e-11, atol=1e-12)
+    assert {"_value", "_scaled_value", "_grad_times", "_act_scale_grad"} <= set(calls)
+
+
 def test_a_compiler_failure_falls_back_to_the_eager_formulas(monkeypatch, caplog):
     model = tiny_model()
     atoms = random_periodic(8, seed=62)
