@@ -39,12 +39,13 @@ _STATE: dict = {"enabled": os.environ.get("DPA3_AL_COMPILE", "1") != "0", "compi
 Kind = tuple   # ("silu",), ("tanh",) or ("silut", threshold, kappa, shift)
 
 
-def use_fused(x: torch.Tensor, kind: Kind) -> bool:
-    """Whether the compiled kernels serve ``x`` (CPU, large, not switched off, compiled for its dtype).
+def use_fused(x: torch.Tensor, kind: Kind | None, numel: int | None = None) -> bool:
+    """Whether the compiled kernels serve ``x`` (CPU, ``numel`` (default: x's) large, not switched
+    off, compiled for its dtype). ``kind``: the activation, or None for the geometric kernels.
 
     The first large tensor of a dtype/activation compiles the kernels at once on a small probe,
     so that a toolchain failure switches the path off before any of its results are used."""
-    if x.device.type != "cpu" or x.numel() < MIN_ELEMENTS:
+    if x.device.type != "cpu" or (x.numel() if numel is None else numel) < MIN_ELEMENTS:
         return False
     key = (x.dtype, kind)
     ready = _STATE["ready"].get(key)
@@ -55,19 +56,31 @@ def use_fused(x: torch.Tensor, kind: Kind) -> bool:
     return ready
 
 
-def _warm_up(dtype: torch.dtype, kind: Kind) -> bool:
-    log.info("compiling the activation kernels for %s %s (first large tensor of this process: "
-             "~20 s, ~5 s when cached; DPA3_AL_COMPILE=0 skips them)", str(dtype).replace("torch.", ""), kind[0])
+def _probes(dtype: torch.dtype, kind: Kind | None) -> list[tuple[Callable, tuple]]:
+    """(kernel, arguments) on small random data: what :func:`_warm_up` compiles and checks."""
     gen = torch.Generator().manual_seed(0)
     t = [torch.randn(37, 8, generator=gen, dtype=dtype) * 4 for _ in range(4)]
     w, v = torch.rand(37, generator=gen, dtype=dtype), torch.randn(37, generator=gen, dtype=dtype)
+    if kind is None:
+        idx = torch.randint(0, 5, (37,), generator=gen)
+        return [(_outer_grad, (t[0][:5].reshape(5, 4, 2)[:, :3].contiguous(), idx, t[1][:, :3].contiguous(),
+                               t[2][:, :2].contiguous(), None)),
+                (_outer_grad, (t[0][:5, :6].reshape(5, 3, 2), idx, t[1][:, :3].contiguous(), t[2][:9, :2].contiguous(),
+                               idx.remainder(9)))]
+    return [(fn, (*args, kind)) for fn, args in (
+        (_value, (t[0],)), (_scaled_value, (t[0], w)), (_grad_times, (t[1], t[0])),
+        (_grad_times_bwd, (t[2], t[1], t[0])), (_act_scale_grad, (t[1], t[0], w)),
+        (_act_scale_grad_bwd, (t[3], v, t[1], t[0], w)))]
+
+
+def _warm_up(dtype: torch.dtype, kind: Kind | None) -> bool:
+    what = "geometric" if kind is None else f"{kind[0]} activation"
+    log.info("compiling the %s kernels for %s (first large tensor of this process: ~20 s, ~5 s when cached; "
+             "DPA3_AL_COMPILE=0 skips them)", what, str(dtype).replace("torch.", ""))
     try:
         with torch.no_grad():
-            for fn, args in ((_value, (t[0],)), (_scaled_value, (t[0], w)),
-                             (_grad_times, (t[1], t[0])), (_grad_times_bwd, (t[2], t[1], t[0])),
-                             (_act_scale_grad, (t[1], t[0], w)),
-                             (_act_scale_grad_bwd, (t[3], v, t[1], t[0], w))):
-                got, ref = _kernel(fn)(*args, kind), fn(*args, kind)
+            for fn, args in _probes(dtype, kind):
+                got, ref = _kernel(fn)(*args), fn(*args)
                 for a, b in zip(got if isinstance(got, tuple) else (got,), ref if isinstance(ref, tuple) else (ref,)):
                     torch.testing.assert_close(a, b)
         return True
@@ -131,6 +144,14 @@ def _act_scale_grad_bwd(ggx, ggw, grad, x, w, kind):
     return gxw * f1 + g * f, grad * (gxw * f2 + g * f1), (ggx * grad * f1).sum(-1)
 
 
+def _outer_grad(grad, scatter, hw, feat, gather):
+    """Gradient of H[s] = sum_{e: scatter[e] = s} hw[e] (x) f[e], f = feat[gather] (or feat):
+    grad (S, 3, d) -> (d hw (E, 3), d f (E, d)), without the (E, 3, d) gathered copy of grad."""
+    g = grad[scatter]
+    f = feat if gather is None else feat[gather]
+    return (g * f[:, None, :]).sum(-1), (hw[:, :, None] * g).sum(1)
+
+
 def _kernel(fn: Callable) -> Callable:
     compiled = _STATE["compiled"].get(fn)
     if compiled is None:
@@ -147,6 +168,10 @@ def _run(fn: Callable, *args):
         except Exception as err:   # noqa: BLE001
             log.warning("compiled %s failed (%s); running it eagerly", fn.__name__, type(err).__name__)
             return fn(*args)
+
+
+def outer_grad(grad, scatter, hw, feat, gather):    # (d hw, d f) of ops.outer_scatter
+    return _run(_outer_grad, grad, scatter, hw, feat, gather)
 
 
 def value(x, kind):                                 # f(x)

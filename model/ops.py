@@ -130,6 +130,14 @@ class _OuterScatter(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        if not torch.is_grad_enabled() and fused.use_fused(grad, None, numel=ctx.saved_tensors[0].shape[0] * grad[0].numel()):
+            # evaluation on a large graph: one compiled pass, no (E, 3, d) gathered copy of grad
+            hw, feat, *idx = ctx.saved_tensors
+            gather, scatter = (idx[0], idx[1]) if ctx.has_gather else (None, idx[0])
+            g_hw, g_f = fused.outer_grad(grad, scatter, hw, feat, gather)
+            if gather is not None:
+                g_f = scatter_sum(g_f, gather, feat.shape[0])
+            return (g_hw if ctx.needs_input_grad[0] else None), g_f, None, None, None
         if ctx.has_gather:
             hw, feat, gather, scatter = ctx.saved_tensors
             f = feat.index_select(0, gather)
