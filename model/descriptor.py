@@ -20,6 +20,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from . import fused
 from .activations import get_activation
 from .config import RepFlowConfig
 from .graph import Graph
@@ -67,6 +68,7 @@ class DPA3Descriptor(nn.Module):
         tebd = self.type_embedding.matrix.index_select(0, types)                                 # (N, n_dim)
         if self.type_embedding.bias is not None:
             tebd = tebd + self.type_embedding.bias
+        self._prepare_kernels(r, graph)
         geo, edge_in, angle_in = self._geometry(types, r, graph)
         n = self.act(tebd)
         e = self.edge_embd(edge_in) if self.cfg.edge_init_use_dist else self.act(self.edge_embd(edge_in))
@@ -105,6 +107,14 @@ class DPA3Descriptor(nn.Module):
             n = torch.cat([o[0] for o in outs]) if len(outs) > 1 else outs[0][0]     # (N, n_dim)
             e_parts = [o[1] for o in outs]
         return torch.cat([n, tebd], dim=-1) if self.cfg.concat_output_tebd else n
+
+    def _prepare_kernels(self, r: torch.Tensor, graph: Graph) -> None:
+        """Compile model/fused.py's kernels now, if this graph will use them: before any activation
+        is allocated, so that the compiler's transient memory does not add to the call's peak."""
+        kind = getattr(self.act, "kind", None)
+        numel = graph.n_triples * self.cfg.e_dim
+        for k in ([kind] if kind is not None else []) + [None]:
+            fused.use_fused(r, k, numel=numel)
 
     def _call_params(self, layer: RepFlowLayer, embed: bool, prev_layer: RepFlowLayer | None) -> list[nn.Parameter]:
         """The parameters one low-mode call of :meth:`_layer_call` reads."""
