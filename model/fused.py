@@ -11,11 +11,12 @@ fused loop), where the eager path patches the ~1 % tail elements by index to avo
 
 Used for every activation pass on CPU tensors of at least :data:`MIN_ELEMENTS` elements: the
 value (``act(x)``, ``act(x) * w``), the gradient of evaluation's force pass, and in force training
-the activation backward and its derivative. Small systems and the test suite's tiny models never
+the activation backward and its derivative; also the evaluation backward of
+``ops.outer_scatter`` (:func:`outer_grad`). Small systems and the test suite's tiny models never
 pay the compilation (~20 s per dtype and activation on first use; ~5 s in later processes, from
-inductor's on-disk cache). Measured gains (interleaved A/B in one process, 2 threads, 192 atoms):
-DPA-3.1-3M shape E+F+V 2.94 -> 2.57 s (low-memory mode 3.73 -> 3.27 s), one training step
-7.0 -> 6.0 s; water example E+F+V 0.70 -> 0.65 s. silut's tail ``tanh`` is written through
+inductor's on-disk cache). Measured gains (``python bench/bench_kernels.py [--train]``: kernels on
+and off interleaved in one process, 2 threads, 192 atoms): DPA-3.1-3M shape E+F+V 1.09-1.14x, one
+training step 1.23x; water example E+F+V 1.17x. silut's tail ``tanh`` is written through
 ``exp`` (inductor's CPU tanh is ~3x slower than its exp). Disabled by ``DPA3_AL_COMPILE=0``, and
 automatically, with one warning, if compilation fails (no C++ compiler, unsupported platform): the
 eager formulas of model/activations.py (silut's tail patched by index) then run, with the same
