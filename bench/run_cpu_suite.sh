@@ -25,5 +25,8 @@ run "$PY" bench/bench_scaling.py --sizes 24576 --modes low --repeat 1
 run "$PY" bench/bench_scaling.py --model dpa31-3m-shape --sizes 192,1536
 run "$PY" bench/bench_train.py step "${DP_EXE[@]}"
 run "$PY" bench/bench_train.py step --model dpa31-3m-shape --repeat 2
+run "$PY" bench/bench_kernels.py --calls 12
+run "$PY" bench/bench_kernels.py --model water-example --calls 10
+run "$PY" bench/bench_kernels.py --train --calls 4
 run "$PY" bench/bench_train.py compare --steps 1000 "${DP_EXE[@]}"
 run "$PY" bench/bench_scaling.py --md 200 --sizes 1536     # last: ~15 min
