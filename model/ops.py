@@ -130,26 +130,19 @@ class _OuterScatter(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        if not torch.is_grad_enabled() and fused.use_fused(grad, None, numel=ctx.saved_tensors[0].shape[0] * grad[0].numel()):
+        hw, feat, *idx = ctx.saved_tensors
+        gather, scatter = (idx[0], idx[1]) if ctx.has_gather else (None, idx[0])
+        if not torch.is_grad_enabled() and fused.use_fused(grad, None, numel=hw.shape[0] * grad[0].numel()):
             # evaluation on a large graph: one compiled pass, no (E, 3, d) gathered copy of grad
-            hw, feat, *idx = ctx.saved_tensors
-            gather, scatter = (idx[0], idx[1]) if ctx.has_gather else (None, idx[0])
             g_hw, g_f = fused.outer_grad(grad, scatter, hw, feat, gather)
-            if gather is not None:
-                g_f = scatter_sum(g_f, gather, feat.shape[0])
-            return (g_hw if ctx.needs_input_grad[0] else None), g_f, None, None, None
-        if ctx.has_gather:
-            hw, feat, gather, scatter = ctx.saved_tensors
-            f = feat.index_select(0, gather)
-        else:
-            hw, feat, scatter = ctx.saved_tensors
-            gather, f = None, feat
-        g = grad.index_select(0, scatter)                                              # (E, 3, d)
-        g_hw = (g * f[:, None, :]).sum(-1) if ctx.needs_input_grad[0] else None
-        g_f = (hw[:, :, None] * g).sum(1)                                              # (E, d)
+        else:                            # differentiable: force training differentiates it again
+            f = feat if gather is None else feat.index_select(0, gather)
+            g = grad.index_select(0, scatter)                                          # (E, 3, d)
+            g_hw = (g * f[:, None, :]).sum(-1) if ctx.needs_input_grad[0] else None
+            g_f = (hw[:, :, None] * g).sum(1)                                          # (E, d)
         if gather is not None:
             g_f = scatter_sum(g_f, gather, feat.shape[0])
-        return g_hw, g_f, None, None, None
+        return (g_hw if ctx.needs_input_grad[0] else None), g_f, None, None, None
 
 
 def outer_scatter(hw: torch.Tensor, feat: torch.Tensor, gather: torch.Tensor | None, scatter: torch.Tensor,
