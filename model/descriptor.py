@@ -68,7 +68,6 @@ class DPA3Descriptor(nn.Module):
         tebd = self.type_embedding.matrix.index_select(0, types)                                 # (N, n_dim)
         if self.type_embedding.bias is not None:
             tebd = tebd + self.type_embedding.bias
-        self._prepare_kernels(r, graph)
         geo, edge_in, angle_in = self._geometry(types, r, graph)
         n = self.act(tebd)
         e = self.edge_embd(edge_in) if self.cfg.edge_init_use_dist else self.act(self.edge_embd(edge_in))
@@ -80,6 +79,7 @@ class DPA3Descriptor(nn.Module):
         # recomputes each chunk in the backward pass instead of keeping its activations.
         chunks = (chunk_geometry(geo, graph, self.chunk_triples) if graph.n_triples > self.chunk_triples
                   else [(geo, slice(None), slice(None))])
+        self._prepare_kernels(r, [g for g, _, _ in chunks])
         e_parts = [e[edges] for _, edges, _ in chunks]                               # per chunk (E_c, e_dim)
         a_parts = [angle_in[triples] for _, _, triples in chunks]                     # per chunk (T_c, 1)
         # The low mode keeps each layer's inputs for its recomputation; the angle features
@@ -108,13 +108,18 @@ class DPA3Descriptor(nn.Module):
             e_parts = [o[1] for o in outs]
         return torch.cat([n, tebd], dim=-1) if self.cfg.concat_output_tebd else n
 
-    def _prepare_kernels(self, r: torch.Tensor, graph: Graph) -> None:
-        """Compile model/fused.py's kernels now, if this graph will use them: before any activation
-        is allocated, so that the compiler's transient memory does not add to the call's peak."""
+    def _prepare_kernels(self, r: torch.Tensor, chunks: list[LayerGeometry]) -> None:
+        """Compile model/fused.py's kernels now if this call's largest tensors will use them: before
+        the layers allocate their activations, so that the compiler's transient memory does not add
+        to the call's peak. Sizes as the layers make them: per chunk, activations of (triples, e_dim)
+        and (edges, heads n_dim), outer products of (edges, 3, n_dim or e_dim)."""
+        cfg = self.cfg
+        edges = max(g.center.shape[0] for g in chunks)
+        triples = max(g.tw.shape[0] for g in chunks)
         kind = getattr(self.act, "kind", None)
-        numel = graph.n_triples * self.cfg.e_dim
-        for k in ([kind] if kind is not None else []) + [None]:
-            fused.use_fused(r, k, numel=numel)
+        if kind is not None:
+            fused.use_fused(r, kind, numel=max(triples * cfg.e_dim, edges * cfg.n_multi_edge_message * cfg.n_dim))
+        fused.use_fused(r, None, numel=edges * 3 * max(cfg.n_dim, cfg.e_dim))
 
     def _call_params(self, layer: RepFlowLayer, embed: bool, prev_layer: RepFlowLayer | None) -> list[nn.Parameter]:
         """The parameters one low-mode call of :meth:`_layer_call` reads."""
