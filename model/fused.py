@@ -60,14 +60,12 @@ def use_fused(x: torch.Tensor, kind: Kind | None, numel: int | None = None) -> b
 def _probes(dtype: torch.dtype, kind: Kind | None) -> list[tuple[Callable, tuple]]:
     """(kernel, arguments) on small random data: what :func:`_warm_up` compiles and checks."""
     gen = torch.Generator().manual_seed(0)
+    if kind is None:     # outer_grad: 37 edges, 5 centres, 9 neighbour rows, d = 2; without and with a gather
+        grad, hw, feat = (torch.randn(*shape, generator=gen, dtype=dtype) for shape in ((5, 3, 2), (37, 3), (9, 2)))
+        scatter, gather = torch.randint(0, 5, (37,), generator=gen), torch.randint(0, 9, (37,), generator=gen)
+        return [(_outer_grad, (grad, scatter, hw, feat[gather], None)), (_outer_grad, (grad, scatter, hw, feat, gather))]
     t = [torch.randn(37, 8, generator=gen, dtype=dtype) * 4 for _ in range(4)]
     w, v = torch.rand(37, generator=gen, dtype=dtype), torch.randn(37, generator=gen, dtype=dtype)
-    if kind is None:
-        idx = torch.randint(0, 5, (37,), generator=gen)
-        return [(_outer_grad, (t[0][:5].reshape(5, 4, 2)[:, :3].contiguous(), idx, t[1][:, :3].contiguous(),
-                               t[2][:, :2].contiguous(), None)),
-                (_outer_grad, (t[0][:5, :6].reshape(5, 3, 2), idx, t[1][:, :3].contiguous(), t[2][:9, :2].contiguous(),
-                               idx.remainder(9)))]
     return [(fn, (*args, kind)) for fn, args in (
         (_value, (t[0],)), (_scaled_value, (t[0], w)), (_grad_times, (t[1], t[0])),
         (_grad_times_bwd, (t[2], t[1], t[0])), (_act_scale_grad, (t[1], t[0], w)),
