@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import fused
+from . import ckernels, fused
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
@@ -138,13 +138,29 @@ class SmoothActivation:
                 out[k] = _put(out[k], idx, v)
         return out
 
-    def backward(self, grad: torch.Tensor, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
-        """grad * act'(x); differentiable once more when a graph is being built (force training)."""
+    def backward(self, grad: torch.Tensor, x: torch.Tensor, idx: torch.Tensor | None,
+                 tail_known: bool = True) -> torch.Tensor:
+        """grad * act'(x); differentiable once more when a graph is being built (force training).
+        ``tail_known=False``: ``idx`` was not searched (the forward ran in model/ckernels.py)."""
         if torch.is_grad_enabled() and (grad.requires_grad or x.requires_grad):
-            return _ActGradTimes.apply(grad, x, self, idx)
+            return _ActGradTimes.apply(grad, x, self, idx if tail_known else self.eager_tail(x))
+        if use_ckernels(x, self):               # evaluation (forces): one C++ pass
+            return ckernels.act_grad(grad, x, None, self.kind)[0]
         if fused.use_fused(x, self.kind):       # evaluation (forces) on large tensors: one compiled pass
             return fused.grad_times(grad, x, self.kind)
-        return self.grad_times(grad, x, idx)
+        return self.grad_times(grad, x, idx if tail_known else self.eager_tail(x))
+
+    def eager_tail(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The tail indices the eager formulas need, searched now (None when the compiled kernels
+        will serve x, which handle the tail themselves)."""
+        if self.tail is None or fused.use_fused(x, self.kind):
+            return None
+        return self.tail.find(x, self._value(x))
+
+
+def use_ckernels(x: torch.Tensor, act: "SmoothActivation") -> bool:
+    """Whether model/ckernels.py's C++ activation kernels serve x (CPU, float32/64, built)."""
+    return x.device.type == "cpu" and x.numel() > 0 and ckernels.available(x.dtype, act.kind)
 
 
 class _Act(torch.autograd.Function):
@@ -152,7 +168,11 @@ class _Act(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, act: SmoothActivation) -> torch.Tensor:
-        y, idx = (fused.value(x, act.kind), None) if fused.use_fused(x, act.kind) else act.raw(x)
+        ctx.tail_known = not use_ckernels(x, act)
+        if not ctx.tail_known:                  # one C++ pass; the tail is searched later if ever needed
+            y, idx = ckernels.act_value(x, None, act.kind), None
+        else:
+            y, idx = (fused.value(x, act.kind), None) if fused.use_fused(x, act.kind) else act.raw(x)
         ctx.save_for_backward(x, idx)
         ctx.act = act
         return y
@@ -160,7 +180,7 @@ class _Act(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, idx = ctx.saved_tensors
-        return ctx.act.backward(grad, x, idx), None
+        return ctx.act.backward(grad, x, idx, ctx.tail_known), None
 
 
 class _ActGradTimes(torch.autograd.Function):

@@ -20,7 +20,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from . import fused
+from . import ckernels, fused
 from .activations import get_activation
 from .config import RepFlowConfig
 from .graph import Graph
@@ -117,9 +117,11 @@ class DPA3Descriptor(nn.Module):
         edges = max(g.center.shape[0] for g in chunks)
         triples = max(g.tw.shape[0] for g in chunks)
         kind = getattr(self.act, "kind", None)
-        if kind is not None:
+        training = not ckernels.first_order_only()
+        if kind is not None and (training or not ckernels.available(r.dtype, kind)):   # evaluation: C++ kernels
             fused.use_fused(r, kind, numel=max(triples * cfg.e_dim, edges * cfg.n_multi_edge_message * cfg.n_dim))
-        fused.use_fused(r, None, numel=edges * 3 * max(cfg.n_dim, cfg.e_dim))
+        if not ckernels.ready(r.dtype):      # the geometric kernel serves evaluation only, as the C++ one does
+            fused.use_fused(r, None, numel=edges * 3 * max(cfg.n_dim, cfg.e_dim))
 
     def _call_params(self, layer: RepFlowLayer, embed: bool, prev_layer: RepFlowLayer | None) -> list[nn.Parameter]:
         """The parameters one low-mode call of :meth:`_layer_call` reads."""
@@ -150,11 +152,16 @@ class DPA3Descriptor(nn.Module):
         unit = ra / (da + 1e-6)[:, None]
         cos = (unit.index_select(0, graph.triple_j) * unit.index_select(0, graph.triple_k)).sum(-1) * (1.0 - 1e-6)
         angle_center = graph.center[graph.angle_edge]
+        a_start = _csr_starts(angle_center, graph.n_atoms)                            # (N + 1,)
+        m = a_start[1:] - a_start[:-1]                                                # angle edges per centre
+        t_start = torch.cat([m.new_zeros(1), torch.cumsum(m * m, 0)])                 # (N + 1,) triples: m^2 each
+        blocks = int(t_start[-1]) == graph.n_triples                                  # graph.py's layout
         geo = LayerGeometry(center=graph.center, center_local=graph.center, neighbor=graph.neighbor, w=w,
                             hw=h * w[:, None], angle_edge=graph.angle_edge, angle_center=angle_center,
                             triple_j=graph.triple_j, triple_k=graph.triple_k,
                             tw=wa.index_select(0, graph.triple_j) * wa.index_select(0, graph.triple_k),
-                            node_start=0, n_nodes=graph.n_atoms)
+                            node_start=0, n_nodes=graph.n_atoms, angle_start=a_start if blocks else None,
+                            triple_start=t_start if blocks else None, edge_start=_csr_starts(graph.center, graph.n_atoms))
         return geo, edge_in, (cos / math.sqrt(math.pi))[:, None]
 
 
@@ -187,7 +194,10 @@ def chunk_geometry(geo: LayerGeometry, graph: Graph, max_triples: int) -> list[t
                           neighbor=geo.neighbor[es:ee], w=geo.w[es:ee], hw=geo.hw[es:ee],
                           angle_edge=geo.angle_edge[as_:ae] - es, angle_center=geo.angle_center[as_:ae] - c0,
                           triple_j=geo.triple_j[ts:te] - as_, triple_k=geo.triple_k[ts:te] - as_,
-                          tw=geo.tw[ts:te], node_start=c0, n_nodes=c1 - c0)
+                          tw=geo.tw[ts:te], node_start=c0, n_nodes=c1 - c0,
+                          angle_start=None if geo.angle_start is None else geo.angle_start[c0:c1 + 1] - as_,
+                          triple_start=None if geo.triple_start is None else geo.triple_start[c0:c1 + 1] - ts,
+                          edge_start=None if geo.edge_start is None else geo.edge_start[c0:c1 + 1] - es)
         out.append((g, slice(es, ee), slice(ts, te)))
     return out
 

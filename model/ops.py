@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from . import fused
-from .activations import Activation
+from . import ckernels, fused
+from .activations import Activation, use_ckernels
 
 
 class _ScatterSum(torch.autograd.Function):
@@ -38,9 +38,11 @@ class _ActScale(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, act: Activation) -> torch.Tensor:
         ctx.save_for_backward(x, w)
-        ctx.act = act
+        ctx.act, ctx.tail, ctx.tail_known = act, None, True
+        if use_ckernels(x, act):                 # one C++ pass (model/ckernels.py); tail searched if needed
+            ctx.tail_known = False
+            return ckernels.act_value(x, w, act.kind)
         if fused.use_fused(x, act.kind):         # large tensors: one compiled pass (model/fused.py)
-            ctx.tail = None
             return fused.scaled_value(x, w, act.kind)
         y, ctx.tail = act.raw(x)
         return y.mul_(w[:, None])
@@ -48,14 +50,18 @@ class _ActScale(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, w = ctx.saved_tensors
-        act, tail, need_w = ctx.act, ctx.tail, ctx.needs_input_grad[1]
+        act, need_w = ctx.act, ctx.needs_input_grad[1]
         if torch.is_grad_enabled():      # force training: a backward that is differentiated again
+            tail = ctx.tail if ctx.tail_known else act.eager_tail(x)
             gx, gw = _ActScaleGrad.apply(grad, x, w, act, tail, need_w)
             return gx, (gw if need_w else None), None
+        if use_ckernels(x, act):                 # evaluation (forces): one C++ pass
+            gx, gw = ckernels.act_grad(grad, x, w, act.kind, need_w)
+            return gx, gw, None
         if fused.use_fused(x, act.kind):         # evaluation (forces) on large tensors
             gx, gw = fused.act_scale_grad(grad, x, w, act.kind)
             return gx, (gw if need_w else None), None
-        gx, gw = _act_scale_grad_eager(grad, x, w, act, tail, need_w)
+        gx, gw = _act_scale_grad_eager(grad, x, w, act, ctx.tail, need_w)   # (forward was eager: tail known)
         return gx, gw, None
 
 
@@ -121,18 +127,23 @@ def act_scale(x: torch.Tensor, w: torch.Tensor, act: Activation) -> torch.Tensor
 
 class _OuterScatter(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hw, feat, gather, scatter, size):
+    def forward(ctx, hw, feat, gather, scatter, size, offsets):
+        ctx.save_for_backward(hw, feat, *(t for t in (gather, scatter, offsets) if t is not None))
+        ctx.has_gather, ctx.c = gather is not None, offsets is not None and ckernels.ready(hw.dtype)
+        if ctx.c:                      # one C++ pass per centre, no (E, 3, d) product (model/ckernels.py)
+            return ckernels.outer(hw, feat, gather, offsets, size)
         f = feat if gather is None else feat.index_select(0, gather)                 # (E, d)
-        ctx.save_for_backward(hw, feat, *(t for t in (gather, scatter) if t is not None))
-        ctx.has_gather = gather is not None
         out = hw.new_zeros((size, 3, feat.shape[-1]))
         return out.index_add_(0, scatter, hw[:, :, None] * f[:, None, :])
 
     @staticmethod
     def backward(ctx, grad):
         hw, feat, *idx = ctx.saved_tensors
-        gather, scatter = (idx[0], idx[1]) if ctx.has_gather else (None, idx[0])
-        if not torch.is_grad_enabled() and fused.use_fused(grad, None, numel=hw.shape[0] * grad[0].numel()):
+        gather = idx.pop(0) if ctx.has_gather else None
+        scatter, offsets = idx[0], (idx[1] if len(idx) > 1 else None)
+        if not torch.is_grad_enabled() and ctx.c:            # evaluation: one C++ pass per centre
+            g_hw, g_f = ckernels.outer_grad(grad, hw, feat, gather, offsets)
+        elif not torch.is_grad_enabled() and fused.use_fused(grad, None, numel=hw.shape[0] * grad[0].numel()):
             # evaluation on a large graph: one compiled pass, no (E, 3, d) gathered copy of grad
             g_hw, g_f = fused.outer_grad(grad, scatter, hw, feat, gather)
         else:                            # differentiable: force training differentiates it again
@@ -142,14 +153,16 @@ class _OuterScatter(torch.autograd.Function):
             g_f = (hw[:, :, None] * g).sum(1)                                          # (E, d)
         if gather is not None:
             g_f = scatter_sum(g_f, gather, feat.shape[0])
-        return (g_hw if ctx.needs_input_grad[0] else None), g_f, None, None, None
+        return (g_hw if ctx.needs_input_grad[0] else None), g_f, None, None, None, None
 
 
 def outer_scatter(hw: torch.Tensor, feat: torch.Tensor, gather: torch.Tensor | None, scatter: torch.Tensor,
-                  size: int) -> torch.Tensor:
+                  size: int, offsets: torch.Tensor | None = None) -> torch.Tensor:
     """H[s] = sum_{e: scatter[e]=s} hw[e] (x) feat[gather[e]]  ->  (size, 3, d).
 
     hw (E, 3); feat (M, d) gathered by ``gather`` (E,) (or used as is, (E, d), when None).
+    ``offsets`` (size + 1,): when given, ``scatter`` is sorted and centre s owns edges
+    [offsets[s], offsets[s + 1]), which lets the C++ kernels (model/ckernels.py) serve the call.
     Saves hw, feat and the indices; the (E, 3, d) product is never kept.
     """
-    return _OuterScatter.apply(hw, feat, gather, scatter, size)
+    return _OuterScatter.apply(hw, feat, gather, scatter, size, offsets)

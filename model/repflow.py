@@ -34,6 +34,7 @@ from torch import nn
 from .activations import get_activation
 from .config import RepFlowConfig
 from .nn import Dense, normal_
+from . import ckernels
 from .ops import act_scale, outer_scatter, scatter_sum
 
 
@@ -57,6 +58,11 @@ class LayerGeometry:
     tw: torch.Tensor            # (T,) angle weight
     node_start: int
     n_nodes: int
+    # centre-by-centre offsets (n_nodes + 1,) of the angle edges and triples (local), for the
+    # fused per-triple kernels (model/ckernels.py); None when the triples are not in that layout
+    angle_start: torch.Tensor | None = None
+    triple_start: torch.Tensor | None = None
+    edge_start: torch.Tensor | None = None    # (n_nodes + 1,) edge offsets per centre (edges sorted by centre)
 
 
 def _residual(dim: int, cfg: RepFlowConfig, dtype: torch.dtype, gen: torch.Generator) -> nn.Parameter:
@@ -121,15 +127,21 @@ class RepFlowLayer(nn.Module):
         e_updates = [self.act(pre_es)]
         if self.cfg.update_angle:
             n_t, e_t = self._angle_inputs(n_self, e, g)
-            z = self._angle_to_edge(self._triple_pre(self.edge_angle_linear1, a, n_t, e_t, g), g)
+            update = angle_update and not self.skip_angle_update
+            if self._fused_triples(a, g):
+                z, a = self._triples_fused(a, n_t, e_t, g, message=True, update=update)
+            else:
+                z = self._angle_to_edge(self._triple_pre(self.edge_angle_linear1, a, n_t, e_t, g), g)
+                if update:
+                    a = self._angle_self_update(a, n_t, e_t, g)
             e_updates.append(self._edge_angle_message(z, e, g))
-            if angle_update and not self.skip_angle_update:
-                a = self._angle_self_update(a, n_t, e_t, g)
         return n_new, self._update(e, e_updates, "e"), a
 
     def angle_update(self, n_self: torch.Tensor, e: torch.Tensor, a: torch.Tensor, g: LayerGeometry) -> torch.Tensor:
         """The angle update (A1) of this layer on its inputs: n_self (n_nodes, n_dim), e, a  ->  a_new (T, a_dim)."""
         n_t, e_t = self._angle_inputs(n_self, e, g)
+        if self._fused_triples(a, g):
+            return self._triples_fused(a, n_t, e_t, g, message=False, update=True)[1]
         return self._angle_self_update(a, n_t, e_t, g)
 
     def _angle_self_update(self, a, n_t, e_t, g: LayerGeometry) -> torch.Tensor:
@@ -175,7 +187,7 @@ class RepFlowLayer(nn.Module):
 
         f_ij = feat[gather[ij]] (neighbour node features) or feat[ij] (edge features, gather None)."""
         d = feat.shape[-1]
-        hg = outer_scatter(g.hw, feat, gather, g.center_local, g.n_nodes) / math.sqrt(self.cfg.edge_norm)
+        hg = outer_scatter(g.hw, feat, gather, g.center_local, g.n_nodes, g.edge_start) / math.sqrt(self.cfg.edge_norm)
         grrg = torch.matmul(hg[:, :, : self.cfg.axis_neuron].transpose(1, 2), hg) / 3.0   # (n_nodes, axis, d)
         return grrg.reshape(-1, self.cfg.axis_neuron * d)
 
@@ -197,6 +209,36 @@ class RepFlowLayer(nn.Module):
         pre = per_ij.index_select(0, g.triple_j)                                          # (T, n_out)
         pre += per_ik.index_select(0, g.triple_k)   # in place: fresh tensors, nothing saved them
         return pre.addmm_(a, w[:ad])
+
+    def _fused_triples(self, a: torch.Tensor, g: LayerGeometry) -> bool:
+        """Whether the per-triple work runs in model/ckernels.py's kernels: CPU evaluation (derivatives
+        taken once, no parameter gradient: force training keeps the twice-differentiable path)."""
+        return (g.angle_start is not None and a.device.type == "cpu" and ckernels.first_order_only()
+                and not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()))
+                and ckernels.available(a.dtype, getattr(self.act, "kind", None)))
+
+    def _triples_fused(self, a, n_t, e_t, g: LayerGeometry, message: bool, update: bool):
+        """(z (Ea, e_dim) or None, a_new (T, a_dim) or a): E2's angle->edge sum and A1 in one pass."""
+        ad, na, ea = self.cfg.a_dim, self.n_an, self.e_an
+        lins = ([self.edge_angle_linear1] if message else []) + ([self.angle_self_linear] if update else [])
+        w = torch.cat([lin.matrix for lin in lins], dim=1) if len(lins) > 1 else lins[0].matrix   # (width, dm + du)
+        bias = torch.cat([lin.bias for lin in lins]) if len(lins) > 1 else lins[0].bias
+        per_ij = torch.addmm((n_t @ w[ad:ad + na]).index_select(0, g.angle_center) + bias,
+                             e_t, w[ad + na + ea:])                                      # (Ea, dm + du)
+        per_ik = e_t @ w[ad + na:ad + na + ea]                                           # (Ea, dm + du)
+        c0, rho = self._single_update_rule(ad, a)
+        z, a_new = ckernels.triples(a, w[:ad], per_ij, per_ik, g.tw, rho, g.angle_start, g.triple_start,
+                                   self.cfg.e_dim if message else 0, ad if update else 0,
+                                   1.0 / math.sqrt(self.cfg.angle_norm), c0, self.act.kind)
+        return (z if message else None), (a_new if update else a)
+
+    def _single_update_rule(self, dim: int, x: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """(c0, rho) with :meth:`_update`(x, [u], "a") = c0 x + rho u for the angle stream's one update."""
+        style = self.cfg.update_style
+        if style == "res_residual":
+            return 1.0, self.a_residual[0]
+        c = 1.0 / math.sqrt(2.0) if style == "res_avg" else 1.0
+        return c, x.new_full((dim,), c)
 
     def _angle_to_edge(self, pre: torch.Tensor, g: LayerGeometry) -> torch.Tensor:
         """z_ij = S_a^-1/2 sum_k tw_ijk phi(pre_ijk)  ->  (Ea, e_dim)."""

@@ -7,10 +7,17 @@ import shutil
 import pytest
 import torch
 
-from dpa3_al.model import fused
+from dpa3_al.model import ckernels, fused
 from dpa3_al.model.calculator import atoms_to_batch
 
 from .helpers import random_periodic, tiny_model
+
+
+@pytest.fixture(autouse=True)
+def _without_cpp_kernels(monkeypatch):
+    """Evaluation prefers model/ckernels.py's C++ kernels; these tests are about the compiled ones."""
+    monkeypatch.setitem(ckernels._STATE, "enabled", False)
+    monkeypatch.setitem(ckernels._STATE, "ready", {})
 
 
 def _training_quantities(model, atoms, mode):

@@ -1,0 +1,312 @@
+"""Fused per-triple kernels of the angle stream (C++, ``model/csrc/triples.cpp``), CPU evaluation.
+
+A RepFlow layer's per-triple work (~700 triples per atom) is, for the edge message (E2, dm
+columns) and the angle update (A1, du columns)::
+
+    x_t      = P[j] + Q[k] + A[t]              A = a W_a (T, dm + du), P, Q (Ea, dm + du) per angle edge
+    z[j]     = scale sum_k tw_t f(x_t[:dm])    (Ea, dm)
+    a_new[t] = c0 a[t] + r f(x_t[dm:])         (T, du)
+
+Eagerly that is two gathers, an add, the activation and a scatter per column group, each a full
+pass over (T, d) in main memory, and as many again in the force pass. The kernels here read a
+triple's row of A once, keep the sums over k (forward) and over j (backward) in cache, and
+recompute x in the backward pass instead of storing it: per layer, the per-triple memory traffic
+drops to the product a W_a, one read of A per pass and the gradient's (T, dm + du) rows.
+
+They serve evaluation (energy, forces, virial) with parameters that need no gradient; force
+training keeps the differentiable path of model/repflow.py (its second derivative is not written
+here). The library is built on first use with the system C++ compiler (g++, ~3 s, cached under
+``$XDG_CACHE_HOME/dpa3-al/kernels``, keyed by source, flags and CPU) and checked against the eager
+formulas on a small probe; any failure turns the path off with one warning and the eager path
+runs (same numbers to rounding). ``DPA3_AL_COMPILE=0`` switches it off, like model/fused.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).resolve().parent / "csrc" / "kernels.cpp"
+FLAGS = ["-O3", "-march=native", "-mrecip=all", "-ffast-math", "-fopenmp-simd", "-fPIC", "-shared", "-std=c++17", "-pthread"]
+_KINDS = {"silu": 0, "silut": 1, "tanh": 2}
+_STATE: dict = {"enabled": os.environ.get("DPA3_AL_COMPILE", "1") != "0", "lib": None, "ready": {}}
+
+
+def available(dtype: torch.dtype, kind: tuple | None) -> bool:
+    """Whether the kernels serve this dtype and activation (``kind`` as ``SmoothActivation.kind``).
+    Builds and checks the library the first time it is asked."""
+    if kind is None or kind[0] not in _KINDS or dtype not in (torch.float32, torch.float64):
+        return False
+    key = (dtype, kind)
+    ready = _STATE["ready"].get(key)
+    if ready is None:
+        if not _STATE["enabled"]:
+            return False
+        _STATE["ready"][key] = False      # while probing, the reference's activations run eagerly
+        ready = _STATE["ready"][key] = _check(dtype, kind)
+    return ready
+
+
+_SCOPE = threading.local()
+
+
+@contextlib.contextmanager
+def first_order(active: bool = True):
+    """Within: the model's outputs are differentiated once only (no ``create_graph``), so the kernels
+    whose backward is not itself differentiable may serve. The model's forward opens it for
+    evaluation; force training (and anything outside) keeps the twice-differentiable torch path."""
+    previous = getattr(_SCOPE, "active", False)
+    _SCOPE.active = active
+    try:
+        yield
+    finally:
+        _SCOPE.active = previous
+
+
+def first_order_only() -> bool:
+    return getattr(_SCOPE, "active", False)
+
+
+# ------------------------------------------------------------------------------- the operation
+
+
+class _Triples(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, w_a, P, Q, tw, r, a_off, t_off, dm: int, du: int, scale: float, c0: float, kind):
+        a, w_a, P, Q, tw, r = (t.contiguous() for t in (a, w_a, P, Q, tw, r))
+        z = a.new_empty((P.shape[0], dm))
+        a_new = a.new_empty((a.shape[0], du))
+        _call("forward", a, w_a, a_off, t_off, dm, du, P, Q, tw, r, scale, c0, kind, z, a_new)
+        ctx.save_for_backward(a, w_a, P, Q, tw, r, a_off, t_off)     # a (T, a_dim): x is recomputed
+        ctx.meta = (dm, du, scale, c0, kind)
+        return z, a_new
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gz, ga):
+        a, w_a, P, Q, tw, r, a_off, t_off = ctx.saved_tensors
+        dm, du, scale, c0, kind = ctx.meta
+        need_tw = ctx.needs_input_grad[4] and dm > 0         # tw weighs the message only
+        g_a, gP, gQ = torch.empty_like(a), torch.empty_like(P), torch.empty_like(Q)
+        gtw = torch.empty_like(tw) if need_tw else None
+        _call("backward", a, w_a, a_off, t_off, dm, du, P, Q, tw, r, scale, c0, kind,
+              gz.contiguous(), ga.contiguous(), g_a, gP, gQ, gtw)
+        return g_a, None, gP, gQ, gtw, None, None, None, None, None, None, None, None
+
+
+def triples(a, w_a, P, Q, tw, r, a_off, t_off, dm: int, du: int, scale: float, c0: float, kind: tuple):
+    """(z (Ea, dm), a_new (T, du)) of the module docstring.
+
+    a (T, a_dim); w_a (a_dim, dm + du); P, Q (Ea, dm + du); tw (T,); r (du,); a_off, t_off
+    (centres + 1,) int64 angle-edge and triple offsets per centre (triples centre by centre,
+    j-major). Differentiable once in a, P, Q and tw (not in w_a or r: evaluation only)."""
+    return _Triples.apply(a, w_a, P, Q, tw, r, a_off, t_off, dm, du, scale, c0, kind)
+
+
+def act_value(x: torch.Tensor, w: torch.Tensor | None, kind: tuple) -> torch.Tensor:
+    """f(x) [* w[:, None]] for x (R, C) (or any shape when w is None), one pass, no autograd."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    _act(None, x, w, out, None, kind)
+    return out
+
+
+def act_grad(grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor | None, kind: tuple, need_w: bool = False):
+    """(grad [w] f'(x), sum_c grad f(x) or None): the backward of :func:`act_value`, no autograd."""
+    x, grad = x.contiguous(), grad.contiguous()
+    gx = torch.empty_like(x)
+    gw = x.new_empty(x.shape[0]) if need_w else None
+    _act(grad, x, w, gx, gw, kind)
+    return gx, gw
+
+
+def _act(grad, x, w, out, gw, kind):
+    fn = getattr(_STATE["lib"], f"dpa3_act_{'f32' if x.dtype == torch.float32 else 'f64'}")
+    cols = x.shape[-1] if x.dim() > 1 else x.numel()          # w, gw: one value per row
+    rows = x.numel() // max(cols, 1)
+    params = [float(v) for v in kind[1:4]] if kind[0] == "silut" else [0.0, 0.0, 0.0]
+    ptr = (lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else 0))
+    fn(ptr(grad), ptr(x), ptr(None if w is None else w.contiguous()), ptr(out), ptr(gw), rows, cols,
+       _KINDS[kind[0]], *params, torch.get_num_threads())
+
+
+def ready(dtype: torch.dtype) -> bool:
+    """Whether the library serves this dtype (built and checked; any activation kind will do)."""
+    return available(dtype, ("silu",))
+
+
+def outer(hw: torch.Tensor, feat: torch.Tensor, gather: torch.Tensor | None, e_off: torch.Tensor,
+          size: int) -> torch.Tensor:
+    """H[s] = sum_{e in segment s} hw[e] (x) feat[gather[e]] (feat[e] when gather is None) -> (size, 3, d).
+    e_off (size + 1,): the edges of centre s are [e_off[s], e_off[s + 1]) (edges sorted by centre)."""
+    hw, feat = hw.contiguous(), feat.contiguous()
+    H = hw.new_empty((size, 3, feat.shape[-1]))
+    _outer(e_off, size, gather, hw, feat, H, None, None, None)
+    return H
+
+
+def outer_grad(g: torch.Tensor, hw: torch.Tensor, feat: torch.Tensor, gather: torch.Tensor | None,
+               e_off: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d hw (E, 3), d f (E, d) per edge) of :func:`outer` against g (size, 3, d); no autograd."""
+    hw, feat, g = hw.contiguous(), feat.contiguous(), g.contiguous()
+    ghw, gf = torch.empty_like(hw), hw.new_empty((hw.shape[0], feat.shape[-1]))
+    _outer(e_off, g.shape[0], gather, hw, feat, None, g, ghw, gf)
+    return ghw, gf
+
+
+def _outer(e_off, size, gather, hw, feat, H, g, ghw, gf):
+    fn = getattr(_STATE["lib"], f"dpa3_outer_{'f32' if hw.dtype == torch.float32 else 'f64'}")
+    assert e_off.dtype == torch.int64 and e_off.shape[0] == size + 1 and (gather is None or gather.dtype == torch.int64)
+    ptr = (lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else 0))
+    fn(ptr(e_off.contiguous()), size, ptr(None if gather is None else gather.contiguous()), ptr(hw), ptr(feat),
+       feat.shape[-1], ptr(H), ptr(g), ptr(ghw), ptr(gf), torch.get_num_threads())
+
+
+def reference(a, w_a, P, Q, tw, r, a_off, t_off, dm, du, scale, c0, act):
+    """The same with torch operations (the eager path's formulas), for checks and tests."""
+    tj, tk = triple_index(a_off, t_off)
+    x = P.index_select(0, tj) + Q.index_select(0, tk) + a @ w_a
+    f = act(x)
+    z = a.new_zeros((P.shape[0], dm)).index_add(0, tj, f[:, :dm] * tw[:, None]) * scale
+    return z, (c0 * a + r * f[:, dm:]) if du else a.new_empty((a.shape[0], 0))
+
+
+def triple_index(a_off: torch.Tensor, t_off: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(triple_j, triple_k) of the centre-by-centre layout given by the offsets."""
+    m = a_off[1:] - a_off[:-1]
+    q = torch.arange(int(t_off[-1])) - torch.repeat_interleave(t_off[:-1], m * m)
+    first, mm = torch.repeat_interleave(a_off[:-1], m * m), torch.repeat_interleave(m, m * m)
+    return first + q // mm, first + q % mm
+
+
+# ------------------------------------------------------------------------------- the library
+
+
+def _call(direction: str, a, w_a, a_off, t_off, dm, du, P, Q, tw, r, scale, c0, kind, *outs):
+    lib = _STATE["lib"]
+    fn = getattr(lib, f"dpa3_triples_{direction}_{'f32' if a.dtype == torch.float32 else 'f64'}")
+    params = [float(v) for v in kind[1:4]] if kind[0] == "silut" else [0.0, 0.0, 0.0]
+    assert a_off.dtype == torch.int64 and t_off.dtype == torch.int64
+    w_t = w_a.t().contiguous()
+    ptr = (lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else 0))
+    fn(ptr(a_off), ptr(t_off), a_off.shape[0] - 1, dm, du, a.shape[1], ptr(P), ptr(Q), ptr(a), ptr(w_a), ptr(w_t),
+       ptr(tw), ptr(r), scale, c0, _KINDS[kind[0]], *params, torch.get_num_threads(), *(ptr(t) for t in outs))
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dpa3-al" / "kernels"
+
+
+def _cpu_id() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "".join(sorted({ln for ln in lines if ln.startswith(("model name", "flags"))}))
+    except OSError:
+        return platform.processor()
+
+
+def _build() -> ctypes.CDLL:
+    """Compile (or reuse) the shared library; raises on any toolchain problem."""
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        raise RuntimeError("no C++ compiler (g++) on PATH")
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), version, _cpu_id(),
+                                    platform.machine()]).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"kernels-{key}.so"
+    if not target.exists():
+        log.info("building the per-triple kernels (%s, once per machine, ~3 s)", compiler)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            out = Path(tmp) / target.name
+            proc = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(out)], capture_output=True, text=True)
+            if proc.returncode:
+                raise RuntimeError(f"{compiler} failed: {(proc.stderr or proc.stdout).strip()[:300]}")
+            os.replace(out, target)          # atomic: a concurrent process sees all of it or nothing
+    lib = ctypes.CDLL(str(target))
+    for direction, n_out in (("forward", 2), ("backward", 6)):
+        for suffix in ("f32", "f64"):
+            fn = getattr(lib, f"dpa3_triples_{direction}_{suffix}")
+            fn.restype = None
+            fn.argtypes = ([ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 7
+                           + [ctypes.c_double] * 2 + [ctypes.c_int] + [ctypes.c_double] * 3 + [ctypes.c_int]
+                           + [ctypes.c_void_p] * n_out)
+    lib.dpa3_act_f32.restype = lib.dpa3_act_f64.restype = None
+    lib.dpa3_act_f32.argtypes = lib.dpa3_act_f64.argtypes = (
+        [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 2 + [ctypes.c_int] + [ctypes.c_double] * 3 + [ctypes.c_int])
+    lib.dpa3_outer_f32.restype = lib.dpa3_outer_f64.restype = None
+    lib.dpa3_outer_f32.argtypes = lib.dpa3_outer_f64.argtypes = (
+        [ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 3 + [ctypes.c_int64] + [ctypes.c_void_p] * 4
+        + [ctypes.c_int])
+    return lib
+
+
+def _check(dtype: torch.dtype, kind: tuple) -> bool:
+    """Build the library if needed and compare it with :func:`reference` on a small probe."""
+    try:
+        with torch.enable_grad():         # may be asked inside a no-grad region (a Function's forward)
+            return _probe(dtype, kind)
+    except Exception as err:  # noqa: BLE001 - any toolchain or numerical failure: stay eager
+        _STATE["enabled"] = False
+        log.warning("C++ kernels unavailable (%s: %s); using the torch path (same results, slower)",
+                    type(err).__name__, str(err).splitlines()[0][:200] if str(err) else "")
+        return False
+
+
+def _probe(dtype: torch.dtype, kind: tuple) -> bool:
+    """Build the library if needed; compare kernels and reference (values and gradients), dm, du > 0."""
+    from .activations import get_activation
+
+    if _STATE["lib"] is None:
+        _STATE["lib"] = _build()
+    gen = torch.Generator().manual_seed(0)
+    m = torch.tensor([3, 1, 4, 2])
+    a_off = torch.cat([torch.zeros(1, dtype=torch.int64), m.cumsum(0)])
+    t_off = torch.cat([torch.zeros(1, dtype=torch.int64), (m * m).cumsum(0)])
+    n_t, n_e, dm, du = int(t_off[-1]), int(a_off[-1]), 5, 3
+    ad = du                                   # the angle update maps a_dim -> a_dim
+    args = [torch.randn(*s, generator=gen, dtype=dtype) * 3 for s in ((n_t, ad), (ad, dm + du), (n_e, dm + du),
+                                                                      (n_e, dm + du))]
+    args += [torch.rand(n_t, generator=gen, dtype=dtype), torch.rand(du, generator=gen, dtype=dtype)]
+    for t in (args[0], args[2], args[3], args[4]):
+        t.requires_grad_(True)
+    name = kind[0] if kind[0] != "silut" else f"silut:{kind[1]}"
+    rest = (a_off, t_off, dm, du, 0.7, 0.9)
+    got, ref = triples(*args, *rest, kind), reference(*args, *rest, get_activation(name))
+    weights = [torch.randn(o.shape, generator=gen, dtype=dtype) for o in ref]
+    grads = [torch.autograd.grad(sum((o * w).sum() for o, w in zip(out, weights)), [args[i] for i in (0, 2, 3, 4)])
+             for out in (got, ref)]
+    for x, y in zip([*got, *grads[0]], [*ref, *grads[1]]):
+        torch.testing.assert_close(x, y)
+    act, x = get_activation(name), args[0].detach()
+    w, grad = args[4].detach(), torch.randn(x.shape, generator=gen, dtype=dtype)
+    f, f1, _ = act.derivs(x, act.tail.find(x, act.value(x, None)) if act.tail is not None else None, 1)
+    torch.testing.assert_close(act_value(x, None, kind), f)
+    torch.testing.assert_close(act_value(x, w, kind), f * w[:, None])
+    for got_g, ref_g in zip(act_grad(grad, x, w, kind, True), (grad * w[:, None] * f1, (grad * f).sum(-1))):
+        torch.testing.assert_close(got_g, ref_g)
+    # outer products: 4 centres with 3, 0, 2, 4 edges, features gathered from 5 rows
+    e_off, hw = torch.tensor([0, 3, 3, 5, 9]), torch.randn(9, 3, generator=gen, dtype=dtype)
+    feat, gather = torch.randn(5, 6, generator=gen, dtype=dtype), torch.tensor([4, 0, 2, 2, 1, 3, 0, 4, 1])
+    centre, f = torch.tensor([0, 0, 0, 2, 2, 3, 3, 3, 3]), feat[gather]
+    ref = hw.new_zeros((4, 3, 6)).index_add_(0, centre, hw[:, :, None] * f[:, None, :])
+    torch.testing.assert_close(outer(hw, feat, gather, e_off, 4), ref)
+    g = torch.randn(4, 3, 6, generator=gen, dtype=dtype)
+    for got_g, ref_g in zip(outer_grad(g, hw, feat, gather, e_off), ((g[centre] * f[:, None, :]).sum(-1),
+                                                                     (hw[:, :, None] * g[centre]).sum(1))):
+        torch.testing.assert_close(got_g, ref_g)
+    return True

@@ -1,0 +1,536 @@
+// Fused per-triple kernels of the RepFlow angle stream (driven by model/ckernels.py).
+//
+// Triples are stored centre by centre: a centre c owns the angle edges [ea, ea + m) and the m*m
+// triples [tb, tb + m*m), triple tb + jj*m + kk = (j = ea + jj, k = ea + kk). Per triple t the
+// layer needs, for the edge message (dm columns) and the angle update (du columns),
+//
+//     x_t = P[j] + Q[k] + A[t]                  P, Q (Ea, dm + du) edge parts, A = a W_a (T, dm + du)
+//     z[j] = scale * sum_k tw[t] f(x_t[:dm])    (edge message, summed over k)
+//     a_new[t] = c0 a[t] + r * f(x_t[dm:])      (angle update with its residual)
+//
+// The eager formulation writes x to memory twice per column group (two gathers, an add, the
+// activation, a scatter); here each triple's row is read once, and the sums over k and j stay
+// in cache (a centre's edges are ~30 rows). The backward pass recomputes x from (P, Q, A).
+// Centres are split over threads by triple count; a centre's triples only touch its own edges,
+// so no two threads write the same row.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+enum Kind { SILU = 0, SILUT = 1, TANH = 2 };
+
+template <typename T> struct Lim;                      // exp arguments stay finite (no inf under -ffast-math)
+template <> struct Lim<float> { static constexpr float hi = 80.0f; };
+template <> struct Lim<double> { static constexpr double hi = 700.0; };
+
+template <typename T> struct ActParams { T threshold, kappa, shift; };
+
+// exp for float without a library call: 2^n e^r, r in [-ln2/2, ln2/2], degree-6 polynomial
+// (relative error ~2e-7, as libm's expf to an ulp or two); inlined, so the channel loops
+// vectorise to plain arithmetic. double keeps std::exp (vectorised through libmvec).
+inline float fast_exp(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float n = std::nearbyint(x * 1.44269504088896341f);
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;          // Cody-Waite: ln2 = hi - lo
+  float p = 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+inline double fast_exp(double x) { return std::exp(x); }
+
+// f(x) and f'(x); silut's tail tanh(kappa (x - T)) + shift is written through exp.
+template <typename T, int K>
+inline void act(T x, const ActParams<T>& p, T& f, T& f1) {
+  if (K == TANH) {
+    T e = fast_exp(std::min(std::max(T(2) * x, -Lim<T>::hi), Lim<T>::hi));
+    T t = T(1) - T(2) / (e + T(1));
+    f = t;
+    f1 = T(1) - t * t;
+    return;
+  }
+  T s = T(1) / (T(1) + fast_exp(std::min(-x, Lim<T>::hi)));
+  T fs = x * s, f1s = s + fs * (T(1) - s);
+  if (K == SILU) {
+    f = fs;
+    f1 = f1s;
+    return;
+  }
+  T e = fast_exp(std::min(T(2) * p.kappa * std::max(x - p.threshold, T(0)), Lim<T>::hi));
+  T t = T(1) - T(2) / (e + T(1));
+  bool tail = x >= p.threshold;
+  f = tail ? t + p.shift : fs;
+  f1 = tail ? p.kappa * (T(1) - t * t) : f1s;
+}
+
+template <typename T>
+struct Args {
+  const int64_t* a_off;   // (n_centres + 1) angle-edge offsets per centre
+  const int64_t* t_off;   // (n_centres + 1) triple offsets per centre
+  int64_t n_centres, dm, du, ad;
+  const T *P, *Q, *a, *W, *WT, *tw, *r;   // P, Q (Ea, w); a (T, ad); W (ad, w), WT (w, ad); tw (T); r (du)
+  T scale, c0;
+  ActParams<T> act;
+  // forward outputs
+  T *z, *a_new;            // (Ea, dm), (T, du)
+  // backward inputs / outputs
+  const T *gz, *ga;        // (Ea, dm), (T, du)
+  T *g_a, *gP, *gQ, *gtw;  // (T, ad), (Ea, w) x 2, (T) or null
+};
+
+// Small vector-matrix products (a_t W, gx W^T) with the output row in registers: GCC vector
+// types of 64 bytes (one AVX-512 register, two AVX2 ones), NV of them per row, and KS partial sums
+// over k, so that NV * KS independent FMA chains hide the FMA latency.
+template <typename T> struct Vec { typedef T type __attribute__((vector_size(64))); };
+
+template <typename T, int NV, int KS>
+inline void vec_mat_fixed(const T* __restrict x, const T* __restrict M, int64_t k, int64_t ld, T* __restrict out) {
+  using V = typename Vec<T>::type;
+  constexpr int L = 64 / sizeof(T);
+  V acc[KS][NV];
+  for (int s = 0; s < KS; ++s)
+    for (int v = 0; v < NV; ++v) acc[s][v] = V{};
+  auto step = [&](int s, int64_t i) {
+    const T xi = x[i];
+    const T* Mi = M + i * ld;
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) {
+      V m;
+      std::memcpy(&m, Mi + v * L, sizeof m);
+      acc[s][v] += xi * m;
+    }
+  };
+  int64_t i = 0;
+  for (; i + KS <= k; i += KS)
+#pragma GCC unroll 4
+    for (int s = 0; s < KS; ++s) step(s, i + s);
+  for (; i < k; ++i) step(0, i);
+  for (int v = 0; v < NV; ++v) {
+    V r = acc[0][v];
+    for (int s = 1; s < KS; ++s) r += acc[s][v];
+    std::memcpy(out + v * L, &r, sizeof r);
+  }
+}
+
+// out[0:n] = x[0:k] @ M (k, ld) columns [0, n)
+template <typename T>
+inline void vec_mat(const T* __restrict x, const T* __restrict M, int64_t k, int64_t ld, int64_t n,
+                    T* __restrict out) {
+  constexpr int64_t L = 64 / sizeof(T);
+  switch (n % L ? 0 : n / L) {
+    case 1: return vec_mat_fixed<T, 1, 4>(x, M, k, ld, out);
+    case 2: return vec_mat_fixed<T, 2, 2>(x, M, k, ld, out);
+    case 3: return vec_mat_fixed<T, 3, 2>(x, M, k, ld, out);
+    case 4: return vec_mat_fixed<T, 4, 1>(x, M, k, ld, out);
+    case 5: return vec_mat_fixed<T, 5, 1>(x, M, k, ld, out);
+    case 6: return vec_mat_fixed<T, 6, 1>(x, M, k, ld, out);
+    case 7: return vec_mat_fixed<T, 7, 1>(x, M, k, ld, out);
+    case 8: return vec_mat_fixed<T, 8, 1>(x, M, k, ld, out);
+    case 10: return vec_mat_fixed<T, 10, 1>(x, M, k, ld, out);
+    case 12: return vec_mat_fixed<T, 12, 1>(x, M, k, ld, out);
+    default:                                   // other widths: plain loops
+      for (int64_t c = 0; c < n; ++c) out[c] = 0;
+      for (int64_t i = 0; i < k; ++i)
+        for (int64_t c = 0; c < n; ++c) out[c] += x[i] * M[i * ld + c];
+  }
+}
+
+// silut's tail (x >= threshold) is rare (~1 % of the elements): a row without it runs the
+// plain silu formula (one exp instead of two); the check is one cheap pass over the row.
+template <typename T, int K, typename Body>
+inline auto with_kind(const T* __restrict p, const T* __restrict q, const T* __restrict at, int64_t n,
+                      T threshold, Body body) {
+  if constexpr (K == SILUT) {
+    T mx = -std::numeric_limits<T>::max();
+#pragma omp simd reduction(max : mx)
+    for (int64_t d = 0; d < n; ++d) mx = std::max(mx, p[d] + q[d] + at[d]);
+    if (mx < threshold) return body(std::integral_constant<int, SILU>{});
+  }
+  return body(std::integral_constant<int, K>{});
+}
+
+// One triple's row: the loops over channels, on restrict pointers and local copies of every
+// scalar, so that the compiler vectorises them (exp through libmvec) without aliasing checks.
+template <typename T, int K>
+inline void message_row(const T* __restrict p, const T* __restrict q, const T* __restrict at, T wt,
+                        T* __restrict acc, int64_t n, ActParams<T> ap) {
+#pragma omp simd
+  for (int64_t d = 0; d < n; ++d) {
+    T f, f1;
+    act<T, K>(p[d] + q[d] + at[d], ap, f, f1);
+    acc[d] += wt * f;
+  }
+}
+
+template <typename T, int K>
+inline void update_row(const T* __restrict p, const T* __restrict q, const T* __restrict at,
+                       const T* __restrict a, const T* __restrict r, T c0, T* __restrict out, int64_t n,
+                       ActParams<T> ap) {
+#pragma omp simd
+  for (int64_t d = 0; d < n; ++d) {
+    T f, f1;
+    act<T, K>(p[d] + q[d] + at[d], ap, f, f1);
+    out[d] = c0 * a[d] + r[d] * f;
+  }
+}
+
+// Gradient rows: gx = d out / d x against the incoming gradient, written to gA's row and added to
+// the sums over k (gp, for P[j]) and over j (gq, for Q[k]). Message: g = gz[j] (scaled), weight
+// tw_t, and d tw_t = sum_d g f is returned; update: g = ga[t], weight r[d].
+template <typename T, int K>
+inline T message_grad_row(const T* __restrict p, const T* __restrict q, const T* __restrict at,
+                          const T* __restrict g, T wt, T* __restrict gx_out, T* __restrict gp, T* __restrict gq,
+                          int64_t n, ActParams<T> ap) {
+  T dtw = 0;
+#pragma omp simd reduction(+ : dtw)
+  for (int64_t d = 0; d < n; ++d) {
+    T f, f1;
+    act<T, K>(p[d] + q[d] + at[d], ap, f, f1);
+    const T gx = g[d] * wt * f1;
+    gx_out[d] = gx;
+    gp[d] += gx;
+    gq[d] += gx;
+    dtw += g[d] * f;
+  }
+  return dtw;
+}
+
+template <typename T, int K>
+inline void update_grad_row(const T* __restrict p, const T* __restrict q, const T* __restrict at,
+                            const T* __restrict g, const T* __restrict r, T* __restrict gx_out, T* __restrict gp,
+                            T* __restrict gq, int64_t n, ActParams<T> ap) {
+#pragma omp simd
+  for (int64_t d = 0; d < n; ++d) {
+    T f, f1;
+    act<T, K>(p[d] + q[d] + at[d], ap, f, f1);
+    const T gx = g[d] * r[d] * f1;
+    gx_out[d] = gx;
+    gp[d] += gx;
+    gq[d] += gx;
+  }
+}
+
+template <typename T, int K>
+void forward_range(const Args<T>& g, int64_t c_begin, int64_t c_end) {
+  const int64_t dm = g.dm, du = g.du, w = dm + du, ad = g.ad;
+  const ActParams<T> ap = g.act;
+  std::vector<T> acc(std::max<int64_t>(dm, 1)), row(w);
+  T* At = row.data();
+  for (int64_t c = c_begin; c < c_end; ++c) {
+    const int64_t ea = g.a_off[c], m = g.a_off[c + 1] - ea, tb = g.t_off[c];
+    for (int64_t jj = 0; jj < m; ++jj) {
+      const T* Pj = g.P + (ea + jj) * w;
+      std::fill(acc.begin(), acc.end(), T(0));
+      for (int64_t kk = 0; kk < m; ++kk) {
+        const int64_t t = tb + jj * m + kk;
+        const T* Qk = g.Q + (ea + kk) * w;
+        vec_mat(g.a + t * ad, g.W, ad, w, w, At);                        // A_t = a_t W
+        if (dm)
+          with_kind<T, K>(Pj, Qk, At, dm, ap.threshold, [&](auto k) {
+            message_row<T, decltype(k)::value>(Pj, Qk, At, g.tw[t], acc.data(), dm, ap);
+          });
+        if (du)
+          with_kind<T, K>(Pj + dm, Qk + dm, At + dm, du, ap.threshold, [&](auto k) {
+            update_row<T, decltype(k)::value>(Pj + dm, Qk + dm, At + dm, g.a + t * ad, g.r, g.c0, g.a_new + t * du,
+                                              du, ap);
+          });
+      }
+      T* zj = g.z + (ea + jj) * dm;
+      for (int64_t d = 0; d < dm; ++d) zj[d] = acc[d] * g.scale;
+    }
+  }
+}
+
+template <typename T, int K>
+void backward_range(const Args<T>& g, int64_t c_begin, int64_t c_end) {
+  const int64_t dm = g.dm, du = g.du, w = dm + du, ad = g.ad;
+  const ActParams<T> ap = g.act;
+  std::vector<T> gzs(std::max<int64_t>(dm, 1)), gp(w), row(w), grow(w), ga_row(ad);
+  T *At = row.data(), *gAt = grow.data();
+  for (int64_t c = c_begin; c < c_end; ++c) {
+    const int64_t ea = g.a_off[c], m = g.a_off[c + 1] - ea, tb = g.t_off[c];
+    std::fill(g.gQ + ea * w, g.gQ + (ea + m) * w, T(0));
+    for (int64_t jj = 0; jj < m; ++jj) {
+      const T* Pj = g.P + (ea + jj) * w;
+      for (int64_t d = 0; d < dm; ++d) gzs[d] = g.gz[(ea + jj) * dm + d] * g.scale;
+      std::fill(gp.begin(), gp.end(), T(0));
+      for (int64_t kk = 0; kk < m; ++kk) {
+        const int64_t t = tb + jj * m + kk;
+        const T* Qk = g.Q + (ea + kk) * w;
+        vec_mat(g.a + t * ad, g.W, ad, w, w, At);                        // A_t = a_t W, recomputed
+        T* gQk = g.gQ + (ea + kk) * w;
+        if (dm) {
+          const T dtw = with_kind<T, K>(Pj, Qk, At, dm, ap.threshold, [&](auto k) {
+            return message_grad_row<T, decltype(k)::value>(Pj, Qk, At, gzs.data(), g.tw[t], gAt, gp.data(), gQk, dm,
+                                                           ap);
+          });
+          if (g.gtw) g.gtw[t] = dtw;
+        }
+        if (du)
+          with_kind<T, K>(Pj + dm, Qk + dm, At + dm, du, ap.threshold, [&](auto k) {
+            update_grad_row<T, decltype(k)::value>(Pj + dm, Qk + dm, At + dm, g.ga + t * du, g.r, gAt + dm,
+                                                   gp.data() + dm, gQk + dm, du, ap);
+          });
+        T* gat = g.g_a + t * ad;                                         // d a_t = gx W^T (+ c0 ga_t)
+        vec_mat(gAt, g.WT, w, ad, ad, gat);
+        if (du)
+          for (int64_t d = 0; d < ad; ++d) gat[d] += g.c0 * g.ga[t * du + d];
+      }
+      std::copy(gp.begin(), gp.end(), g.gP + (ea + jj) * w);
+    }
+  }
+}
+
+// Run body(c_begin, c_end) on n_threads contiguous centre ranges of about equal triple counts.
+template <typename F>
+void parallel_centres(const int64_t* t_off, int64_t n, int n_threads, F body) {
+  n_threads = std::max(1, n_threads);
+  const int64_t total = t_off[n];
+  std::vector<int64_t> cut{0};
+  for (int i = 1; i < n_threads; ++i) {
+    const int64_t target = total * i / n_threads;
+    cut.push_back(std::max(cut.back(), int64_t(std::lower_bound(t_off, t_off + n + 1, target) - t_off)));
+  }
+  cut.push_back(n);
+  std::vector<std::thread> pool;
+  for (int i = 1; i < n_threads; ++i)
+    if (cut[i + 1] > cut[i]) pool.emplace_back(body, cut[i], cut[i + 1]);
+  body(cut[0], cut[1]);
+  for (auto& th : pool) th.join();
+}
+
+template <typename T>
+void run(const Args<T>& g, int kind, int n_threads, bool backward) {
+  auto go = [&](auto fn) { parallel_centres(g.t_off, g.n_centres, n_threads, [&](int64_t b, int64_t e) { fn(g, b, e); }); };
+  if (backward) {
+    if (kind == SILU) go(backward_range<T, SILU>);
+    else if (kind == SILUT) go(backward_range<T, SILUT>);
+    else go(backward_range<T, TANH>);
+  } else {
+    if (kind == SILU) go(forward_range<T, SILU>);
+    else if (kind == SILUT) go(forward_range<T, SILUT>);
+    else go(forward_range<T, TANH>);
+  }
+}
+
+template <typename T>
+Args<T> make_args(const int64_t* a_off, const int64_t* t_off, int64_t n_centres, int64_t dm, int64_t du,
+                  int64_t ad, const void* P, const void* Q, const void* a, const void* W, const void* WT,
+                  const void* tw, const void* r, double scale, double c0, double threshold, double kappa,
+                  double shift) {
+  Args<T> g{};
+  g.a_off = a_off; g.t_off = t_off; g.n_centres = n_centres; g.dm = dm; g.du = du; g.ad = ad;
+  g.P = static_cast<const T*>(P); g.Q = static_cast<const T*>(Q); g.a = static_cast<const T*>(a);
+  g.W = static_cast<const T*>(W); g.WT = static_cast<const T*>(WT);
+  g.tw = static_cast<const T*>(tw); g.r = static_cast<const T*>(r);
+  g.scale = T(scale); g.c0 = T(c0);
+  g.act = ActParams<T>{T(threshold), T(kappa), T(shift)};
+  return g;
+}
+
+}  // namespace
+
+#define DPA3_TRIPLES_COMMON                                                                              \
+  const int64_t *a_off, const int64_t *t_off, int64_t n_centres, int64_t dm, int64_t du, int64_t ad,      \
+      const void *P, const void *Q, const void *a, const void *W, const void *WT, const void *tw,          \
+      const void *r, double scale, double c0, int kind, double threshold, double kappa, double shift,      \
+      int n_threads
+
+#define DPA3_TRIPLES_ENTRY(SUFFIX, T)                                                                    \
+  extern "C" void dpa3_triples_forward_##SUFFIX(DPA3_TRIPLES_COMMON, void* z, void* a_new) {           \
+    Args<T> g = make_args<T>(a_off, t_off, n_centres, dm, du, ad, P, Q, a, W, WT, tw, r, scale, c0, threshold,  \
+                             kappa, shift);                                                              \
+    g.z = static_cast<T*>(z); g.a_new = static_cast<T*>(a_new);                                          \
+    run<T>(g, kind, n_threads, false);                                                                   \
+  }                                                                                                      \
+  extern "C" void dpa3_triples_backward_##SUFFIX(DPA3_TRIPLES_COMMON, const void* gz, const void* ga,  \
+                                                 void* g_a, void* gP, void* gQ, void* gtw) {              \
+    Args<T> g = make_args<T>(a_off, t_off, n_centres, dm, du, ad, P, Q, a, W, WT, tw, r, scale, c0, threshold,  \
+                             kappa, shift);                                                              \
+    g.gz = static_cast<const T*>(gz); g.ga = static_cast<const T*>(ga);                                  \
+    g.g_a = static_cast<T*>(g_a); g.gP = static_cast<T*>(gP); g.gQ = static_cast<T*>(gQ);                  \
+    g.gtw = static_cast<T*>(gtw);                                                                        \
+    run<T>(g, kind, n_threads, true);                                                                    \
+  }
+
+DPA3_TRIPLES_ENTRY(f32, float)
+DPA3_TRIPLES_ENTRY(f64, double)
+
+// ------------------------------------------------------------------------- elementwise activation
+// out = f(x) * w[row] (w null: 1) for x (rows, cols); backward: gx = grad w f'(x), gw[row] = sum grad f.
+
+namespace {
+
+template <typename T, int K>
+inline void value_row(const T* __restrict x, T s, T* __restrict o, int64_t n, ActParams<T> ap) {
+#pragma omp simd
+  for (int64_t d = 0; d < n; ++d) {
+    T f, f1;
+    act<T, K>(x[d], ap, f, f1);
+    o[d] = f * s;
+  }
+}
+
+template <typename T, int K>
+inline T grad_row(const T* __restrict g, const T* __restrict x, T s, T* __restrict o, int64_t n, ActParams<T> ap) {
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t d = 0; d < n; ++d) {
+    T f, f1;
+    act<T, K>(x[d], ap, f, f1);
+    o[d] = g[d] * s * f1;
+    acc += g[d] * f;
+  }
+  return acc;
+}
+
+// Rows of at most 4096 elements, so that silut's tail check stays per small block.
+template <typename T, int K>
+void act_value_rows(const T* x, const T* w, T* out, int64_t cols, ActParams<T> ap, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t c0 = 0; c0 < cols; c0 += 4096) {
+      const int64_t n = std::min<int64_t>(4096, cols - c0);
+      const T* xr = x + r * cols + c0;
+      T* o = out + r * cols + c0;
+      const T s = w ? w[r] : T(1);
+      // x + x + x >= 3 T  <=>  x >= T (both sides rounded once, monotonically)
+      with_kind<T, K>(xr, xr, xr, n, T(3) * ap.threshold,
+                      [&](auto k) { value_row<T, decltype(k)::value>(xr, s, o, n, ap); });
+    }
+}
+
+template <typename T, int K>
+void act_grad_rows(const T* grad, const T* x, const T* w, T* gx, T* gw, int64_t cols, ActParams<T> ap, int64_t r0,
+                   int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    T sw = 0;
+    for (int64_t c0 = 0; c0 < cols; c0 += 4096) {
+      const int64_t n = std::min<int64_t>(4096, cols - c0);
+      const T *xr = x + r * cols + c0, *gr = grad + r * cols + c0;
+      T* o = gx + r * cols + c0;
+      const T s = w ? w[r] : T(1);
+      sw += with_kind<T, K>(xr, xr, xr, n, T(3) * ap.threshold,
+                            [&](auto k) { return grad_row<T, decltype(k)::value>(gr, xr, s, o, n, ap); });
+    }
+    if (gw) gw[r] = sw;
+  }
+}
+
+// Run body(r0, r1) on n_threads contiguous row ranges.
+template <typename F>
+void parallel_rows(int64_t rows, int64_t cols, int n_threads, F body) {
+  n_threads = int(std::max<int64_t>(1, std::min<int64_t>(n_threads, rows * cols / 16384)));   // small: one thread
+  std::vector<std::thread> pool;
+  for (int i = 1; i < n_threads; ++i) pool.emplace_back(body, rows * i / n_threads, rows * (i + 1) / n_threads);
+  body(0, rows / n_threads);
+  for (auto& th : pool) th.join();
+}
+
+template <typename T>
+void act_run(const T* grad, const T* x, const T* w, T* out, T* gw, int64_t rows, int64_t cols, int kind,
+             ActParams<T> ap, int n_threads) {
+  auto go = [&](auto k) {
+    constexpr int K = decltype(k)::value;
+    parallel_rows(rows, cols, n_threads, [&](int64_t r0, int64_t r1) {
+      if (grad) act_grad_rows<T, K>(grad, x, w, out, gw, cols, ap, r0, r1);
+      else act_value_rows<T, K>(x, w, out, cols, ap, r0, r1);
+    });
+  };
+  if (kind == SILU) go(std::integral_constant<int, SILU>{});
+  else if (kind == SILUT) go(std::integral_constant<int, SILUT>{});
+  else go(std::integral_constant<int, TANH>{});
+}
+
+}  // namespace
+
+#define DPA3_ACT_ENTRY(SUFFIX, T)                                                                        \
+  extern "C" void dpa3_act_##SUFFIX(const void* grad, const void* x, const void* w, void* out, void* gw,   \
+                                    int64_t rows, int64_t cols, int kind, double threshold, double kappa,  \
+                                    double shift, int n_threads) {                                        \
+    act_run<T>(static_cast<const T*>(grad), static_cast<const T*>(x), static_cast<const T*>(w),            \
+               static_cast<T*>(out), static_cast<T*>(gw), rows, cols, kind,                                \
+               ActParams<T>{T(threshold), T(kappa), T(shift)}, n_threads);                                 \
+  }
+
+DPA3_ACT_ENTRY(f32, float)
+DPA3_ACT_ENTRY(f64, double)
+
+// ------------------------------------------------------------------------- outer products per centre
+// H[s] = sum_{e in [e_off[s], e_off[s+1])} hw[e] (x) f_e, f_e = feat[gather[e]] (gather null: feat[e]);
+// hw (E, 3), feat (M, d), H (S, 3, d). Backward against g (S, 3, d): d hw[e, i] = g[s, i] . f_e,
+// d f_e = sum_i hw[e, i] g[s, i] (per edge; the caller sums it over gather).
+
+namespace {
+
+template <typename T>
+inline void outer_acc(const T* __restrict f, T h0, T h1, T h2, T* __restrict a0, T* __restrict a1,
+                      T* __restrict a2, int64_t d) {
+#pragma omp simd
+  for (int64_t c = 0; c < d; ++c) {
+    a0[c] += h0 * f[c];
+    a1[c] += h1 * f[c];
+    a2[c] += h2 * f[c];
+  }
+}
+
+template <typename T>
+inline void outer_grad_row(const T* __restrict f, const T* __restrict g0, const T* __restrict g1,
+                           const T* __restrict g2, T h0, T h1, T h2, T* __restrict gf, T* __restrict ghw, int64_t d) {
+  T s0 = 0, s1 = 0, s2 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2)
+  for (int64_t c = 0; c < d; ++c) {
+    s0 += g0[c] * f[c];
+    s1 += g1[c] * f[c];
+    s2 += g2[c] * f[c];
+    gf[c] = h0 * g0[c] + h1 * g1[c] + h2 * g2[c];
+  }
+  ghw[0] = s0; ghw[1] = s1; ghw[2] = s2;
+}
+
+template <typename T>
+void outer_run(const int64_t* e_off, int64_t S, const int64_t* gather, const T* hw, const T* feat, int64_t d,
+               T* H, const T* g, T* ghw, T* gf, int n_threads) {
+  parallel_centres(e_off, S, n_threads, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) {
+      T* hs = H ? H + s * 3 * d : nullptr;
+      if (hs) std::fill(hs, hs + 3 * d, T(0));
+      for (int64_t e = e_off[s]; e < e_off[s + 1]; ++e) {
+        const T* f = feat + (gather ? gather[e] : e) * d;
+        const T *h = hw + e * 3;
+        if (hs) outer_acc(f, h[0], h[1], h[2], hs, hs + d, hs + 2 * d, d);
+        else {
+          const T* gs = g + s * 3 * d;
+          outer_grad_row(f, gs, gs + d, gs + 2 * d, h[0], h[1], h[2], gf + e * d, ghw + e * 3, d);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+#define DPA3_OUTER_ENTRY(SUFFIX, T)                                                                       \
+  extern "C" void dpa3_outer_##SUFFIX(const int64_t* e_off, int64_t S, const int64_t* gather, const void* hw, \
+                                      const void* feat, int64_t d, void* H, const void* g, void* ghw,       \
+                                      void* gf, int n_threads) {                                            \
+    outer_run<T>(e_off, S, gather, static_cast<const T*>(hw), static_cast<const T*>(feat), d,                \
+                 static_cast<T*>(H), static_cast<const T*>(g), static_cast<T*>(ghw), static_cast<T*>(gf),    \
+                 n_threads);                                                                                 \
+  }
+
+DPA3_OUTER_ENTRY(f32, float)
+DPA3_OUTER_ENTRY(f64, double)

@@ -1,0 +1,164 @@
+"""C++ evaluation kernels (model/ckernels.py): each kernel equals the torch formulas it replaces,
+the model gives the same energy, forces and virial with them as without (both memory modes,
+chunked), and a build failure falls back to the torch path with one warning."""
+
+import logging
+import shutil
+
+import pytest
+import torch
+
+from dpa3_al.model import ckernels
+from dpa3_al.model.activations import get_activation
+from dpa3_al.model.calculator import atoms_to_batch
+from dpa3_al.model.repflow import RepFlowLayer
+
+from .helpers import random_periodic, tiny_model
+
+needs_compiler = pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="no C++ compiler")
+F64 = torch.float64
+
+
+def _blocks(m):
+    m = torch.tensor(m)
+    zero = torch.zeros(1, dtype=torch.int64)
+    return torch.cat([zero, m.cumsum(0)]), torch.cat([zero, (m * m).cumsum(0)])
+
+
+@needs_compiler
+@pytest.mark.parametrize("name", ["silu", "silut:1.0", "tanh"])
+@pytest.mark.parametrize("dm,du", [(5, 3), (5, 0), (0, 3)])
+def test_triple_kernel_equals_the_gather_scatter_formulas(name, dm, du):
+    """Values and first derivatives (a, P, Q, tw) against ckernels.reference (index_select/index_add),
+    with a centre without angle edges and message-only / update-only calls (the low mode's split)."""
+    act = get_activation(name)
+    assert ckernels.available(F64, act.kind)
+    gen = torch.Generator().manual_seed(7)
+    a_off, t_off = _blocks([3, 0, 5, 1, 2])
+    n_t, n_e, ad = int(t_off[-1]), int(a_off[-1]), 3
+    a, w_a = torch.randn(n_t, ad, dtype=F64, generator=gen), torch.randn(ad, dm + du, dtype=F64, generator=gen)
+    P, Q = (2 * torch.randn(n_e, dm + du, dtype=F64, generator=gen) for _ in range(2))
+    tw, r = torch.rand(n_t, dtype=F64, generator=gen), torch.rand(du, dtype=F64, generator=gen)
+    inputs = [t.requires_grad_(True) for t in (a, P, Q, tw)]
+    rest = (w_a, a_off, t_off, dm, du, 0.6, 0.8)
+
+    def run(fn, *extra):
+        z, a_new = fn(a, rest[0], P, Q, tw, r, *rest[1:], *extra)
+        loss = (z * torch.linspace(-1, 1, z.numel(), dtype=F64).view_as(z)).sum() + (a_new ** 2).sum()
+        return [z, a_new, *torch.autograd.grad(loss, inputs, allow_unused=True)]
+
+    got, ref = run(ckernels.triples, act.kind), run(ckernels.reference, act)
+    for x, y in zip(got, ref):
+        if x is None or y is None:
+            assert (x is None or not x.abs().sum()) and (y is None or not y.abs().sum())
+            continue
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+
+
+@needs_compiler
+@pytest.mark.parametrize("name", ["silu", "silut:1.0", "tanh"])
+def test_activation_kernels_equal_the_eager_derivatives(name):
+    act = get_activation(name)
+    assert ckernels.available(F64, act.kind)
+    gen = torch.Generator().manual_seed(3)
+    x, g = 3 * torch.randn(40, 7, dtype=F64, generator=gen), torch.randn(40, 7, dtype=F64, generator=gen)
+    w = torch.rand(40, dtype=F64, generator=gen)
+    f, f1, _ = act.derivs(x, act.tail.find(x, act.value(x, None)) if act.tail is not None else None, 1)
+    torch.testing.assert_close(ckernels.act_value(x, None, act.kind), f, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(ckernels.act_value(x, w, act.kind), f * w[:, None], rtol=1e-13, atol=1e-14)
+    gx, gw = ckernels.act_grad(g, x, w, act.kind, need_w=True)
+    torch.testing.assert_close(gx, g * w[:, None] * f1, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(gw, (g * f).sum(-1), rtol=1e-13, atol=1e-14)
+
+
+@needs_compiler
+def test_outer_product_kernel_equals_index_add():
+    assert ckernels.ready(F64)
+    gen = torch.Generator().manual_seed(5)
+    centre = torch.tensor([0, 0, 2, 2, 2, 3, 5, 5])                  # centres 1 and 4 have no edge
+    e_off = torch.cat([torch.zeros(1, dtype=torch.int64), torch.bincount(centre, minlength=6).cumsum(0)])
+    hw, feat = torch.randn(8, 3, dtype=F64, generator=gen), torch.randn(4, 5, dtype=F64, generator=gen)
+    gather = torch.tensor([3, 1, 0, 0, 2, 3, 1, 2])
+    for gat, fe in ((gather, feat), (None, feat[gather])):
+        f = feat[gather]
+        ref = hw.new_zeros(6, 3, 5).index_add_(0, centre, hw[:, :, None] * f[:, None, :])
+        torch.testing.assert_close(ckernels.outer(hw, fe, gat, e_off, 6), ref, rtol=1e-13, atol=1e-14)
+        g = torch.randn(6, 3, 5, dtype=F64, generator=gen)
+        ghw, gf = ckernels.outer_grad(g, hw, fe, gat, e_off)
+        torch.testing.assert_close(ghw, (g[centre] * f[:, None, :]).sum(-1), rtol=1e-13, atol=1e-14)
+        torch.testing.assert_close(gf, (hw[:, :, None] * g[centre]).sum(1), rtol=1e-13, atol=1e-14)
+
+
+def _evaluate(model, batch, mode, use_kernels, monkeypatch):
+    monkeypatch.setitem(ckernels._STATE, "enabled", use_kernels)
+    monkeypatch.setitem(ckernels._STATE, "ready", {})
+    model.set_memory(mode)
+    return model(batch)
+
+
+@needs_compiler
+@pytest.mark.parametrize("style", ["res_residual", "res_avg"])
+def test_model_evaluation_with_the_kernels_equals_the_torch_path(style, monkeypatch):
+    """E, F, V in float64, default and low mode (with the low mode's deferred angle updates), chunked,
+    with silut's tail reached; and every kernel was really called."""
+    model = tiny_model(activation_function="silut:1.0", nlayers=4, update_style=style)
+    for p in model.parameters():
+        p.requires_grad_(False)                     # as the calculators do: evaluation
+    batch = atoms_to_batch(random_periodic(10, seed=64), model.type_map)
+    model.descriptor.chunk_triples = 60
+    ref = _evaluate(model, batch, "default", False, monkeypatch)
+    calls = []
+    for name in ("_call", "_act", "_outer"):
+        real = getattr(ckernels, name)
+        monkeypatch.setattr(ckernels, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
+    for mode in ("default", "low"):
+        got = _evaluate(model, batch, mode, True, monkeypatch)
+        for key in ("energy", "forces", "virial"):
+            torch.testing.assert_close(getattr(got, key), getattr(ref, key), rtol=1e-10, atol=1e-12)
+    assert {"_call", "_act", "_outer"} <= set(calls)
+
+
+@needs_compiler
+def test_force_training_keeps_the_twice_differentiable_path(monkeypatch):
+    """With parameters that need gradients the per-triple kernel (first derivatives only) is not used."""
+    model = tiny_model()
+    batch = atoms_to_batch(random_periodic(8, seed=65), model.type_map)
+    calls = []
+    real = RepFlowLayer._triples_fused
+    monkeypatch.setattr(RepFlowLayer, "_triples_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = model(batch, create_graph=True)
+    out.forces.pow(2).sum().backward()
+    assert not calls and all(p.grad is not None for p in model.descriptor.layers[0].parameters())
+
+
+def test_a_build_failure_falls_back_to_the_torch_path(monkeypatch, caplog):
+    model = tiny_model()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    batch = atoms_to_batch(random_periodic(8, seed=66), model.type_map)
+    ref = _evaluate(model, batch, "default", False, monkeypatch)
+    monkeypatch.setitem(ckernels._STATE, "lib", None)
+
+    def broken():
+        raise RuntimeError("g++ failed: no space left on device")
+
+    monkeypatch.setattr(ckernels, "_build", broken)
+    with caplog.at_level(logging.WARNING, logger="dpa3_al.model.ckernels"):
+        got = _evaluate(model, batch, "default", True, monkeypatch)
+    assert caplog.text.count("C++ kernels unavailable (RuntimeError: g++ failed") == 1
+    assert not ckernels._STATE["enabled"]
+    for key in ("energy", "forces", "virial"):
+        torch.testing.assert_close(getattr(got, key), getattr(ref, key), rtol=1e-12, atol=1e-13)
+
+
+def test_the_library_is_cached_by_source_flags_and_cpu(tmp_path, monkeypatch):
+    """A second build with the same source reuses the file; the cache lives under XDG_CACHE_HOME."""
+    if not (shutil.which("g++") or shutil.which("c++")):
+        pytest.skip("no C++ compiler")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    ckernels._build()
+    built = list((tmp_path / "dpa3-al" / "kernels").glob("kernels-*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    ckernels._build()
+    assert built[0].stat().st_mtime_ns == stamp
