@@ -141,8 +141,9 @@ class _OuterScatter(torch.autograd.Function):
         hw, feat, *idx = ctx.saved_tensors
         gather = idx.pop(0) if ctx.has_gather else None
         scatter, offsets = idx[0], (idx[1] if len(idx) > 1 else None)
-        if not torch.is_grad_enabled() and ctx.c:            # evaluation: one C++ pass per centre
-            g_hw, g_f = ckernels.outer_grad(grad, hw, feat, gather, offsets)
+        if ctx.c:        # one C++ pass per centre; force training differentiates it through _OuterGrad
+            g_hw, g_f = (_OuterGrad.apply(grad, hw, feat, gather, offsets) if torch.is_grad_enabled()
+                         else ckernels.outer_grad(grad, hw, feat, gather, offsets))
         elif not torch.is_grad_enabled() and fused.use_fused(grad, None, numel=hw.shape[0] * grad[0].numel()):
             # evaluation on a large graph: one compiled pass, no (E, 3, d) gathered copy of grad
             g_hw, g_f = fused.outer_grad(grad, scatter, hw, feat, gather)
@@ -154,6 +155,32 @@ class _OuterScatter(torch.autograd.Function):
         if gather is not None:
             g_f = scatter_sum(g_f, gather, feat.shape[0])
         return (g_hw if ctx.needs_input_grad[0] else None), g_f, None, None, None, None
+
+
+class _OuterGrad(torch.autograd.Function):
+    """The C++ backward of outer_scatter, (grad (S, 3, d), hw, feat) -> (d hw (E, 3), d f (E, d) per edge),
+    with its own derivative, built from the same two kernels (the map is bilinear)::
+
+        d grad = outer(hw_bar, f) + outer(hw, f_bar),  d hw = <grad, f_bar>,  d f_e = sum_i hw_bar grad
+
+    It keeps grad, hw and feat, where the torch formulas keep (E, 3, d) products for force training."""
+
+    @staticmethod
+    def forward(ctx, grad, hw, feat, gather, offsets):
+        ctx.save_for_backward(grad, hw, feat, *(t for t in (gather, offsets)))
+        return ckernels.outer_grad(grad, hw, feat, gather, offsets)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, hw_bar, f_bar):
+        grad, hw, feat, gather, offsets = ctx.saved_tensors
+        size = grad.shape[0]
+        d_grad = ckernels.outer(hw_bar, feat, gather, offsets, size) + ckernels.outer(hw, f_bar, None, offsets, size)
+        d_hw = ckernels.outer_grad(grad, hw, f_bar, None, offsets)[0]
+        d_f = ckernels.outer_grad(grad, hw_bar, feat, gather, offsets)[1]            # per edge
+        if gather is not None:
+            d_f = feat.new_zeros(feat.shape).index_add_(0, gather, d_f)
+        return d_grad, d_hw, d_f, None, None
 
 
 def outer_scatter(hw: torch.Tensor, feat: torch.Tensor, gather: torch.Tensor | None, scatter: torch.Tensor,

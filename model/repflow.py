@@ -211,10 +211,9 @@ class RepFlowLayer(nn.Module):
         return pre.addmm_(a, w[:ad])
 
     def _fused_triples(self, a: torch.Tensor, g: LayerGeometry) -> bool:
-        """Whether the per-triple work runs in model/ckernels.py's kernels: CPU evaluation (derivatives
-        taken once, no parameter gradient: force training keeps the twice-differentiable path)."""
-        return (g.angle_start is not None and a.device.type == "cpu" and ckernels.first_order_only()
-                and not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()))
+        """Whether the per-triple work runs in model/ckernels.py's C++ kernels (CPU; evaluation and
+        force training: the kernels have first and second derivatives)."""
+        return (g.angle_start is not None and a.device.type == "cpu"
                 and ckernels.available(a.dtype, getattr(self.act, "kind", None)))
 
     def _triples_fused(self, a, n_t, e_t, g: LayerGeometry, message: bool, update: bool):

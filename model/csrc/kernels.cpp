@@ -77,6 +77,35 @@ inline void act(T x, const ActParams<T>& p, T& f, T& f1) {
   f1 = tail ? p.kappa * (T(1) - t * t) : f1s;
 }
 
+// f, f' and f'' (the force-training derivative of the backward pass).
+template <typename T, int K>
+inline void act2(T x, const ActParams<T>& p, T& f, T& f1, T& f2) {
+  if (K == TANH) {
+    T e = fast_exp(std::min(std::max(T(2) * x, -Lim<T>::hi), Lim<T>::hi));
+    T t = T(1) - T(2) / (e + T(1));
+    f = t;
+    f1 = T(1) - t * t;
+    f2 = T(-2) * t * f1;
+    return;
+  }
+  T s = T(1) / (T(1) + fast_exp(std::min(-x, Lim<T>::hi)));
+  T q = T(1) - s;
+  T fs = x * s, f1s = s + fs * q, f2s = s * q * (T(2) + x * (q - s));
+  if (K == SILU) {
+    f = fs;
+    f1 = f1s;
+    f2 = f2s;
+    return;
+  }
+  T e = fast_exp(std::min(T(2) * p.kappa * std::max(x - p.threshold, T(0)), Lim<T>::hi));
+  T t = T(1) - T(2) / (e + T(1));
+  T slope = p.kappa * (T(1) - t * t);
+  bool tail = x >= p.threshold;
+  f = tail ? t + p.shift : fs;
+  f1 = tail ? slope : f1s;
+  f2 = tail ? T(-2) * p.kappa * t * slope : f2s;
+}
+
 template <typename T>
 struct Args {
   const int64_t* a_off;   // (n_centres + 1) angle-edge offsets per centre
@@ -87,9 +116,13 @@ struct Args {
   ActParams<T> act;
   // forward outputs
   T *z, *a_new;            // (Ea, dm), (T, du)
-  // backward inputs / outputs
+  // backward: inputs (gradients of z and a_new) and outputs; GX (T, w) and gr (threads, du) optional
   const T *gz, *ga;        // (Ea, dm), (T, du)
-  T *g_a, *gP, *gQ, *gtw;  // (T, ad), (Ea, w) x 2, (T) or null
+  T *g_a, *gP, *gQ, *gtw, *GX, *gr;   // (T, ad), (Ea, w) x 2, (T) or null, (T, w) or null, (threads, du) or null
+  // second order: cotangents of (g_a, gP, gQ, gtw) in, as AbW = Abar W (T, w), Pb, Qb (Ea, w), taub (T) or null;
+  // out: gzb (Ea, dm), gab (T, du), Xb (T, w), GX, Pout, Qout (Ea, w), twb (T), rb (threads, du)
+  const T *AbW, *Pb, *Qb, *taub;
+  T *gzb, *gab, *Xb, *Pout, *Qout, *twb, *rb;
 };
 
 // Small vector-matrix products (a_t W, gx W^T) with the output row in registers: GCC vector
@@ -212,7 +245,7 @@ inline T message_grad_row(const T* __restrict p, const T* __restrict q, const T*
 template <typename T, int K>
 inline void update_grad_row(const T* __restrict p, const T* __restrict q, const T* __restrict at,
                             const T* __restrict g, const T* __restrict r, T* __restrict gx_out, T* __restrict gp,
-                            T* __restrict gq, int64_t n, ActParams<T> ap) {
+                            T* __restrict gq, T* __restrict gr, int64_t n, ActParams<T> ap) {
 #pragma omp simd
   for (int64_t d = 0; d < n; ++d) {
     T f, f1;
@@ -221,11 +254,59 @@ inline void update_grad_row(const T* __restrict p, const T* __restrict q, const 
     gx_out[d] = gx;
     gp[d] += gx;
     gq[d] += gx;
+    gr[d] += g[d] * f;                       // d r (summed over the triples)
+  }
+}
+
+// Second order. With gb = d(loss)/d(gx) = (Abar W)_t + Pbar_j + Qbar_k for the gradient rows above:
+// message (G = scale gz_j, weight tw): d G += gb tw f' + taub f, d tw = sum gb G f', d x = G (gb tw f'' + taub f');
+// update (g = ga_t, weight r): d ga = gb r f', d r += gb ga f', d x = gb ga r f''.
+// d x is written to Xb and summed into Pout (over k) and Qout (over j); gx is written to GX.
+template <typename T, int K>
+inline T message_grad2_row(const T* __restrict p, const T* __restrict q, const T* __restrict at,
+                           const T* __restrict abw, const T* __restrict pb, const T* __restrict qb,
+                           const T* __restrict G, T wt, T taub, T* __restrict gzb, T* __restrict gx_out,
+                           T* __restrict xb_out, T* __restrict pout, T* __restrict qout, int64_t n, ActParams<T> ap) {
+  T twb = 0;
+#pragma omp simd reduction(+ : twb)
+  for (int64_t d = 0; d < n; ++d) {
+    T f, f1, f2;
+    act2<T, K>(p[d] + q[d] + at[d], ap, f, f1, f2);
+    const T gb = abw[d] + pb[d] + qb[d];
+    gx_out[d] = G[d] * wt * f1;
+    gzb[d] += gb * wt * f1 + taub * f;
+    twb += gb * G[d] * f1;
+    const T xb = G[d] * (gb * wt * f2 + taub * f1);
+    xb_out[d] = xb;
+    pout[d] += xb;
+    qout[d] += xb;
+  }
+  return twb;
+}
+
+template <typename T, int K>
+inline void update_grad2_row(const T* __restrict p, const T* __restrict q, const T* __restrict at,
+                             const T* __restrict abw, const T* __restrict pb, const T* __restrict qb,
+                             const T* __restrict g, const T* __restrict r, T* __restrict gab, T* __restrict rb,
+                             T* __restrict gx_out, T* __restrict xb_out, T* __restrict pout, T* __restrict qout,
+                             int64_t n, ActParams<T> ap) {
+#pragma omp simd
+  for (int64_t d = 0; d < n; ++d) {
+    T f, f1, f2;
+    act2<T, K>(p[d] + q[d] + at[d], ap, f, f1, f2);
+    const T gb = abw[d] + pb[d] + qb[d];
+    gx_out[d] = g[d] * r[d] * f1;
+    gab[d] = gb * r[d] * f1;
+    rb[d] += gb * g[d] * f1;
+    const T xb = gb * g[d] * r[d] * f2;
+    xb_out[d] = xb;
+    pout[d] += xb;
+    qout[d] += xb;
   }
 }
 
 template <typename T, int K>
-void forward_range(const Args<T>& g, int64_t c_begin, int64_t c_end) {
+void forward_range(const Args<T>& g, int64_t c_begin, int64_t c_end, int) {
   const int64_t dm = g.dm, du = g.du, w = dm + du, ad = g.ad;
   const ActParams<T> ap = g.act;
   std::vector<T> acc(std::max<int64_t>(dm, 1)), row(w);
@@ -256,10 +337,10 @@ void forward_range(const Args<T>& g, int64_t c_begin, int64_t c_end) {
 }
 
 template <typename T, int K>
-void backward_range(const Args<T>& g, int64_t c_begin, int64_t c_end) {
+void backward_range(const Args<T>& g, int64_t c_begin, int64_t c_end, int thread) {
   const int64_t dm = g.dm, du = g.du, w = dm + du, ad = g.ad;
   const ActParams<T> ap = g.act;
-  std::vector<T> gzs(std::max<int64_t>(dm, 1)), gp(w), row(w), grow(w), ga_row(ad);
+  std::vector<T> gzs(std::max<int64_t>(dm, 1)), gp(w), row(w), grow(w), gr(std::max<int64_t>(du, 1));
   T *At = row.data(), *gAt = grow.data();
   for (int64_t c = c_begin; c < c_end; ++c) {
     const int64_t ea = g.a_off[c], m = g.a_off[c + 1] - ea, tb = g.t_off[c];
@@ -283,16 +364,64 @@ void backward_range(const Args<T>& g, int64_t c_begin, int64_t c_end) {
         if (du)
           with_kind<T, K>(Pj + dm, Qk + dm, At + dm, du, ap.threshold, [&](auto k) {
             update_grad_row<T, decltype(k)::value>(Pj + dm, Qk + dm, At + dm, g.ga + t * du, g.r, gAt + dm,
-                                                   gp.data() + dm, gQk + dm, du, ap);
+                                                   gp.data() + dm, gQk + dm, gr.data(), du, ap);
           });
         T* gat = g.g_a + t * ad;                                         // d a_t = gx W^T (+ c0 ga_t)
         vec_mat(gAt, g.WT, w, ad, ad, gat);
         if (du)
           for (int64_t d = 0; d < ad; ++d) gat[d] += g.c0 * g.ga[t * du + d];
+        if (g.GX) std::copy(gAt, gAt + w, g.GX + t * w);
       }
       std::copy(gp.begin(), gp.end(), g.gP + (ea + jj) * w);
     }
   }
+  if (g.gr)
+    for (int64_t d = 0; d < du; ++d) g.gr[thread * du + d] += gr[d];
+}
+
+template <typename T, int K>
+void backward2_range(const Args<T>& g, int64_t c_begin, int64_t c_end, int thread) {
+  const int64_t dm = g.dm, du = g.du, w = dm + du, ad = g.ad;
+  const ActParams<T> ap = g.act;
+  std::vector<T> G(std::max<int64_t>(dm, 1)), gzb(std::max<int64_t>(dm, 1)), pout(w), row(w),
+      rb(std::max<int64_t>(du, 1));
+  T* At = row.data();
+  for (int64_t c = c_begin; c < c_end; ++c) {
+    const int64_t ea = g.a_off[c], m = g.a_off[c + 1] - ea, tb = g.t_off[c];
+    std::fill(g.Qout + ea * w, g.Qout + (ea + m) * w, T(0));
+    for (int64_t jj = 0; jj < m; ++jj) {
+      const int64_t j = ea + jj;
+      const T* Pj = g.P + j * w;
+      for (int64_t d = 0; d < dm; ++d) G[d] = g.gz[j * dm + d] * g.scale;
+      std::fill(gzb.begin(), gzb.end(), T(0));
+      std::fill(pout.begin(), pout.end(), T(0));
+      for (int64_t kk = 0; kk < m; ++kk) {
+        const int64_t t = tb + jj * m + kk, k = ea + kk;
+        const T* Qk = g.Q + k * w;
+        vec_mat(g.a + t * ad, g.W, ad, w, w, At);                        // A_t = a_t W, recomputed
+        const T *abw = g.AbW + t * w, *pb = g.Pb + j * w, *qb = g.Qb + k * w;
+        T *gx = g.GX + t * w, *xb = g.Xb + t * w, *qout = g.Qout + k * w;
+        if (dm) {
+          const T taub = g.taub ? g.taub[t] : T(0);
+          g.twb[t] = with_kind<T, K>(Pj, Qk, At, dm, ap.threshold, [&](auto kd) {
+            return message_grad2_row<T, decltype(kd)::value>(Pj, Qk, At, abw, pb, qb, G.data(), g.tw[t], taub,
+                                                             gzb.data(), gx, xb, pout.data(), qout, dm, ap);
+          });
+        } else {
+          g.twb[t] = T(0);
+        }
+        if (du)
+          with_kind<T, K>(Pj + dm, Qk + dm, At + dm, du, ap.threshold, [&](auto kd) {
+            update_grad2_row<T, decltype(kd)::value>(Pj + dm, Qk + dm, At + dm, abw + dm, pb + dm, qb + dm,
+                                                     g.ga + t * du, g.r, g.gab + t * du, rb.data(), gx + dm,
+                                                     xb + dm, pout.data() + dm, qout + dm, du, ap);
+          });
+      }
+      for (int64_t d = 0; d < dm; ++d) g.gzb[j * dm + d] = gzb[d] * g.scale;
+      std::copy(pout.begin(), pout.end(), g.Pout + j * w);
+    }
+  }
+  for (int64_t d = 0; d < du; ++d) g.rb[thread * du + d] += rb[d];
 }
 
 // Run body(c_begin, c_end) on n_threads contiguous centre ranges of about equal triple counts.
@@ -308,63 +437,56 @@ void parallel_centres(const int64_t* t_off, int64_t n, int n_threads, F body) {
   cut.push_back(n);
   std::vector<std::thread> pool;
   for (int i = 1; i < n_threads; ++i)
-    if (cut[i + 1] > cut[i]) pool.emplace_back(body, cut[i], cut[i + 1]);
-  body(cut[0], cut[1]);
+    if (cut[i + 1] > cut[i]) pool.emplace_back(body, cut[i], cut[i + 1], i);
+  body(cut[0], cut[1], 0);
   for (auto& th : pool) th.join();
 }
 
 template <typename T>
-void run(const Args<T>& g, int kind, int n_threads, bool backward) {
-  auto go = [&](auto fn) { parallel_centres(g.t_off, g.n_centres, n_threads, [&](int64_t b, int64_t e) { fn(g, b, e); }); };
-  if (backward) {
-    if (kind == SILU) go(backward_range<T, SILU>);
-    else if (kind == SILUT) go(backward_range<T, SILUT>);
-    else go(backward_range<T, TANH>);
-  } else {
-    if (kind == SILU) go(forward_range<T, SILU>);
-    else if (kind == SILUT) go(forward_range<T, SILUT>);
-    else go(forward_range<T, TANH>);
-  }
-}
-
-template <typename T>
-Args<T> make_args(const int64_t* a_off, const int64_t* t_off, int64_t n_centres, int64_t dm, int64_t du,
-                  int64_t ad, const void* P, const void* Q, const void* a, const void* W, const void* WT,
-                  const void* tw, const void* r, double scale, double c0, double threshold, double kappa,
-                  double shift) {
-  Args<T> g{};
-  g.a_off = a_off; g.t_off = t_off; g.n_centres = n_centres; g.dm = dm; g.du = du; g.ad = ad;
-  g.P = static_cast<const T*>(P); g.Q = static_cast<const T*>(Q); g.a = static_cast<const T*>(a);
-  g.W = static_cast<const T*>(W); g.WT = static_cast<const T*>(WT);
-  g.tw = static_cast<const T*>(tw); g.r = static_cast<const T*>(r);
-  g.scale = T(scale); g.c0 = T(c0);
-  g.act = ActParams<T>{T(threshold), T(kappa), T(shift)};
-  return g;
+void run(const Args<T>& g, int kind, int n_threads, int mode) {
+  auto go = [&](auto fn) {
+    parallel_centres(g.t_off, g.n_centres, n_threads, [&](int64_t b, int64_t e, int i) { fn(g, b, e, i); });
+  };
+  auto pick = [&](auto silu, auto silut, auto tanh_) {
+    if (kind == SILU) go(silu);
+    else if (kind == SILUT) go(silut);
+    else go(tanh_);
+  };
+  if (mode == 0) pick(forward_range<T, SILU>, forward_range<T, SILUT>, forward_range<T, TANH>);
+  else if (mode == 1) pick(backward_range<T, SILU>, backward_range<T, SILUT>, backward_range<T, TANH>);
+  else pick(backward2_range<T, SILU>, backward2_range<T, SILUT>, backward2_range<T, TANH>);
 }
 
 }  // namespace
 
-#define DPA3_TRIPLES_COMMON                                                                              \
-  const int64_t *a_off, const int64_t *t_off, int64_t n_centres, int64_t dm, int64_t du, int64_t ad,      \
-      const void *P, const void *Q, const void *a, const void *W, const void *WT, const void *tw,          \
-      const void *r, double scale, double c0, int kind, double threshold, double kappa, double shift,      \
-      int n_threads
-
-#define DPA3_TRIPLES_ENTRY(SUFFIX, T)                                                                    \
-  extern "C" void dpa3_triples_forward_##SUFFIX(DPA3_TRIPLES_COMMON, void* z, void* a_new) {           \
-    Args<T> g = make_args<T>(a_off, t_off, n_centres, dm, du, ad, P, Q, a, W, WT, tw, r, scale, c0, threshold,  \
-                             kappa, shift);                                                              \
-    g.z = static_cast<T*>(z); g.a_new = static_cast<T*>(a_new);                                          \
-    run<T>(g, kind, n_threads, false);                                                                   \
-  }                                                                                                      \
-  extern "C" void dpa3_triples_backward_##SUFFIX(DPA3_TRIPLES_COMMON, const void* gz, const void* ga,  \
-                                                 void* g_a, void* gP, void* gQ, void* gtw) {              \
-    Args<T> g = make_args<T>(a_off, t_off, n_centres, dm, du, ad, P, Q, a, W, WT, tw, r, scale, c0, threshold,  \
-                             kappa, shift);                                                              \
-    g.gz = static_cast<const T*>(gz); g.ga = static_cast<const T*>(ga);                                  \
-    g.g_a = static_cast<T*>(g_a); g.gP = static_cast<T*>(gP); g.gQ = static_cast<T*>(gQ);                  \
-    g.gtw = static_cast<T*>(gtw);                                                                        \
-    run<T>(g, kind, n_threads, true);                                                                    \
+// mode 0 forward: out = {z, a_new}; mode 1 backward: in = {gz, ga}, out = {g_a, gP, gQ, gtw, GX, gr};
+// mode 2 second order: in = {gz, ga, AbW, Pb, Qb, taub}, out = {gzb, gab, Xb, GX, Pout, Qout, twb, rb}.
+#define DPA3_TRIPLES_ENTRY(SUFFIX, T)                                                                       \
+  extern "C" void dpa3_triples_##SUFFIX(int mode, const int64_t* a_off, const int64_t* t_off,               \
+                                        int64_t n_centres, int64_t dm, int64_t du, int64_t ad, const void* P, \
+                                        const void* Q, const void* a, const void* W, const void* WT,           \
+                                        const void* tw, const void* r, double scale, double c0, int kind,      \
+                                        double threshold, double kappa, double shift, int n_threads,           \
+                                        const void* const* in, void* const* out) {                            \
+    Args<T> g{};                                                                                            \
+    g.a_off = a_off; g.t_off = t_off; g.n_centres = n_centres; g.dm = dm; g.du = du; g.ad = ad;              \
+    g.P = static_cast<const T*>(P); g.Q = static_cast<const T*>(Q); g.a = static_cast<const T*>(a);          \
+    g.W = static_cast<const T*>(W); g.WT = static_cast<const T*>(WT);                                        \
+    g.tw = static_cast<const T*>(tw); g.r = static_cast<const T*>(r);                                        \
+    g.scale = T(scale); g.c0 = T(c0); g.act = ActParams<T>{T(threshold), T(kappa), T(shift)};                \
+    auto I = [&](int i) { return static_cast<const T*>(in[i]); };                                            \
+    auto O = [&](int i) { return static_cast<T*>(out[i]); };                                                 \
+    if (mode == 0) {                                                                                        \
+      g.z = O(0); g.a_new = O(1);                                                                           \
+    } else if (mode == 1) {                                                                                 \
+      g.gz = I(0); g.ga = I(1); g.g_a = O(0); g.gP = O(1); g.gQ = O(2); g.gtw = O(3); g.GX = O(4);           \
+      g.gr = O(5);                                                                                          \
+    } else {                                                                                                \
+      g.gz = I(0); g.ga = I(1); g.AbW = I(2); g.Pb = I(3); g.Qb = I(4); g.taub = I(5);                       \
+      g.gzb = O(0); g.gab = O(1); g.Xb = O(2); g.GX = O(3); g.Pout = O(4); g.Qout = O(5); g.twb = O(6);      \
+      g.rb = O(7);                                                                                          \
+    }                                                                                                       \
+    run<T>(g, kind, n_threads, mode);                                                                       \
   }
 
 DPA3_TRIPLES_ENTRY(f32, float)
@@ -504,7 +626,7 @@ inline void outer_grad_row(const T* __restrict f, const T* __restrict g0, const 
 template <typename T>
 void outer_run(const int64_t* e_off, int64_t S, const int64_t* gather, const T* hw, const T* feat, int64_t d,
                T* H, const T* g, T* ghw, T* gf, int n_threads) {
-  parallel_centres(e_off, S, n_threads, [&](int64_t s0, int64_t s1) {
+  parallel_centres(e_off, S, n_threads, [&](int64_t s0, int64_t s1, int) {
     for (int64_t s = s0; s < s1; ++s) {
       T* hs = H ? H + s * 3 * d : nullptr;
       if (hs) std::fill(hs, hs + 3 * d, T(0));

@@ -108,27 +108,45 @@ def test_model_evaluation_with_the_kernels_equals_the_torch_path(style, monkeypa
     model.descriptor.chunk_triples = 60
     ref = _evaluate(model, batch, "default", False, monkeypatch)
     calls = []
-    for name in ("_call", "_act", "_outer"):
-        real = getattr(ckernels, name)
-        monkeypatch.setattr(ckernels, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
+    for owner, name in ((ckernels._Geometry, "call"), (ckernels, "_act"), (ckernels, "_outer")):
+        real = getattr(owner, name)
+        monkeypatch.setattr(owner, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
     for mode in ("default", "low"):
         got = _evaluate(model, batch, mode, True, monkeypatch)
         for key in ("energy", "forces", "virial"):
             torch.testing.assert_close(getattr(got, key), getattr(ref, key), rtol=1e-10, atol=1e-12)
-    assert {"_call", "_act", "_outer"} <= set(calls)
+    assert {"call", "_act", "_outer"} <= set(calls)
+
+
+def _training_quantities(model, batch, mode, use_kernels, monkeypatch):
+    monkeypatch.setitem(ckernels._STATE, "enabled", use_kernels)
+    monkeypatch.setitem(ckernels._STATE, "ready", {})
+    model.set_memory(mode)
+    model.zero_grad()
+    out = model(batch, create_graph=True)
+    (out.forces.pow(2).sum() + out.energy.sum() + out.virial.pow(2).sum()).backward()
+    return [out.energy.detach(), out.forces.detach(), out.virial.detach()] + \
+        [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
 
 @needs_compiler
-def test_force_training_keeps_the_twice_differentiable_path(monkeypatch):
-    """With parameters that need gradients the per-triple kernel (first derivatives only) is not used."""
-    model = tiny_model()
-    batch = atoms_to_batch(random_periodic(8, seed=65), model.type_map)
+@pytest.mark.parametrize("style", ["res_residual", "res_avg"])
+def test_force_training_through_the_kernels_equals_the_torch_path(style, monkeypatch):
+    """A force-training step (E + F + V loss, parameter gradients through the second derivative of
+    the per-triple kernel) gives the torch path's numbers, default and low mode, chunked."""
+    model = tiny_model(activation_function="silut:1.0", nlayers=4, update_style=style)
+    model.descriptor.chunk_triples = 60
+    batch = atoms_to_batch(random_periodic(10, seed=67), model.type_map)
+    ref = _training_quantities(model, batch, "default", False, monkeypatch)
     calls = []
     real = RepFlowLayer._triples_fused
     monkeypatch.setattr(RepFlowLayer, "_triples_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
-    out = model(batch, create_graph=True)
-    out.forces.pow(2).sum().backward()
-    assert not calls and all(p.grad is not None for p in model.descriptor.layers[0].parameters())
+    for mode in ("default", "low"):
+        got = _training_quantities(model, batch, mode, True, monkeypatch)
+        assert len(got) == len(ref)
+        for x, y in zip(got, ref):
+            torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+    assert calls
 
 
 def test_a_build_failure_falls_back_to_the_torch_path(monkeypatch, caplog):

@@ -78,9 +78,12 @@ def test_training_step_costs_are_measured_on_the_force_pass_with_a_graph():
     infer = mem.unit_costs(model, "default")
     train_default, train_low = mem.unit_costs(model, "default", training=True), mem.unit_costs(model, "low", training=True)
     assert train_default.training and train_default.stored["triple"] > 1.5 * infer.stored["triple"]
-    assert train_low.stored["triple"] < 0.3 * train_default.stored["triple"]
+    # the C++ per-triple kernels (model/ckernels.py) keep only a and its gradient per triple and layer in
+    # the default mode, so the low mode's gain is now mostly on the edges and atoms
+    assert train_low.stored["triple"] < 0.7 * train_default.stored["triple"]
+    assert train_low.stored["edge"] < 0.3 * train_default.stored["edge"]
     counts = {"atom": 200, "edge": 20_000, "angle_edge": 5_000, "triple": 130_000}
-    assert train_low.peak(counts, 0.0) < 0.6 * train_default.peak(counts, 0.0)      # 4 layers; 0.28 at 16
+    assert train_low.peak(counts, 0.0) < 0.85 * train_default.peak(counts, 0.0)     # 4 layers
 
 
 def test_training_that_would_not_fit_is_refused_before_the_first_step(tmp_path, monkeypatch):
