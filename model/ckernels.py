@@ -1,24 +1,28 @@
-"""Fused per-triple kernels of the angle stream (C++, ``model/csrc/triples.cpp``), CPU evaluation.
+"""Hand-written C++ kernels (``model/csrc/kernels.cpp``) for the CPU: the angle stream's per-triple
+work with its first and second derivatives, the activations, and the symmetrisation's outer products.
 
 A RepFlow layer's per-triple work (~700 triples per atom) is, for the edge message (E2, dm
 columns) and the angle update (A1, du columns)::
 
-    x_t      = P[j] + Q[k] + A[t]              A = a W_a (T, dm + du), P, Q (Ea, dm + du) per angle edge
+    x_t      = P[j] + Q[k] + a_t W_a           P, Q (Ea, dm + du) per angle edge, W_a (a_dim, dm + du)
     z[j]     = scale sum_k tw_t f(x_t[:dm])    (Ea, dm)
     a_new[t] = c0 a[t] + r f(x_t[dm:])         (T, du)
 
-Eagerly that is two gathers, an add, the activation and a scatter per column group, each a full
-pass over (T, d) in main memory, and as many again in the force pass. The kernels here read a
-triple's row of A once, keep the sums over k (forward) and over j (backward) in cache, and
-recompute x in the backward pass instead of storing it: per layer, the per-triple memory traffic
-drops to the product a W_a, one read of A per pass and the gradient's (T, dm + du) rows.
+With torch operations that is a product, two gathers, an add, the activation and a scatter per
+column group, each a full pass over (T, d) in main memory, and as many again in each backward
+pass. :func:`triples` does it in one pass per layer: a triple's row of a W_a is computed in
+registers, the sums over k (forward) and over j (backward) stay in cache, and the backward passes
+recompute x from a (T, a_dim) instead of keeping the (T, dm + du) pre-activations. Its backward
+is itself an operation with a C++ derivative (:class:`_TriplesGrad`), so force training (which
+differentiates the force pass once more) runs it too. :func:`act_value`/:func:`act_grad` are the
+activations (silu, silut, tanh) in one pass, and :func:`outer`/:func:`outer_grad` the outer
+products per centre without the (E, 3, d) product.
 
-They serve evaluation (energy, forces, virial) with parameters that need no gradient; force
-training keeps the differentiable path of model/repflow.py (its second derivative is not written
-here). The library is built on first use with the system C++ compiler (g++, ~3 s, cached under
-``$XDG_CACHE_HOME/dpa3-al/kernels``, keyed by source, flags and CPU) and checked against the eager
-formulas on a small probe; any failure turns the path off with one warning and the eager path
-runs (same numbers to rounding). ``DPA3_AL_COMPILE=0`` switches it off, like model/fused.py.
+The library is built on first use with the system C++ compiler (g++, ~3 s, cached under
+``$XDG_CACHE_HOME/dpa3-al/kernels``, keyed by source, flags, compiler and CPU) and checked against
+the torch formulas (values, first and second derivatives) on a small probe; any failure turns
+the kernels off with one warning and the torch path runs (same numbers to rounding).
+``DPA3_AL_COMPILE=0`` switches them off, like model/fused.py. float32 and float64, CPU tensors.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "kernels.cpp"
-FLAGS = ["-O3", "-march=native", "-mrecip=all", "-ffast-math", "-fopenmp-simd", "-fPIC", "-shared", "-std=c++17", "-pthread"]
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-fPIC", "-shared", "-std=c++17", "-pthread"]
+if platform.machine() in ("x86_64", "AMD64"):
+    FLAGS.append("-mrecip=all")        # reciprocal estimate + one Newton step for the sigmoid's division
 _KINDS = {"silu": 0, "silut": 1, "tanh": 2}
 _STATE: dict = {"enabled": os.environ.get("DPA3_AL_COMPILE", "1") != "0", "lib": None, "ready": {}}
 

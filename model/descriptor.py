@@ -117,9 +117,12 @@ class DPA3Descriptor(nn.Module):
         edges = max(g.center.shape[0] for g in chunks)
         triples = max(g.tw.shape[0] for g in chunks)
         kind = getattr(self.act, "kind", None)
-        training = not ckernels.first_order_only()
-        if kind is not None and (training or not ckernels.available(r.dtype, kind)):   # evaluation: C++ kernels
-            fused.use_fused(r, kind, numel=max(triples * cfg.e_dim, edges * cfg.n_multi_edge_message * cfg.n_dim))
+        cpp = kind is not None and ckernels.available(r.dtype, kind)
+        if kind is not None and not (cpp and ckernels.first_order_only()):
+            # force training, or no C++ kernels: activation derivatives may run the compiled kernels. With
+            # the C++ kernels the per-triple activations are theirs: only the edge tensors remain.
+            per_edge = edges * cfg.n_multi_edge_message * cfg.n_dim
+            fused.use_fused(r, kind, numel=per_edge if cpp else max(triples * cfg.e_dim, per_edge))
         if not ckernels.ready(r.dtype):      # the geometric kernel serves evaluation only, as the C++ one does
             fused.use_fused(r, None, numel=edges * 3 * max(cfg.n_dim, cfg.e_dim))
 

@@ -1,18 +1,20 @@
-// Fused per-triple kernels of the RepFlow angle stream (driven by model/ckernels.py).
+// C++ kernels of the DPA3 model core for the CPU (driven by model/ckernels.py): the RepFlow angle
+// stream per triple (forward, backward, second order), activations, and outer products per centre.
 //
 // Triples are stored centre by centre: a centre c owns the angle edges [ea, ea + m) and the m*m
 // triples [tb, tb + m*m), triple tb + jj*m + kk = (j = ea + jj, k = ea + kk). Per triple t the
 // layer needs, for the edge message (dm columns) and the angle update (du columns),
 //
-//     x_t = P[j] + Q[k] + A[t]                  P, Q (Ea, dm + du) edge parts, A = a W_a (T, dm + du)
+//     x_t = P[j] + Q[k] + a_t W                 P, Q (Ea, dm + du) edge parts, W (ad, dm + du)
 //     z[j] = scale * sum_k tw[t] f(x_t[:dm])    (edge message, summed over k)
 //     a_new[t] = c0 a[t] + r * f(x_t[dm:])      (angle update with its residual)
 //
-// The eager formulation writes x to memory twice per column group (two gathers, an add, the
-// activation, a scatter); here each triple's row is read once, and the sums over k and j stay
-// in cache (a centre's edges are ~30 rows). The backward pass recomputes x from (P, Q, A).
-// Centres are split over threads by triple count; a centre's triples only touch its own edges,
-// so no two threads write the same row.
+// With tensor operations x is written to memory several times per column group (product, two
+// gathers, an add, the activation, a scatter); here a triple's row a_t W is computed in registers,
+// and the sums over k and j stay in cache (a centre's edges are ~30 rows). The backward passes
+// recompute x from (P, Q, a). Centres are split over threads by triple count; a centre's triples
+// only touch its own edges, so no two threads write the same row (sums over all triples, the
+// gradients of r, go to one row per thread).
 
 #include <algorithm>
 #include <cmath>
