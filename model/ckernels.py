@@ -154,6 +154,7 @@ class _Geometry:
     """One call's tensors and sizes, and the three C++ entry points on them."""
 
     def __init__(self, a, w_a, P, Q, tw, r, a_off, t_off, dm, du, scale, c0, kind):
+        assert du in (0, a.shape[1]), "the angle update maps a_dim -> a_dim"
         self.a, self.w_a, self.P, self.Q, self.tw, self.r = a, w_a, P, Q, tw, r
         self.a_off, self.t_off, self.dm, self.du, self.scale, self.c0, self.kind = a_off, t_off, dm, du, scale, c0, kind
         self.threads = torch.get_num_threads()
