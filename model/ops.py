@@ -129,7 +129,8 @@ class _OuterScatter(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hw, feat, gather, scatter, size, offsets):
         ctx.save_for_backward(hw, feat, *(t for t in (gather, scatter, offsets) if t is not None))
-        ctx.has_gather, ctx.c = gather is not None, offsets is not None and ckernels.ready(hw.dtype)
+        ctx.has_gather = gather is not None
+        ctx.c = offsets is not None and hw.device.type == "cpu" and ckernels.ready(hw.dtype)   # C++: CPU only
         if ctx.c:                      # one C++ pass per centre, no (E, 3, d) product (model/ckernels.py)
             return ckernels.outer(hw, feat, gather, offsets, size)
         f = feat if gather is None else feat.index_select(0, gather)                 # (E, d)

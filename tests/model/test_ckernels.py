@@ -180,3 +180,20 @@ def test_the_library_is_cached_by_source_flags_and_cpu(tmp_path, monkeypatch):
     stamp = built[0].stat().st_mtime_ns
     ckernels._build()
     assert built[0].stat().st_mtime_ns == stamp
+
+
+def test_tensors_off_the_cpu_never_reach_the_kernels(monkeypatch):
+    """The kernels read raw CPU pointers: other devices (CUDA; here the shape-only 'meta' device)
+    must take the torch path."""
+    from dpa3_al.model.ops import act_scale, outer_scatter
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a C++ kernel was called with a non-CPU tensor")
+
+    for name in ("outer", "outer_grad", "act_value", "act_grad", "triples"):
+        monkeypatch.setattr(ckernels, name, forbidden)
+    meta = dict(device="meta", dtype=F64)
+    hw, feat = torch.randn(4, 3, **meta), torch.randn(3, 2, **meta)
+    scatter, gather = torch.tensor([0, 0, 1, 1], device="meta"), torch.tensor([0, 1, 2, 0], device="meta")
+    assert outer_scatter(hw, feat, gather, scatter, 2, torch.tensor([0, 2, 4], device="meta")).shape == (2, 3, 2)
+    assert act_scale(torch.randn(4, 5, **meta), torch.rand(4, **meta), get_activation("silu")).shape == (4, 5)
