@@ -288,8 +288,17 @@ def triple_index(a_off: torch.Tensor, t_off: torch.Tensor) -> tuple[torch.Tensor
 
 
 def _cache_dir() -> Path:
+    """$XDG_CACHE_HOME/dpa3-al/kernels (~/.cache/...), or a per-user temporary directory when that
+    cannot be created (read-only home on some clusters and containers)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "dpa3-al" / "kernels"
+    path = Path(base) / "dpa3-al" / "kernels"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if os.access(path, os.W_OK):
+            return path
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / f"dpa3-al-kernels-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
 def _cpu_id() -> str:
@@ -310,7 +319,7 @@ def _build() -> ctypes.CDLL:
                                     platform.machine()]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"kernels-{key}.so"
     if not target.exists():
-        log.info("building the per-triple kernels (%s, once per machine, ~3 s)", compiler)
+        log.info("building the C++ kernels into %s (%s, once per machine, ~3 s)", target.parent, compiler)
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             out = Path(tmp) / target.name

@@ -197,3 +197,11 @@ def test_tensors_off_the_cpu_never_reach_the_kernels(monkeypatch):
     scatter, gather = torch.tensor([0, 0, 1, 1], device="meta"), torch.tensor([0, 1, 2, 0], device="meta")
     assert outer_scatter(hw, feat, gather, scatter, 2, torch.tensor([0, 2, 4], device="meta")).shape == (2, 3, 2)
     assert act_scale(torch.randn(4, 5, **meta), torch.rand(4, **meta), get_activation("silu")).shape == (4, 5)
+
+
+def test_an_unwritable_cache_falls_back_to_a_temporary_directory(tmp_path, monkeypatch):
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the cache directory would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    path = ckernels._cache_dir()
+    assert blocked not in path.parents and path.name.startswith("dpa3-al-kernels")
