@@ -71,9 +71,9 @@ _SCOPE = threading.local()
 
 @contextlib.contextmanager
 def first_order(active: bool = True):
-    """Within: the model's outputs are differentiated once only (no ``create_graph``), so the kernels
-    whose backward is not itself differentiable may serve. The model's forward opens it for
-    evaluation; force training (and anything outside) keeps the twice-differentiable torch path."""
+    """Within: the model's outputs are differentiated once only (no ``create_graph``). The model's
+    forward opens it for evaluation; the descriptor then knows that every activation runs here and
+    compiles none of model/fused.py's kernels (they serve second derivatives of edge tensors)."""
     previous = getattr(_SCOPE, "active", False)
     _SCOPE.active = active
     try:
@@ -160,17 +160,13 @@ class _Geometry:
         self.threads = torch.get_num_threads()
 
     def call(self, mode: int, ins: list, outs: list) -> None:
-        lib = _STATE["lib"]
-        fn = getattr(lib, f"dpa3_triples_{'f32' if self.a.dtype == torch.float32 else 'f64'}")
-        params = [float(v) for v in self.kind[1:4]] if self.kind[0] == "silut" else [0.0, 0.0, 0.0]
         assert self.a_off.dtype == torch.int64 and self.t_off.dtype == torch.int64
         w_t = self.w_a.t().contiguous()
-        ptrs = [t.data_ptr() if t is not None else None for t in (self.a_off, self.t_off)]
-        arrays = [(ctypes.c_void_p * max(len(x), 1))(*[t.data_ptr() if t is not None else None for t in x])
-                  for x in (ins, outs)]
-        fn(mode, *ptrs, self.a_off.shape[0] - 1, self.dm, self.du, self.a.shape[1],
-           *(t.data_ptr() for t in (self.P, self.Q, self.a, self.w_a, w_t, self.tw, self.r)), self.scale, self.c0,
-           _KINDS[self.kind[0]], *params, self.threads, *arrays)
+        arrays = [(ctypes.c_void_p * max(len(x), 1))(*[_ptr(t) for t in x]) for x in (ins, outs)]
+        _entry("triples", self.a.dtype)(
+            mode, _ptr(self.a_off), _ptr(self.t_off), self.a_off.shape[0] - 1, self.dm, self.du, self.a.shape[1],
+            *(_ptr(t) for t in (self.P, self.Q, self.a, self.w_a, w_t, self.tw, self.r)), self.scale, self.c0,
+            *_activation(self.kind), self.threads, *arrays)
 
     def backward(self, gz, ga, need_w: bool, need_tw: bool):
         """(g_a, gW, gP, gQ, gtw, gr); gW and gr None unless need_w, gtw None unless need_tw (and a message)."""
@@ -204,7 +200,7 @@ def triples(a, w_a, P, Q, tw, r, a_off, t_off, dm: int, du: int, scale: float, c
 
     a (T, a_dim); w_a (a_dim, dm + du); P, Q (Ea, dm + du); tw (T,); r (du,); a_off, t_off
     (centres + 1,) int64 angle-edge and triple offsets per centre (triples centre by centre,
-    j-major). Differentiable once in a, P, Q and tw (not in w_a or r: evaluation only)."""
+    j-major). Differentiable in every tensor input, twice in a, P, Q and tw (force training)."""
     return _Triples.apply(a, w_a, P, Q, tw, r, a_off, t_off, dm, du, scale, c0, kind)
 
 
@@ -226,13 +222,10 @@ def act_grad(grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor | None, kind: 
 
 
 def _act(grad, x, w, out, gw, kind):
-    fn = getattr(_STATE["lib"], f"dpa3_act_{'f32' if x.dtype == torch.float32 else 'f64'}")
     cols = x.shape[-1] if x.dim() > 1 else x.numel()          # w, gw: one value per row
     rows = x.numel() // max(cols, 1)
-    params = [float(v) for v in kind[1:4]] if kind[0] == "silut" else [0.0, 0.0, 0.0]
-    ptr = (lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else 0))
-    fn(ptr(grad), ptr(x), ptr(None if w is None else w.contiguous()), ptr(out), ptr(gw), rows, cols,
-       _KINDS[kind[0]], *params, torch.get_num_threads())
+    _entry("act", x.dtype)(_ptr(grad), _ptr(x), _ptr(None if w is None else w.contiguous()), _ptr(out), _ptr(gw),
+                           rows, cols, *_activation(kind), torch.get_num_threads())
 
 
 def ready(dtype: torch.dtype) -> bool:
@@ -260,28 +253,49 @@ def outer_grad(g: torch.Tensor, hw: torch.Tensor, feat: torch.Tensor, gather: to
 
 
 def _outer(e_off, size, gather, hw, feat, H, g, ghw, gf):
-    fn = getattr(_STATE["lib"], f"dpa3_outer_{'f32' if hw.dtype == torch.float32 else 'f64'}")
     assert e_off.dtype == torch.int64 and e_off.shape[0] == size + 1 and (gather is None or gather.dtype == torch.int64)
-    ptr = (lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else 0))
-    fn(ptr(e_off.contiguous()), size, ptr(None if gather is None else gather.contiguous()), ptr(hw), ptr(feat),
-       feat.shape[-1], ptr(H), ptr(g), ptr(ghw), ptr(gf), torch.get_num_threads())
+    _entry("outer", hw.dtype)(_ptr(e_off.contiguous()), size, _ptr(None if gather is None else gather.contiguous()),
+                              _ptr(hw), _ptr(feat), feat.shape[-1], _ptr(H), _ptr(g), _ptr(ghw), _ptr(gf),
+                              torch.get_num_threads())
+
+
+def _entry(name: str, dtype: torch.dtype):
+    """The library's ``dpa3_<name>_f32`` or ``_f64`` function."""
+    return getattr(_STATE["lib"], f"dpa3_{name}_{'f32' if dtype == torch.float32 else 'f64'}")
+
+
+def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
+
+
+def _activation(kind: tuple) -> tuple:
+    """(kind code, threshold, kappa, shift) as the C functions take them (silut's parameters, else 0)."""
+    params = [float(v) for v in kind[1:4]] if kind[0] == "silut" else [0.0, 0.0, 0.0]
+    return (_KINDS[kind[0]], *params)
 
 
 def reference(a, w_a, P, Q, tw, r, a_off, t_off, dm, du, scale, c0, act):
     """The same with torch operations (the eager path's formulas), for checks and tests."""
-    tj, tk = triple_index(a_off, t_off)
+    tj, tk = triple_index(a_off)
     x = P.index_select(0, tj) + Q.index_select(0, tk) + a @ w_a
     f = act(x)
     z = a.new_zeros((P.shape[0], dm)).index_add(0, tj, f[:, :dm] * tw[:, None]) * scale
     return z, (c0 * a + r * f[:, dm:]) if du else a.new_empty((a.shape[0], 0))
 
 
-def triple_index(a_off: torch.Tensor, t_off: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(triple_j, triple_k) of the centre-by-centre layout given by the offsets."""
-    m = a_off[1:] - a_off[:-1]
-    q = torch.arange(int(t_off[-1])) - torch.repeat_interleave(t_off[:-1], m * m)
-    first, mm = torch.repeat_interleave(a_off[:-1], m * m), torch.repeat_interleave(m, m * m)
-    return first + q // mm, first + q % mm
+def triple_index(a_off: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(triple_j, triple_k) of the centre-by-centre layout given by the angle-edge offsets."""
+    from .graph import block_triples
+
+    a_off = a_off.numpy()
+    return tuple(torch.from_numpy(t) for t in block_triples(a_off[:-1], a_off[1:] - a_off[:-1]))
+
+
+def block_offsets(m) -> tuple[torch.Tensor, torch.Tensor]:
+    """(angle-edge offsets, triple offsets), each (centres + 1,), of centres with m angle edges each."""
+    m = torch.as_tensor(m, dtype=torch.int64)
+    zero = m.new_zeros(1)
+    return torch.cat([zero, m.cumsum(0)]), torch.cat([zero, (m * m).cumsum(0)])
 
 
 # ------------------------------------------------------------------------------- the library
@@ -363,9 +377,7 @@ def _probe(dtype: torch.dtype, kind: tuple) -> bool:
     if _STATE["lib"] is None:
         _STATE["lib"] = _build()
     gen = torch.Generator().manual_seed(0)
-    m = torch.tensor([3, 1, 4, 2])
-    a_off = torch.cat([torch.zeros(1, dtype=torch.int64), m.cumsum(0)])
-    t_off = torch.cat([torch.zeros(1, dtype=torch.int64), (m * m).cumsum(0)])
+    a_off, t_off = block_offsets([3, 1, 4, 2])
     n_t, n_e, dm, du = int(t_off[-1]), int(a_off[-1]), 5, 3
     ad = du                                   # the angle update maps a_dim -> a_dim
     args = [torch.randn(*s, generator=gen, dtype=dtype) * 3 for s in ((n_t, ad), (ad, dm + du), (n_e, dm + du),

@@ -146,9 +146,14 @@ def _angles(center: np.ndarray, is_angle: np.ndarray):
     a_center = center[angle_edge]
     first = np.r_[0, np.flatnonzero(np.diff(a_center)) + 1]
     m = np.diff(np.r_[first, len(angle_edge)])            # angle edges per centre
+    return (angle_edge, *block_triples(first, m))
+
+
+def block_triples(first: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(triple_j, triple_k) of centres whose m angle edges start at ``first``: all m*m ordered pairs,
+    centre by centre, j-major (the layout model/ckernels.py's per-triple kernels rely on)."""
+    first, m = np.asarray(first, dtype=np.int64), np.asarray(m, dtype=np.int64)
     per_triple_first = np.repeat(first, m * m)
     per_triple_m = np.repeat(m, m * m)
     q = np.arange(int((m * m).sum()), dtype=np.int64) - np.repeat(np.r_[0, np.cumsum(m * m)[:-1]], m * m)
-    triple_j = per_triple_first + q // per_triple_m
-    triple_k = per_triple_first + q % per_triple_m
-    return angle_edge, triple_j, triple_k
+    return per_triple_first + q // per_triple_m, per_triple_first + q % per_triple_m
