@@ -163,8 +163,8 @@ class DPA3Descriptor(nn.Module):
                             hw=h * w[:, None], angle_edge=graph.angle_edge, angle_center=angle_center,
                             triple_j=graph.triple_j, triple_k=graph.triple_k,
                             tw=wa.index_select(0, graph.triple_j) * wa.index_select(0, graph.triple_k),
-                            node_start=0, n_nodes=graph.n_atoms, angle_start=a_start if blocks else None,
-                            triple_start=t_start if blocks else None, edge_start=_csr_starts(graph.center, graph.n_atoms))
+                            node_start=0, n_nodes=graph.n_atoms, edge_start=_csr_starts(graph.center, graph.n_atoms),
+                            angle_start=a_start, triple_start=t_start if blocks else None)
         return geo, edge_in, (cos / math.sqrt(math.pi))[:, None]
 
 
@@ -180,9 +180,9 @@ def chunk_geometry(geo: LayerGeometry, graph: Graph, max_triples: int) -> list[t
     its index arrays are made local to those ranges. Returns (geometry, edge slice, triple slice).
     """
     n = graph.n_atoms
-    e_start = _csr_starts(graph.center, n)
-    a_start = _csr_starts(geo.angle_center, n)
-    t_start = _csr_starts(geo.angle_center.index_select(0, graph.triple_j), n)
+    e_start, a_start, t_start = geo.edge_start, geo.angle_start, geo.triple_start
+    if t_start is None:
+        t_start = _csr_starts(geo.angle_center.index_select(0, graph.triple_j), n)
     bounds, c0 = [], 0
     while c0 < n:
         limit = int(t_start[c0]) + max_triples
@@ -197,10 +197,9 @@ def chunk_geometry(geo: LayerGeometry, graph: Graph, max_triples: int) -> list[t
                           neighbor=geo.neighbor[es:ee], w=geo.w[es:ee], hw=geo.hw[es:ee],
                           angle_edge=geo.angle_edge[as_:ae] - es, angle_center=geo.angle_center[as_:ae] - c0,
                           triple_j=geo.triple_j[ts:te] - as_, triple_k=geo.triple_k[ts:te] - as_,
-                          tw=geo.tw[ts:te], node_start=c0, n_nodes=c1 - c0,
-                          angle_start=None if geo.angle_start is None else geo.angle_start[c0:c1 + 1] - as_,
-                          triple_start=None if geo.triple_start is None else geo.triple_start[c0:c1 + 1] - ts,
-                          edge_start=None if geo.edge_start is None else geo.edge_start[c0:c1 + 1] - es)
+                          tw=geo.tw[ts:te], node_start=c0, n_nodes=c1 - c0, edge_start=e_start[c0:c1 + 1] - es,
+                          angle_start=a_start[c0:c1 + 1] - as_,
+                          triple_start=None if geo.triple_start is None else t_start[c0:c1 + 1] - ts)
         out.append((g, slice(es, ee), slice(ts, te)))
     return out
 

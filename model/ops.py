@@ -168,7 +168,7 @@ class _OuterGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, grad, hw, feat, gather, offsets):
-        ctx.save_for_backward(grad, hw, feat, *(t for t in (gather, offsets)))
+        ctx.save_for_backward(grad, hw, feat, gather, offsets)
         return ckernels.outer_grad(grad, hw, feat, gather, offsets)
 
     @staticmethod

@@ -58,11 +58,11 @@ class LayerGeometry:
     tw: torch.Tensor            # (T,) angle weight
     node_start: int
     n_nodes: int
-    # centre-by-centre offsets (n_nodes + 1,) of the angle edges and triples (local), for the
-    # fused per-triple kernels (model/ckernels.py); None when the triples are not in that layout
-    angle_start: torch.Tensor | None = None
+    edge_start: torch.Tensor    # (n_nodes + 1,) int64 edge offsets per centre (edges sorted by centre)
+    angle_start: torch.Tensor   # (n_nodes + 1,) int64 angle-edge offsets per centre
+    # (n_nodes + 1,) triple offsets per centre when the triples are graph.block_triples' layout (m*m per
+    # centre, j-major), which the C++ per-triple kernels need (model/ckernels.py); None otherwise
     triple_start: torch.Tensor | None = None
-    edge_start: torch.Tensor | None = None    # (n_nodes + 1,) edge offsets per centre (edges sorted by centre)
 
 
 def _residual(dim: int, cfg: RepFlowConfig, dtype: torch.dtype, gen: torch.Generator) -> nn.Parameter:
@@ -201,30 +201,32 @@ class RepFlowLayer(nn.Module):
 
     def _triple_pre(self, lin: Dense, a, n_t, e_t, g: LayerGeometry) -> torch.Tensor:
         """[a_ijk; n~_i; e~_ik; e~_ij] @ W + b by row blocks  ->  (T, n_out of lin)."""
-        ad, na, ea = self.cfg.a_dim, self.n_an, self.e_an
-        w = lin.matrix
-        per_ij = torch.addmm((n_t @ w[ad:ad + na]).index_select(0, g.angle_center) + lin.bias,
-                             e_t, w[ad + na + ea:])                                      # (Ea, n_out)
-        per_ik = e_t @ w[ad + na:ad + na + ea]                                           # (Ea, n_out)
+        per_ij, per_ik = self._angle_edge_parts(lin.matrix, lin.bias, n_t, e_t, g)
         pre = per_ij.index_select(0, g.triple_j)                                          # (T, n_out)
         pre += per_ik.index_select(0, g.triple_k)   # in place: fresh tensors, nothing saved them
-        return pre.addmm_(a, w[:ad])
+        return pre.addmm_(a, lin.matrix[:self.cfg.a_dim])
+
+    def _angle_edge_parts(self, w, bias, n_t, e_t, g: LayerGeometry):
+        """The row blocks of W = [W_a; W_n; W_ik; W_ij] applied per angle edge: ([n~_i; e~_ij] part + b,
+        e~_ik part), each (Ea, n_out); the per-triple input is then a_ijk W_a + per_ij[j] + per_ik[k]."""
+        ad, na, ea = self.cfg.a_dim, self.n_an, self.e_an
+        per_ij = torch.addmm((n_t @ w[ad:ad + na]).index_select(0, g.angle_center) + bias,
+                             e_t, w[ad + na + ea:])                                      # (Ea, n_out)
+        return per_ij, e_t @ w[ad + na:ad + na + ea]
 
     def _fused_triples(self, a: torch.Tensor, g: LayerGeometry) -> bool:
         """Whether the per-triple work runs in model/ckernels.py's C++ kernels (CPU; evaluation and
         force training: the kernels have first and second derivatives)."""
-        return (g.angle_start is not None and a.device.type == "cpu"
+        return (g.triple_start is not None and a.device.type == "cpu"
                 and ckernels.available(a.dtype, getattr(self.act, "kind", None)))
 
     def _triples_fused(self, a, n_t, e_t, g: LayerGeometry, message: bool, update: bool):
         """(z (Ea, e_dim) or None, a_new (T, a_dim) or a): E2's angle->edge sum and A1 in one pass."""
-        ad, na, ea = self.cfg.a_dim, self.n_an, self.e_an
+        ad = self.cfg.a_dim
         lins = ([self.edge_angle_linear1] if message else []) + ([self.angle_self_linear] if update else [])
         w = torch.cat([lin.matrix for lin in lins], dim=1) if len(lins) > 1 else lins[0].matrix   # (width, dm + du)
         bias = torch.cat([lin.bias for lin in lins]) if len(lins) > 1 else lins[0].bias
-        per_ij = torch.addmm((n_t @ w[ad:ad + na]).index_select(0, g.angle_center) + bias,
-                             e_t, w[ad + na + ea:])                                      # (Ea, dm + du)
-        per_ik = e_t @ w[ad + na:ad + na + ea]                                           # (Ea, dm + du)
+        per_ij, per_ik = self._angle_edge_parts(w, bias, n_t, e_t, g)                    # (Ea, dm + du) each
         c0, rho = self._single_update_rule(ad, a)
         z, a_new = ckernels.triples(a, w[:ad], per_ij, per_ik, g.tw, rho, g.angle_start, g.triple_start,
                                    self.cfg.e_dim if message else 0, ad if update else 0,
