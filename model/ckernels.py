@@ -47,6 +47,9 @@ SOURCE = Path(__file__).resolve().parent / "csrc" / "kernels.cpp"
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-fPIC", "-shared", "-std=c++17", "-pthread"]
 if platform.machine() in ("x86_64", "AMD64"):
     FLAGS.append("-mrecip=all")        # reciprocal estimate + one Newton step for the sigmoid's division
+# Threads: OpenMP first, so that the kernels run on torch's pool (libgomp.so.1 resolves to the copy torch
+# loaded); a compiler without OpenMP (Apple clang) builds the std::thread variant.
+THREADING = (["-fopenmp"], [])
 _KINDS = {"silu": 0, "silut": 1, "tanh": 2}
 _STATE: dict = {"enabled": os.environ.get("DPA3_AL_COMPILE", "1") != "0", "lib": None, "ready": {}}
 
@@ -329,18 +332,14 @@ def _build() -> ctypes.CDLL:
     if compiler is None:
         raise RuntimeError("no C++ compiler (g++) on PATH")
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), version, _cpu_id(),
-                                    platform.machine()]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"kernels-{key}.so"
-    if not target.exists():
-        log.info("building the C++ kernels into %s (%s, once per machine, ~3 s)", target.parent, compiler)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            out = Path(tmp) / target.name
-            proc = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(out)], capture_output=True, text=True)
-            if proc.returncode:
-                raise RuntimeError(f"{compiler} failed: {(proc.stderr or proc.stdout).strip()[:300]}")
-            os.replace(out, target)          # atomic: a concurrent process sees all of it or nothing
+    def target_for(flags: list[str]) -> Path:
+        key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(flags), version, _cpu_id(),
+                                        platform.machine()]).encode()).hexdigest()[:16]
+        return _cache_dir() / f"kernels-{key}.so"
+
+    candidates = [(FLAGS + threading, target_for(FLAGS + threading)) for threading in THREADING]
+    built = [target for _, target in candidates if target.exists()]
+    target = built[0] if built else _compile(compiler, candidates)
     lib = ctypes.CDLL(str(target))
     for suffix in ("f32", "f64"):
         fn = getattr(lib, f"dpa3_triples_{suffix}")
@@ -356,6 +355,22 @@ def _build() -> ctypes.CDLL:
         [ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 3 + [ctypes.c_int64] + [ctypes.c_void_p] * 4
         + [ctypes.c_int])
     return lib
+
+
+def _compile(compiler: str, candidates: list[tuple[list[str], Path]]) -> Path:
+    """Build with the first flag set the compiler accepts; raises with every compiler error."""
+    errors = []
+    for flags, target in candidates:
+        log.info("building the C++ kernels into %s (%s, once per machine, ~3 s)", target.parent, compiler)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            out = Path(tmp) / target.name
+            proc = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(out)], capture_output=True, text=True)
+            if proc.returncode == 0:
+                os.replace(out, target)          # atomic: a concurrent process sees all of it or nothing
+                return target
+            errors.append(f"{compiler} failed: {(proc.stderr or proc.stdout).strip()[:300]}")
+    raise RuntimeError("; ".join(errors))
 
 
 def _check(dtype: torch.dtype, kind: tuple) -> bool:

@@ -4,6 +4,8 @@ chunked), and a build failure falls back to the torch path with one warning."""
 
 import logging
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -198,3 +200,40 @@ def test_an_unwritable_cache_falls_back_to_a_temporary_directory(tmp_path, monke
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
     path = ckernels._cache_dir()
     assert blocked not in path.parents and path.name.startswith("dpa3-al-kernels")
+
+
+@needs_compiler
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the process's mapped libraries (Linux)")
+def test_the_kernels_run_on_torchs_openmp_runtime():
+    """Built with -fopenmp, the library's libgomp.so.1 must resolve to the copy torch loaded: a
+    second OpenMP runtime would bring a second thread pool competing with torch's for the cores."""
+    assert ckernels.available(torch.float32, get_activation("silu").kind)
+    lib_path = Path(ckernels._STATE["lib"]._name)
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    omp_runtimes = {line.split()[-1] for line in maps if "libgomp" in line or "libiomp" in line or "libomp" in line}
+    if "libgomp" not in subprocess.run(["ldd", str(lib_path)], capture_output=True, text=True).stdout:
+        pytest.skip("the compiler built the std::thread variant (no OpenMP)")
+    assert len(omp_runtimes) == 1, omp_runtimes
+
+
+@needs_compiler
+def test_a_compiler_without_openmp_builds_the_thread_variant(tmp_path, monkeypatch):
+    """-fopenmp rejected (Apple clang): the std::thread variant is built and gives the same numbers."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(ckernels, "THREADING", (["-fopenmp=no-such-runtime"], []))
+    lib = ckernels._build()
+    assert "libgomp" not in subprocess.run(["ldd", lib._name], capture_output=True, text=True).stdout
+    act = get_activation("silu")
+    assert ckernels.available(F64, act.kind)
+    x = 3 * torch.randn(300, 70, dtype=F64, generator=torch.Generator().manual_seed(5))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)                   # rows * cols > 16384: two workers
+    try:
+        outs = []
+        for library in (ckernels._STATE["lib"], lib):
+            monkeypatch.setitem(ckernels._STATE, "lib", library)
+            outs.append(ckernels.act_value(x, None, act.kind))
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)
+    torch.testing.assert_close(outs[1], act.value(x, None), rtol=1e-12, atol=1e-12)
