@@ -151,9 +151,9 @@ class SmoothActivation:
         return self.grad_times(grad, x, idx if tail_known else self.eager_tail(x))
 
     def eager_tail(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The tail indices the eager formulas need, searched now (None when the compiled kernels
-        will serve x, which handle the tail themselves)."""
-        if self.tail is None or fused.use_fused(x, self.kind):
+        """The tail indices the eager formulas need, searched now (None when the C++ or compiled
+        kernels will serve x, which handle the tail themselves)."""
+        if self.tail is None or use_ckernels(x, self) or fused.use_fused(x, self.kind):
             return None
         return self.tail.find(x, self._value(x))
 
@@ -190,6 +190,8 @@ class _ActGradTimes(torch.autograd.Function):
     def forward(ctx, grad, x, act: SmoothActivation, idx):
         ctx.save_for_backward(grad, x, idx)
         ctx.act = act
+        if use_ckernels(x, act):                 # one C++ pass (model/ckernels.py), silut's tail included
+            return ckernels.act_grad(grad, x, None, act.kind)[0]
         if fused.use_fused(x, act.kind):        # force training on large tensors: compiled kernels
             return fused.grad_times(grad, x, act.kind)
         return act.grad_times(grad, x, idx)
@@ -198,6 +200,9 @@ class _ActGradTimes(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gg):
         grad, x, idx = ctx.saved_tensors
+        if use_ckernels(x, ctx.act):
+            d_grad, d_x, _ = ckernels.act_grad2(gg, grad, x, None, None, ctx.act.kind)
+            return (d_grad if ctx.needs_input_grad[0] else None), (d_x if ctx.needs_input_grad[1] else None), None, None
         if fused.use_fused(x, ctx.act.kind):
             d_grad, d_x = fused.grad_times_bwd(gg, grad, x, ctx.act.kind)
             return d_grad, d_x, None, None

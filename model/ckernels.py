@@ -224,10 +224,26 @@ def act_grad(grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor | None, kind: 
     return gx, gw
 
 
+def act_grad2(gg: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor | None,
+              ggw: torch.Tensor | None, kind: tuple, need_w: bool = False):
+    """The derivative of :func:`act_grad` against the cotangents gg (of gx) and ggw (of gw; None: 0),
+    no autograd: (d grad, d x, d w or None) with d grad = gg w f' + ggw f, d x = grad (gg w f'' + ggw f'),
+    d w = sum_c gg grad f' (w None: 1)."""
+    gg, grad, x = gg.contiguous(), grad.contiguous(), x.contiguous()
+    d_grad, d_x = torch.empty_like(x), torch.empty_like(x)
+    d_w = x.new_empty(x.shape[0]) if need_w else None
+    cols = x.shape[-1] if x.dim() > 1 else x.numel()
+    w, ggw = (None if t is None else t.contiguous() for t in (w, ggw))     # kept alive for the call
+    _entry("act2", x.dtype)(_ptr(gg), _ptr(grad), _ptr(x), _ptr(w), _ptr(ggw), _ptr(d_grad), _ptr(d_x), _ptr(d_w),
+                            x.numel() // max(cols, 1), cols, *_activation(kind), torch.get_num_threads())
+    return d_grad, d_x, d_w
+
+
 def _act(grad, x, w, out, gw, kind):
     cols = x.shape[-1] if x.dim() > 1 else x.numel()          # w, gw: one value per row
     rows = x.numel() // max(cols, 1)
-    _entry("act", x.dtype)(_ptr(grad), _ptr(x), _ptr(None if w is None else w.contiguous()), _ptr(out), _ptr(gw),
+    w = None if w is None else w.contiguous()        # a name keeps a copy alive until the call returns
+    _entry("act", x.dtype)(_ptr(grad), _ptr(x), _ptr(w), _ptr(out), _ptr(gw),
                            rows, cols, *_activation(kind), torch.get_num_threads())
 
 
@@ -257,9 +273,9 @@ def outer_grad(g: torch.Tensor, hw: torch.Tensor, feat: torch.Tensor, gather: to
 
 def _outer(e_off, size, gather, hw, feat, H, g, ghw, gf):
     assert e_off.dtype == torch.int64 and e_off.shape[0] == size + 1 and (gather is None or gather.dtype == torch.int64)
-    _entry("outer", hw.dtype)(_ptr(e_off.contiguous()), size, _ptr(None if gather is None else gather.contiguous()),
-                              _ptr(hw), _ptr(feat), feat.shape[-1], _ptr(H), _ptr(g), _ptr(ghw), _ptr(gf),
-                              torch.get_num_threads())
+    e_off, gather = e_off.contiguous(), None if gather is None else gather.contiguous()   # alive for the call
+    _entry("outer", hw.dtype)(_ptr(e_off), size, _ptr(gather), _ptr(hw), _ptr(feat), feat.shape[-1], _ptr(H),
+                              _ptr(g), _ptr(ghw), _ptr(gf), torch.get_num_threads())
 
 
 def _entry(name: str, dtype: torch.dtype):
@@ -350,6 +366,9 @@ def _build() -> ctypes.CDLL:
     lib.dpa3_act_f32.restype = lib.dpa3_act_f64.restype = None
     lib.dpa3_act_f32.argtypes = lib.dpa3_act_f64.argtypes = (
         [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 2 + [ctypes.c_int] + [ctypes.c_double] * 3 + [ctypes.c_int])
+    lib.dpa3_act2_f32.restype = lib.dpa3_act2_f64.restype = None
+    lib.dpa3_act2_f32.argtypes = lib.dpa3_act2_f64.argtypes = (
+        [ctypes.c_void_p] * 8 + [ctypes.c_int64] * 2 + [ctypes.c_int] + [ctypes.c_double] * 3 + [ctypes.c_int])
     lib.dpa3_outer_f32.restype = lib.dpa3_outer_f64.restype = None
     lib.dpa3_outer_f32.argtypes = lib.dpa3_outer_f64.argtypes = (
         [ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 3 + [ctypes.c_int64] + [ctypes.c_void_p] * 4
@@ -411,6 +430,12 @@ def _probe(dtype: torch.dtype, kind: tuple) -> bool:
     _close(act_value(x, None, kind), f)
     _close(act_value(x, w, kind), f * w[:, None])
     for got_g, ref_g in zip(act_grad(grad, x, w, kind, True), (grad * w[:, None] * f1, (grad * f).sum(-1))):
+        _close(got_g, ref_g)
+    f, f1, f2 = act.derivs(x, act.tail.find(x, act.value(x, None)) if act.tail is not None else None, 2)
+    gg, ggw = torch.randn(x.shape, generator=gen, dtype=dtype), torch.randn(w.shape, generator=gen, dtype=dtype)
+    ref2 = (gg * w[:, None] * f1 + ggw[:, None] * f, grad * (gg * w[:, None] * f2 + ggw[:, None] * f1),
+            (gg * grad * f1).sum(-1))
+    for got_g, ref_g in zip(act_grad2(gg, grad, x, w, ggw, kind, True), ref2):
         _close(got_g, ref_g)
     # outer products: 4 centres with 3, 0, 2, 4 edges, features gathered from 5 rows
     e_off, hw = torch.tensor([0, 3, 3, 5, 9]), torch.randn(9, 3, generator=gen, dtype=dtype)

@@ -85,6 +85,9 @@ class _ActScaleGrad(torch.autograd.Function):
     def forward(ctx, grad, x, w, act, tail, need_w: bool):
         ctx.save_for_backward(grad, x, w, tail)
         ctx.act, ctx.need_w = act, need_w
+        if use_ckernels(x, act):                 # one C++ pass (model/ckernels.py), silut's tail included
+            gx, gw = ckernels.act_grad(grad, x, w, act.kind, need_w)
+            return gx, (gw if need_w else w.new_zeros(w.shape))
         if fused.use_fused(x, act.kind):        # large tensors: compiled kernels (model/fused.py)
             return fused.act_scale_grad(grad, x, w, act.kind)
         gx, gw = _act_scale_grad_eager(grad, x, w, act, tail, need_w)
@@ -95,6 +98,9 @@ class _ActScaleGrad(torch.autograd.Function):
     def backward(ctx, ggx, ggw):
         grad, x, w, tail = ctx.saved_tensors
         need_grad, need_x, need_w = ctx.needs_input_grad[:3]
+        if use_ckernels(x, ctx.act):             # one C++ pass for all three
+            d_grad, d_x, d_w = ckernels.act_grad2(ggx, grad, x, w, ggw if ctx.need_w else None, ctx.act.kind, need_w)
+            return (d_grad if need_grad else None), (d_x if need_x else None), d_w, None, None, None
         if fused.use_fused(x, ctx.act.kind):
             d_grad, d_x, d_w = fused.act_scale_grad_bwd(ggx, ggw if ctx.need_w else torch.zeros_like(ggw), grad, x, w,
                                                         ctx.act.kind)

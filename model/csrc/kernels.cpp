@@ -571,6 +571,40 @@ void act_grad_rows(const T* grad, const T* x, const T* w, T* gx, T* gw, int64_t 
   }
 }
 
+// The derivative of the gradient rows above (force training differentiates them once more).
+// Against the cotangents gg of gx = grad s f'(x) and h of gw = sum_c grad f(x):
+//     d grad = gg s f' + h f,    d x = grad (gg s f'' + h f'),    d s = sum_c gg grad f'
+template <typename T, int K>
+inline T grad2_row(const T* __restrict gg, const T* __restrict g, const T* __restrict x, T s, T h,
+                   T* __restrict dg, T* __restrict dx, int64_t n, ActParams<T> ap) {
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t d = 0; d < n; ++d) {
+    T f, f1, f2;
+    act2<T, K>(x[d], ap, f, f1, f2);
+    dg[d] = gg[d] * s * f1 + h * f;
+    dx[d] = g[d] * (gg[d] * s * f2 + h * f1);
+    acc += gg[d] * g[d] * f1;
+  }
+  return acc;
+}
+
+template <typename T, int K>
+void act_grad2_rows(const T* gg, const T* grad, const T* x, const T* w, const T* ggw, T* dgrad, T* dx, T* dw,
+                    int64_t cols, ActParams<T> ap, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    T sw = 0;
+    const T s = w ? w[r] : T(1), h = ggw ? ggw[r] : T(0);
+    for (int64_t c0 = 0; c0 < cols; c0 += 4096) {
+      const int64_t n = std::min<int64_t>(4096, cols - c0), o = r * cols + c0;
+      sw += with_kind<T, K>(x + o, x + o, x + o, n, T(3) * ap.threshold, [&](auto k) {
+        return grad2_row<T, decltype(k)::value>(gg + o, grad + o, x + o, s, h, dgrad + o, dx + o, n, ap);
+      });
+    }
+    if (dw) dw[r] = sw;
+  }
+}
+
 // Run body(r0, r1) on contiguous row ranges (small arrays: one thread).
 template <typename F>
 void parallel_rows(int64_t rows, int64_t cols, int n_threads, F body) {
@@ -593,6 +627,19 @@ void act_run(const T* grad, const T* x, const T* w, T* out, T* gw, int64_t rows,
   else go(std::integral_constant<int, TANH>{});
 }
 
+template <typename T>
+void act2_run(const T* gg, const T* grad, const T* x, const T* w, const T* ggw, T* dgrad, T* dx, T* dw,
+              int64_t rows, int64_t cols, int kind, ActParams<T> ap, int n_threads) {
+  auto go = [&](auto k) {
+    parallel_rows(rows, cols, n_threads, [&](int64_t r0, int64_t r1) {
+      act_grad2_rows<T, decltype(k)::value>(gg, grad, x, w, ggw, dgrad, dx, dw, cols, ap, r0, r1);
+    });
+  };
+  if (kind == SILU) go(std::integral_constant<int, SILU>{});
+  else if (kind == SILUT) go(std::integral_constant<int, SILUT>{});
+  else go(std::integral_constant<int, TANH>{});
+}
+
 }  // namespace
 
 #define DPA3_ACT_ENTRY(SUFFIX, T)                                                                        \
@@ -606,6 +653,21 @@ void act_run(const T* grad, const T* x, const T* w, T* out, T* gw, int64_t rows,
 
 DPA3_ACT_ENTRY(f32, float)
 DPA3_ACT_ENTRY(f64, double)
+
+// d grad, d x (R, C) and d w (R) or null: see grad2_row; w, ggw (R) may be null (1 and 0).
+#define DPA3_ACT2_ENTRY(SUFFIX, T)                                                                         \
+  extern "C" void dpa3_act2_##SUFFIX(const void* gg, const void* grad, const void* x, const void* w,        \
+                                     const void* ggw, void* dgrad, void* dx, void* dw, int64_t rows,         \
+                                     int64_t cols, int kind, double threshold, double kappa, double shift,   \
+                                     int n_threads) {                                                        \
+    act2_run<T>(static_cast<const T*>(gg), static_cast<const T*>(grad), static_cast<const T*>(x),            \
+                static_cast<const T*>(w), static_cast<const T*>(ggw), static_cast<T*>(dgrad),                 \
+                static_cast<T*>(dx), static_cast<T*>(dw), rows, cols, kind,                                   \
+                ActParams<T>{T(threshold), T(kappa), T(shift)}, n_threads);                                   \
+  }
+
+DPA3_ACT2_ENTRY(f32, float)
+DPA3_ACT2_ENTRY(f64, double)
 
 // ------------------------------------------------------------------------- outer products per centre
 // H[s] = sum_{e in [e_off[s], e_off[s+1])} hw[e] (x) f_e, f_e = feat[gather[e]] (gather null: feat[e]);
