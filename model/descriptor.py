@@ -57,7 +57,7 @@ class DPA3Descriptor(nn.Module):
         std = cfg.fix_stat_std if cfg.fix_stat_std > 0 else 1.0
         self.register_buffer("env_std", torch.full((ntypes, 4), std, dtype=dtype))
         self.memory = "default"
-        self.chunk_triples = 100_000     # triples per chunk (both modes; see forward)
+        self.chunk_triples = 65_000      # triples per chunk (both modes; see forward)
 
     @property
     def dim_out(self) -> int:
@@ -73,10 +73,13 @@ class DPA3Descriptor(nn.Module):
         e = self.edge_embd(edge_in) if self.cfg.edge_init_use_dist else self.act(self.edge_embd(edge_in))
         low = self.memory == "low" and torch.is_grad_enabled()
         # Large systems run each layer in chunks of centres in both modes: every per-triple and
-        # per-edge temporary then stays below glibc's mmap threshold (32 MiB) and is served from
-        # retained heap memory instead of fresh, page-faulted mappings (which made the default
-        # mode's time per atom 2.4x larger at 1,536 atoms than at 192). The low mode also
-        # recomputes each chunk in the backward pass instead of keeping its activations.
+        # per-edge temporary then stays below glibc's mmap threshold (32 MiB; 65,000 triples x 96
+        # float32 columns = 25 MB) and is served from retained heap memory instead of fresh,
+        # page-faulted mappings (which made the default mode's time per atom 2.4x larger at 1,536
+        # atoms than at 192; 100,000 triples per chunk still page-faulted every (T, 96) product of
+        # force training, and its peak was 4.0-4.5 GB instead of 3.5-3.6 GB for DPA-3.1-3M's shape at
+        # 192 atoms, at the same speed). The low mode also recomputes each chunk in the backward pass
+        # instead of keeping its activations.
         chunks = (chunk_geometry(geo, graph, self.chunk_triples) if graph.n_triples > self.chunk_triples
                   else [(geo, slice(None), slice(None))])
         self._prepare_kernels(r, [g for g, _, _ in chunks])
