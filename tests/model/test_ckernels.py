@@ -264,3 +264,19 @@ def test_a_compiler_without_openmp_builds_the_thread_variant(tmp_path, monkeypat
         torch.set_num_threads(threads)
     torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)
     torch.testing.assert_close(outs[1], act.value(x, None), rtol=1e-12, atol=1e-12)
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_a_kernel_that_disagrees_with_the_probe_is_not_used(dtype, monkeypatch, caplog):
+    """The probe compares every kernel with the torch formulas before use: a wrong result (here the
+    activation gradient kernel's, off by 1 %) leaves the torch path, with one warning."""
+    monkeypatch.setitem(ckernels._STATE, "ready", {})
+    monkeypatch.setitem(ckernels._STATE, "enabled", True)
+    real = ckernels.act_grad2
+    monkeypatch.setattr(ckernels, "act_grad2", lambda *a, **k: tuple(None if t is None else t * 1.01
+                                                                     for t in real(*a, **k)))
+    with caplog.at_level(logging.WARNING, logger="dpa3_al.model.ckernels"):
+        assert not ckernels.available(dtype, get_activation("silu").kind)
+    assert "C++ kernels unavailable (AssertionError: probe: kernel and reference differ" in caplog.text
+    assert not ckernels._STATE["enabled"]
