@@ -42,20 +42,38 @@ def deepmd_time(python: str, ckpt: Path, repeat: int, replicate: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def committee_times(models, atoms, t1: float, args) -> None:
+    from dpa3_al.model import CommitteeCalculator
+
+    comm = CommitteeCalculator(models, memory=args.memory)
+
+    def committee():
+        comm.reset()
+        comm.get_forces(atoms)
+
+    tc, _ = median_time(committee, max(3, args.repeat // 2))
+    emit({"what": f"dpa3-al committee of {args.committee} (mean-driven, all models every call)",
+          "median_s": round(tc, 4), "ratio_to_single": round(tc / t1, 2), "peak_rss_gb": round(peak_rss_gb(), 2)})
+    traj_freq = 10
+    emit({"what": f"dpa3-al committee of {args.committee}, model 0 drives, deviations every {traj_freq} steps",
+          "per_step_s": round(t1 * (1 + (args.committee - 1) / traj_freq), 4),
+          "ratio_to_single": round(1 + (args.committee - 1) / traj_freq, 2)})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=list(MODELS), default="water-example")
     ap.add_argument("--checkpoint", type=Path, help="evaluate these weights instead of a random model")
     ap.add_argument("--deepmd-python", help="python of an environment with deepmd-kit 3.2 (side-by-side run)")
     ap.add_argument("--repeat", type=int, default=10)
-    ap.add_argument("--committee", type=int, default=4)
+    ap.add_argument("--committee", type=int, default=4, help="committee size (0 or 1: time one model only)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory", choices=["default", "low"], default="default")
     args = ap.parse_args()
 
     import torch
 
-    from dpa3_al.model import CommitteeCalculator, DPA3Calculator, build_model, load_model
+    from dpa3_al.model import DPA3Calculator, build_model, load_model
     from dpa3_al.model.runtime import tune_malloc
 
     torch.set_num_threads(args.threads)
@@ -64,8 +82,9 @@ def main() -> None:
     ckpt = args.checkpoint
     if args.deepmd_python and ckpt is None:
         ckpt = deepmd_checkpoint(args.deepmd_python, ROOT / "bench" / "out" / f"{args.model}-deepmd.pt")
-    models = ([load_model(ckpt)] * args.committee if ckpt else
-              [build_model(MODELS[args.model], seed=s) for s in range(args.committee)])
+    n_models = max(1, args.committee)
+    models = ([load_model(ckpt)] * n_models if ckpt else
+              [build_model(MODELS[args.model], seed=s) for s in range(n_models)])
     atoms = water_atoms()
     single = DPA3Calculator(models[0], memory=args.memory)
 
@@ -77,19 +96,8 @@ def main() -> None:
     t1, times = median_time(one, args.repeat)
     emit({"what": "dpa3-al single", "model": args.model, "atoms": len(atoms), "median_s": round(t1, 4),
           "times": [round(t, 3) for t in times], "peak_rss_gb": round(peak_rss_gb(), 2)})
-    comm = CommitteeCalculator(models, memory=args.memory)
-
-    def committee():
-        comm.reset()
-        comm.get_forces(atoms)
-
-    tc, times = median_time(committee, max(3, args.repeat // 2))
-    emit({"what": f"dpa3-al committee of {args.committee} (mean-driven, all models every call)",
-          "median_s": round(tc, 4), "ratio_to_single": round(tc / t1, 2), "peak_rss_gb": round(peak_rss_gb(), 2)})
-    traj_freq = 10
-    emit({"what": f"dpa3-al committee of {args.committee}, model 0 drives, deviations every {traj_freq} steps",
-          "per_step_s": round(t1 * (1 + (args.committee - 1) / traj_freq), 4),
-          "ratio_to_single": round(1 + (args.committee - 1) / traj_freq, 2)})
+    if args.committee > 1:
+        committee_times(models, atoms, t1, args)
     if args.deepmd_python:
         ref = deepmd_time(args.deepmd_python, ckpt, max(5, args.repeat // 2), "1,1,1")
         ours = load_model(ckpt)
