@@ -27,7 +27,6 @@ the kernels off with one warning and the torch path runs (same numbers to roundi
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import hashlib
 import logging
@@ -36,7 +35,6 @@ import platform
 import shutil
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 import torch
@@ -67,26 +65,6 @@ def available(dtype: torch.dtype, kind: tuple | None) -> bool:
         _STATE["ready"][key] = False      # while probing, the reference's activations run eagerly
         ready = _STATE["ready"][key] = _check(dtype, kind)
     return ready
-
-
-_SCOPE = threading.local()
-
-
-@contextlib.contextmanager
-def first_order(active: bool = True):
-    """Within: the model's outputs are differentiated once only (no ``create_graph``). The model's
-    forward opens it for evaluation; the descriptor then knows that every activation runs here and
-    compiles none of model/fused.py's kernels (they serve second derivatives of edge tensors)."""
-    previous = getattr(_SCOPE, "active", False)
-    _SCOPE.active = active
-    try:
-        yield
-    finally:
-        _SCOPE.active = previous
-
-
-def first_order_only() -> bool:
-    return getattr(_SCOPE, "active", False)
 
 
 # ------------------------------------------------------------------------------- the operation

@@ -121,11 +121,11 @@ class DPA3Descriptor(nn.Module):
         triples = max(g.tw.shape[0] for g in chunks)
         kind = getattr(self.act, "kind", None)
         cpp = kind is not None and ckernels.available(r.dtype, kind)
-        if kind is not None and not (cpp and ckernels.first_order_only()):
-            # force training, or no C++ kernels: activation derivatives may run the compiled kernels. With
-            # the C++ kernels the per-triple activations are theirs: only the edge tensors remain.
+        if kind is not None and not cpp:
+            # without the C++ kernels (no compiler; not a CPU tensor), activations and their derivatives
+            # may run the compiled ones; with them, every activation pass is C++ (evaluation and training)
             per_edge = edges * cfg.n_multi_edge_message * cfg.n_dim
-            fused.use_fused(r, kind, numel=per_edge if cpp else max(triples * cfg.e_dim, per_edge))
+            fused.use_fused(r, kind, numel=max(triples * cfg.e_dim, per_edge))
         if not ckernels.ready(r.dtype):      # the geometric kernel serves evaluation only, as the C++ one does
             fused.use_fused(r, None, numel=edges * 3 * max(cfg.n_dim, cfg.e_dim))
 

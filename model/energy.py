@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import ckernels
 from .config import ModelConfig
 from .descriptor import DPA3Descriptor
 from .graph import Batch, Graph, build_graph
@@ -92,7 +91,7 @@ class DPA3Model(nn.Module):
             pos = pos.detach().requires_grad_(True)
         strain = torch.zeros((batch.n_frames, 3, 3), dtype=torch.float64, device=pos.device,
                              requires_grad=virial)
-        with torch.enable_grad() if need_grad else torch.no_grad(), ckernels.first_order(not create_graph):
+        with torch.enable_grad() if need_grad else torch.no_grad():
             r = edge_vectors(pos, batch.cells.to(torch.float64), graph, strain if virial else None)
             atom_e = self.atomic_energies(batch, graph, r.to(self.dtype))
             energy = atom_e.new_zeros(batch.n_frames).index_add_(0, batch.atom_frame, atom_e)
