@@ -1,5 +1,5 @@
-"""Kernels on against off, as interleaved calls in one process: the C++ evaluation kernels
-(model/ckernels.py) for E+F+V, the compiled ones (model/fused.py) for a training step.
+"""Kernels on against off, as interleaved calls in one process: the C++ kernels (model/ckernels.py,
+default) or the compiled ones (model/fused.py, ``--kernels compiled``), for E+F+V or a training step.
 
     python bench/bench_kernels.py                                   # DPA-3.1-3M shape, E+F+V, 192 atoms
     python bench/bench_kernels.py --kernels compiled                # the compiled kernels, E+F+V
@@ -34,9 +34,9 @@ def main() -> None:
     ap.add_argument("--train", action="store_true", help="time a training step instead of an E+F+V call")
     ap.add_argument("--calls", type=int, default=8, help="calls per arm (default 8)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--kernels", choices=["cpp", "compiled"], default=None,
-                    help="which kernels to switch: the C++ evaluation kernels (default for E+F+V) or the "
-                         "compiled ones (torch.compile; default with --train, where the C++ ones do not serve)")
+    ap.add_argument("--kernels", choices=["cpp", "compiled"], default="cpp",
+                    help="which kernels to switch: the C++ ones (default) or the compiled ones (torch.compile; "
+                         "the C++ ones are then off in both arms)")
     args = ap.parse_args()
 
     import torch
@@ -64,10 +64,10 @@ def main() -> None:
             model(batch, graph)
 
     threshold, available = fused.MIN_ELEMENTS, ckernels.available
-    kernels = args.kernels or ("compiled" if args.train else "cpp")
+    kernels = args.kernels
 
     def set_arm(arm: str) -> None:
-        if kernels == "cpp":      # the C++ evaluation kernels (model/ckernels.py) on or off
+        if kernels == "cpp":      # the C++ kernels (model/ckernels.py) on or off
             ckernels.available = available if arm == "on" else (lambda *a: False)
         else:                     # the compiled kernels (model/fused.py); the C++ ones off in both arms
             ckernels.available = lambda *a: False
