@@ -2,9 +2,11 @@
 the model gives the same energy, forces and virial with them as without (both memory modes,
 chunked), and a build failure falls back to the torch path with one warning."""
 
+import json
 import logging
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -229,18 +231,31 @@ def test_an_unwritable_cache_falls_back_to_a_temporary_directory(tmp_path, monke
     assert blocked not in path.parents and path.name.startswith("dpa3-al-kernels")
 
 
+_MAPPED_OMP = """
+import json
+import torch
+from pathlib import Path
+from dpa3_al.model import ckernels
+from dpa3_al.model.activations import get_activation
+assert ckernels.available(torch.float32, get_activation("silu").kind)
+maps = Path("/proc/self/maps").read_text().splitlines()
+print(json.dumps(sorted({l.split()[-1] for l in maps if any(k in l for k in ("libgomp", "libiomp", "libomp"))})))
+print(ckernels._STATE["lib"]._name)
+"""
+
+
 @needs_compiler
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the process's mapped libraries (Linux)")
 def test_the_kernels_run_on_torchs_openmp_runtime():
     """Built with -fopenmp, the library's libgomp.so.1 must resolve to the copy torch loaded: a
-    second OpenMP runtime would bring a second thread pool competing with torch's for the cores."""
-    assert ckernels.available(torch.float32, get_activation("silu").kind)
-    lib_path = Path(ckernels._STATE["lib"]._name)
-    maps = Path("/proc/self/maps").read_text().splitlines()
-    omp_runtimes = {line.split()[-1] for line in maps if "libgomp" in line or "libiomp" in line or "libomp" in line}
-    if "libgomp" not in subprocess.run(["ldd", str(lib_path)], capture_output=True, text=True).stdout:
+    second OpenMP runtime would bring a second thread pool competing with torch's for the cores.
+    A fresh process (other packages, e.g. pyscf, bring their own vendored runtimes)."""
+    out = subprocess.run([sys.executable, "-c", _MAPPED_OMP], capture_output=True, text=True, check=True)
+    runtimes_line, lib_path = out.stdout.strip().splitlines()[-2:]
+    if "libgomp" not in subprocess.run(["ldd", lib_path], capture_output=True, text=True).stdout:
         pytest.skip("the compiler built the std::thread variant (no OpenMP)")
-    assert len(omp_runtimes) == 1, omp_runtimes
+    runtimes = json.loads(runtimes_line)
+    assert len(runtimes) == 1, runtimes
 
 
 @needs_compiler
@@ -289,11 +304,12 @@ def test_with_the_kernels_nothing_is_compiled_by_torch_compile(monkeypatch):
     size threshold: that compilation took ~20 s and 0.17 GB in the first training call of a process."""
     from dpa3_al.model import fused
 
+    model = tiny_model(activation_function="silut:1.0", nlayers=3)
+    batch = atoms_to_batch(random_periodic(8, seed=61), model.type_map)
+    model(batch)                          # the kernels' probes run now (their reference is the eager path)
     monkeypatch.setattr(fused, "MIN_ELEMENTS", 1)
     monkeypatch.setitem(fused._STATE, "ready", {})
     monkeypatch.setattr(fused, "_warm_up", lambda *a, **k: pytest.fail("model/fused.py kernels were compiled"))
-    model = tiny_model(activation_function="silut:1.0", nlayers=3)
-    batch = atoms_to_batch(random_periodic(8, seed=61), model.type_map)
     out = model(batch, create_graph=True)
     (out.forces.pow(2).sum() + out.energy.sum() + out.virial.pow(2).sum()).backward()
     assert all(p.grad is not None for p in model.descriptor.layers[0].parameters() if p.requires_grad)
