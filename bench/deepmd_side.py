@@ -3,11 +3,15 @@
     DP_PY=/path/to/dp-venv/bin/python
     $DP_PY bench/deepmd_side.py make-ckpt --out bench/out/water-example-deepmd.pt [--model dpa31-3m-shape]
     $DP_PY bench/deepmd_side.py time --ckpt bench/out/water-example-deepmd.pt --replicate 2,2,2
+    $DP_PY bench/deepmd_side.py serve --ckpt ...   # one timed call per "call" line on stdin (interleaving)
 
 ``make-ckpt`` builds deepmd-kit's own DPA3 model from the water-example (or DPA-3.1-3M-shaped)
 hyper-parameters with its own random initialisation and writes a training-style checkpoint
 ({"model": state_dict}); ``time`` evaluates E+F+V with deepmd-kit's DeepPot (eager PyTorch)
-and prints one JSON line. This file only calls deepmd-kit's public API.
+and prints one JSON line; ``serve`` loads the model, answers each ``call`` line on stdin with one
+timed E+F+V call (a JSON line) and ends with a summary on EOF, so that bench/bench_model.py can
+alternate its calls with deepmd-kit's in the same minutes. This file only calls deepmd-kit's
+public API.
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ def make_ckpt(out: Path, name: str) -> None:
     print(f"wrote {out}")
 
 
-def time_eval(ckpt: Path, repeat: int, replicate: tuple[int, int, int]) -> None:
+def _load(ckpt: Path, replicate: tuple[int, int, int]):
+    """(deepmd-kit's DeepPot, evaluation of one E+F+V call -> energy) on the water frame."""
     import torch
     from deepmd.infer import DeepPot
 
@@ -59,15 +64,36 @@ def time_eval(ckpt: Path, repeat: int, replicate: tuple[int, int, int]) -> None:
     coord = atoms.positions.reshape(1, -1)
     cell = atoms.cell.array.reshape(1, -1)
     atype = np.array([tmap.index(s) for s in atoms.get_chemical_symbols()])
-    out = dp.eval(coord, cell, atype)
+    return len(atoms), lambda: float(dp.eval(coord, cell, atype)[0].reshape(-1)[0])
+
+
+def _peak_gb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
+
+
+def time_eval(ckpt: Path, repeat: int, replicate: tuple[int, int, int]) -> None:
+    n_atoms, call = _load(ckpt, replicate)
+    energy = call()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        out = dp.eval(coord, cell, atype)
+        energy = call()
         times.append(time.perf_counter() - t0)
-    print(json.dumps({"atoms": len(atoms), "median_s": round(statistics.median(times), 4),
-                      "times": [round(t, 3) for t in times], "energy": float(out[0].reshape(-1)[0]),
-                      "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)}))
+    print(json.dumps({"atoms": n_atoms, "median_s": round(statistics.median(times), 4),
+                      "times": [round(t, 3) for t in times], "energy": energy, "peak_rss_gb": _peak_gb()}))
+
+
+def serve(ckpt: Path, replicate: tuple[int, int, int]) -> None:
+    n_atoms, call = _load(ckpt, replicate)
+    energy = call()                                   # warm-up
+    print(json.dumps({"ready": True, "atoms": n_atoms}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "call":
+            break
+        t0 = time.perf_counter()
+        energy = call()
+        print(json.dumps({"s": time.perf_counter() - t0}), flush=True)
+    print(json.dumps({"energy": energy, "peak_rss_gb": _peak_gb()}), flush=True)
 
 
 def main() -> None:
@@ -80,9 +106,14 @@ def main() -> None:
     tm.add_argument("--ckpt", type=Path, required=True)
     tm.add_argument("--repeat", type=int, default=5)
     tm.add_argument("--replicate", default="1,1,1")
+    sv = sub.add_parser("serve")
+    sv.add_argument("--ckpt", type=Path, required=True)
+    sv.add_argument("--replicate", default="1,1,1")
     args = ap.parse_args()
     if args.cmd == "make-ckpt":
         make_ckpt(args.out, args.model)
+    elif args.cmd == "serve":
+        serve(args.ckpt, tuple(int(x) for x in args.replicate.split(",")))
     else:
         time_eval(args.ckpt, args.repeat, tuple(int(x) for x in args.replicate.split(",")))
 
