@@ -82,7 +82,9 @@ def md_child(size: int, steps: int, model_name: str, threads: int) -> None:
     early = max(rss[5:20]) if len(rss) > 20 else rss[-1]
     emit({"md_steps": steps, "atoms": size, "committee": 4, "drive": 0, "record_every": 10,
           "rss_gb_after_20_steps": round(early, 2), "rss_gb_end": round(rss[-1], 2),
-          "rss_gb_max": round(max(rss), 2), "growth_after_step_20_gb": round(max(rss[20:] or [0]) - early, 3)})
+          "rss_gb_max": round(max(rss), 2), "growth_after_step_20_gb": round(max(rss[20:] or [0]) - early, 3),
+          "growth_second_half_gb": round(max(rss[len(rss) // 2:]) - max(rss[:len(rss) // 2]), 3),
+          "rss_gb_every_10_steps": [round(x, 3) for x in rss[::10]]})
 
 
 def main() -> None:
