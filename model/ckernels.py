@@ -210,19 +210,22 @@ def act_grad2(gg: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, w: torch.Te
     gg, grad, x = gg.contiguous(), grad.contiguous(), x.contiguous()
     d_grad, d_x = torch.empty_like(x), torch.empty_like(x)
     d_w = x.new_empty(x.shape[0]) if need_w else None
-    cols = x.shape[-1] if x.dim() > 1 else x.numel()
     w, ggw = (None if t is None else t.contiguous() for t in (w, ggw))     # kept alive for the call
     _entry("act2", x.dtype)(_ptr(gg), _ptr(grad), _ptr(x), _ptr(w), _ptr(ggw), _ptr(d_grad), _ptr(d_x), _ptr(d_w),
-                            x.numel() // max(cols, 1), cols, *_activation(kind), torch.get_num_threads())
+                            *_rows_cols(x), *_activation(kind), torch.get_num_threads())
     return d_grad, d_x, d_w
 
 
 def _act(grad, x, w, out, gw, kind):
-    cols = x.shape[-1] if x.dim() > 1 else x.numel()          # w, gw: one value per row
-    rows = x.numel() // max(cols, 1)
     w = None if w is None else w.contiguous()        # a name keeps a copy alive until the call returns
-    _entry("act", x.dtype)(_ptr(grad), _ptr(x), _ptr(w), _ptr(out), _ptr(gw),
-                           rows, cols, *_activation(kind), torch.get_num_threads())
+    _entry("act", x.dtype)(_ptr(grad), _ptr(x), _ptr(w), _ptr(out), _ptr(gw), *_rows_cols(x), *_activation(kind),
+                           torch.get_num_threads())
+
+
+def _rows_cols(x: torch.Tensor) -> tuple[int, int]:
+    """x as the activation kernels see it: (rows, cols), one weight w per row (a 1-D x is one row)."""
+    cols = x.shape[-1] if x.dim() > 1 else x.numel()
+    return x.numel() // max(cols, 1), cols
 
 
 def ready(dtype: torch.dtype) -> bool:
@@ -404,12 +407,11 @@ def _probe(dtype: torch.dtype, kind: tuple) -> bool:
         _close(x, y)
     act, x = get_activation(name), args[0].detach()
     w, grad = args[4].detach(), torch.randn(x.shape, generator=gen, dtype=dtype)
-    f, f1, _ = act.derivs(x, act.tail.find(x, act.value(x, None)) if act.tail is not None else None, 1)
+    f, f1, f2 = act.derivs(x, act.tail.find(x, act.value(x, None)) if act.tail is not None else None, 2)
     _close(act_value(x, None, kind), f)
     _close(act_value(x, w, kind), f * w[:, None])
     for got_g, ref_g in zip(act_grad(grad, x, w, kind, True), (grad * w[:, None] * f1, (grad * f).sum(-1))):
         _close(got_g, ref_g)
-    f, f1, f2 = act.derivs(x, act.tail.find(x, act.value(x, None)) if act.tail is not None else None, 2)
     gg, ggw = torch.randn(x.shape, generator=gen, dtype=dtype), torch.randn(w.shape, generator=gen, dtype=dtype)
     ref2 = (gg * w[:, None] * f1 + ggw[:, None] * f, grad * (gg * w[:, None] * f2 + ggw[:, None] * f1),
             (gg * grad * f1).sum(-1))
