@@ -126,7 +126,7 @@ class DPA3Descriptor(nn.Module):
             # may run the compiled ones; with them, every activation pass is C++ (evaluation and training)
             per_edge = edges * cfg.n_multi_edge_message * cfg.n_dim
             fused.use_fused(r, kind, numel=max(triples * cfg.e_dim, per_edge))
-        if not ckernels.ready(r.dtype):      # the geometric kernel serves evaluation only, as the C++ one does
+        if not ckernels.ready(r.dtype):      # no C++ outer products: the compiled one serves evaluation only
             fused.use_fused(r, None, numel=edges * 3 * max(cfg.n_dim, cfg.e_dim))
 
     def _call_params(self, layer: RepFlowLayer, embed: bool, prev_layer: RepFlowLayer | None) -> list[nn.Parameter]:
