@@ -15,6 +15,9 @@ VENV=${DPA3_AL_VENV:-.venv}
 
 apt_pkgs=()
 command -v pw.x >/dev/null 2>&1 || apt_pkgs+=(quantum-espresso)
+# The pseudopotentials the DFT tests and templates use (/usr/share/espresso/pseudo) come in a
+# separate package that --no-install-recommends leaves out: check for the files, not the program.
+[ -f /usr/share/espresso/pseudo/Si.pbe-rrkj.UPF ] || apt_pkgs+=(quantum-espresso-data)
 command -v cp2k >/dev/null 2>&1 || apt_pkgs+=(cp2k)
 command -v slurmctld >/dev/null 2>&1 || apt_pkgs+=(slurm-wlm)
 command -v munged >/dev/null 2>&1 || apt_pkgs+=(munge)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,11 +25,19 @@ PSEUDO_DIR = "/usr/share/espresso/pseudo"
 
 
 def require(program: str, package: str) -> None:
-    if shutil.which(program):
+    """Fail (root or CI: the set-up should have installed it) or skip (a user who cannot)."""
+    found = Path(program).is_file() if program.startswith("/") else shutil.which(program)
+    if found:
         return
     if os.geteuid() == 0 or os.environ.get("CI"):
         pytest.fail(f"{program} is missing; scripts/setup-env.sh installs it (apt-get install {package})")
     pytest.skip(f"{program} not installed and not root: apt-get install {package} to run this test")
+
+
+def require_qe() -> None:
+    """pw.x and the Debian pseudopotentials (a separate package that --no-install-recommends skips)."""
+    require("pw.x", "quantum-espresso")
+    require(f"{PSEUDO_DIR}/Si.pbe-rrkj.UPF", "quantum-espresso-data")
 
 
 def si_cell(seed: int = 1) -> Atoms:
@@ -42,7 +51,7 @@ QE = {"kind": "espresso", "timeout": 120,
 
 
 def test_espresso_labels_si2_like_ases_own_espresso_run(tmp_path):
-    require("pw.x", "quantum-espresso")
+    require_qe()
     from ase.calculators.espresso import Espresso, EspressoProfile
 
     atoms = si_cell()
@@ -64,7 +73,7 @@ def test_espresso_labels_si2_like_ases_own_espresso_run(tmp_path):
 
 
 def test_espresso_unconverged_scf_and_bad_setup(tmp_path):
-    require("pw.x", "quantum-espresso")
+    require_qe()
     config = {**QE, "espresso": {**QE["espresso"], "input_data": {"electron_maxstep": 2}}}
     (result,) = make_labeler(config).label([si_cell()], tmp_path / "label")
     assert result.reason == "scf_not_converged", result.detail
