@@ -1,5 +1,5 @@
-"""Kernels on against off, as interleaved calls in one process: the C++ kernels (model/ckernels.py,
-default) or the compiled ones (model/fused.py, ``--kernels compiled``), for E+F+V or a training step.
+"""Kernels on against off, as interleaved calls in one process: the C++ kernels (model/kernels/cpp.py,
+default) or the compiled ones (model/kernels/compiled.py, ``--kernels compiled``), for E+F+V or a training step.
 
     python bench/bench_kernels.py                                   # DPA-3.1-3M shape, E+F+V, 192 atoms
     python bench/bench_kernels.py --kernels compiled                # the compiled kernels, E+F+V
@@ -41,9 +41,13 @@ def main() -> None:
 
     import torch
 
-    from dpa3_al.model import build_model, ckernels, fused
+    from dpa3_al.model import build_model
+
+    from dpa3_al.model.kernels import cpp as ckernels
+
+    from dpa3_al.model.kernels import compiled as fused
     from dpa3_al.model.calculator import atoms_to_batch
-    from dpa3_al.model.runtime import tune_malloc
+    from dpa3_al.model.kernels.runtime import tune_malloc
 
     malloc = tune_malloc()
     torch.set_num_threads(args.threads)
@@ -67,9 +71,9 @@ def main() -> None:
     kernels = args.kernels
 
     def set_arm(arm: str) -> None:
-        if kernels == "cpp":      # the C++ kernels (model/ckernels.py) on or off
+        if kernels == "cpp":      # the C++ kernels (model/kernels/cpp.py) on or off
             ckernels.available = available if arm == "on" else (lambda *a: False)
-        else:                     # the compiled kernels (model/fused.py); the C++ ones off in both arms
+        else:                     # the compiled kernels (model/kernels/compiled.py); the C++ ones off in both arms
             ckernels.available = lambda *a: False
             fused.MIN_ELEMENTS = threshold if arm == "on" else 1 << 62
 

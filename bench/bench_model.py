@@ -120,7 +120,7 @@ def main() -> None:
     import torch
 
     from dpa3_al.model import DPA3Calculator, build_model, load_model
-    from dpa3_al.model.runtime import tune_malloc
+    from dpa3_al.model.kernels.runtime import tune_malloc
 
     torch.set_num_threads(args.threads)
     malloc = tune_malloc()

@@ -32,7 +32,7 @@ def child(size: int, mode: str, model_name: str, repeat: int, threads: int) -> N
     import torch
 
     from dpa3_al.model import DPA3Calculator, build_model
-    from dpa3_al.model.memory import unit_costs, graph_counts, base_bytes
+    from dpa3_al.model.kernels.memory import unit_costs, graph_counts, base_bytes
     from dpa3_al.model.calculator import atoms_to_batch
 
     torch.set_num_threads(threads)
@@ -105,7 +105,7 @@ def main() -> None:
         else:
             child(size, mode, args.model, args.repeat, args.threads)
         return
-    from dpa3_al.model.runtime import tune_malloc
+    from dpa3_al.model.kernels.runtime import tune_malloc
 
     print(f"# command: {command_line()}\n# {tune_malloc()}; threads {args.threads}", flush=True)
     sizes = [int(s) for s in args.sizes.split(",")]

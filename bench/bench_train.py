@@ -161,8 +161,8 @@ def _evaluate(model_path: Path) -> dict:
     import torch
 
     from dpa3_al.model import load_model
-    from dpa3_al.model.data import load_systems
-    from dpa3_al.model.evaluate import evaluate_systems
+    from dpa3_al.model.train.data import load_systems
+    from dpa3_al.model.train.evaluate import evaluate_systems
 
     torch.set_num_threads(THREADS["n"])
     res = evaluate_systems(load_model(model_path), load_systems(VALID))[0]

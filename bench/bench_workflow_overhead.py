@@ -78,7 +78,7 @@ def interpreter_baselines() -> dict[str, float]:
 
 
 def _engine(workdir: Path, parallel: int, group_size: int = 1, preload: bool = True):
-    from dpa3_al.model.typed_config import from_dict
+    from dpa3_al.common.typed_config import from_dict
     from dpa3_al.workflows.config import WorkflowConfig
     from dpa3_al.workflows.engine import LocalEngine
 

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _is_user_error(err: Exception) -> bool:
     """Errors whose message is complete for a user (bad input, bad config, missing file)."""
-    from dpa3_al.model.errors import UserError
+    from dpa3_al.common.errors import UserError
 
     return isinstance(err, (UserError, FileNotFoundError))
 

@@ -3,7 +3,7 @@
     name: water                     # default run name (runs/<name>/)
     init_data: [data/init]          # labeled systems (deepmd npy dirs, searched recursively; extxyz)
     bootstrap: {copies: 8}          # with no init_data: label perturbed starting structures first
-    train:    {...}                 # dpa3_al.model.train_config.TrainConfig (model, loss, steps, committee, finetune)
+    train:    {...}                 # dpa3_al.model.train.config.TrainConfig (model, loss, steps, committee, finetune)
     explore:  {...}                 # dpa3_al.explore.ExploreConfig (stages of MD task groups)
     select:   {...}                 # dpa3_al.select.SelectConfig (trust levels, cap, strategy)
     label:    {...}                 # dpa3_al.label.LabelConfig (reference method)
@@ -29,8 +29,8 @@ import yaml
 from dpa3_al.explore.bootstrap import BootstrapConfig
 from dpa3_al.explore.config import ExploreConfig
 from dpa3_al.label.config import LabelConfig
-from dpa3_al.model.train_config import TrainConfig
-from dpa3_al.model.typed_config import ConfigError, field, from_dict, to_dict
+from dpa3_al.model.train.config import TrainConfig
+from dpa3_al.common.typed_config import ConfigError, field, from_dict, to_dict
 from dpa3_al.select import SelectConfig
 from dpa3_al.workflows.config import WorkflowConfig  # a plain dataclass module: imports no dflow
 
@@ -120,7 +120,7 @@ def check_configurations(cfg: RunConfig, base: Path, *, source: str | None = Non
     """Read every task group's starting structures now (not after the first training) and check
     their elements against the model's type map."""
     from dpa3_al.explore.configurations import build_pool
-    from dpa3_al.model.errors import UserError
+    from dpa3_al.common.errors import UserError
 
     type_map = set(cfg.train.model.type_map) if cfg.train.finetune.model is None else None
     for i, stage in enumerate(cfg.explore.stages):

@@ -37,7 +37,7 @@ from ase.data import atomic_numbers
 
 from dpa3_al.label.files import atomic_write_json, atomic_write_text, read_json
 from dpa3_al.label.results import LabeledFrame, LabelFailure, stress_matrix
-from dpa3_al.model.errors import InputError, UserError
+from dpa3_al.common.errors import InputError, UserError
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dpa3_al.model.errors import UserError
+from dpa3_al.common.errors import UserError
 from dpa3_al.report_plots import (Bullets, Heading, LearningCurve, Para, Table, counts_text, fmt, iteration_figures,
                                   overview_figures, place, read_lcurve, to_html, to_markdown)
 

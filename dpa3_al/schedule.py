@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from dpa3_al.explore.config import StageConfig
-from dpa3_al.model.errors import UserError
+from dpa3_al.common.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def decide(config: dict[str, Any], schedule: Path | None, selection: Path, datas
 
     from dpa3_al.explore.config import ExploreConfig
     from dpa3_al.explore.tasks import atomic_write_json, section
-    from dpa3_al.model.typed_config import from_dict
+    from dpa3_al.common.typed_config import from_dict
 
     data, _ = section(config, "explore")
     stages = from_dict(ExploreConfig, data, path="explore").stages

@@ -22,8 +22,8 @@ import numpy as np
 from ase import Atoms
 
 from dpa3_al.explore.frames import FrameRef, load_frames, read_frames_table, write_outputs
-from dpa3_al.model.errors import UserError
-from dpa3_al.model.typed_config import ConfigError, field
+from dpa3_al.common.errors import UserError
+from dpa3_al.common.typed_config import ConfigError, field
 
 log = logging.getLogger(__name__)
 
@@ -419,7 +419,7 @@ def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteratio
         workdir: where ``selection.json`` and ``candidates.extxyz`` go.
     """
     from dpa3_al.explore.tasks import TASK_JSON, section
-    from dpa3_al.model.typed_config import from_dict
+    from dpa3_al.common.typed_config import from_dict
 
     outer = dict(config or {})
     data, _ = section(config, "select")

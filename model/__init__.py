@@ -15,9 +15,9 @@ This package imports nothing from ``dpa3_al`` outside itself, and never dflow.
 from importlib import import_module
 from typing import Any
 
-from .ensemble import DEVI_KEYS, force_deviation, model_deviation
-from .errors import CheckpointError, InputError, MemoryEstimateError, UserError
-from .typed_config import ConfigError
+from dpa3_al.model.ensemble import DEVI_KEYS, force_deviation, model_deviation
+from dpa3_al.common.errors import CheckpointError, InputError, MemoryEstimateError, UserError
+from dpa3_al.common.typed_config import ConfigError
 
 _LAZY = {
     "load_model": ".checkpoint",

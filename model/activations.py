@@ -28,8 +28,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import ckernels, fused
+from dpa3_al.model.kernels import cpp as ckernels
 
+from dpa3_al.model.kernels import compiled as fused
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -100,7 +101,7 @@ class SmoothActivation:
 
     def __init__(self, name: str, value_fn, grad_times_fn, derivs_fn, tail: _Tail | None = None):
         self.name, self.tail = name, tail
-        # the compiled kernels' description of this activation (model/fused.py)
+        # the compiled kernels' description of this activation (model/kernels/compiled.py)
         self.kind = ("silut", tail.threshold, tail.kappa, tail.shift) if tail is not None else (name,)
         self._value, self._grad_times, self._derivs = value_fn, grad_times_fn, derivs_fn
 
@@ -141,7 +142,7 @@ class SmoothActivation:
     def backward(self, grad: torch.Tensor, x: torch.Tensor, idx: torch.Tensor | None,
                  tail_known: bool = True) -> torch.Tensor:
         """grad * act'(x); differentiable once more when a graph is being built (force training).
-        ``tail_known=False``: ``idx`` was not searched (the forward ran in model/ckernels.py)."""
+        ``tail_known=False``: ``idx`` was not searched (the forward ran in model/kernels/cpp.py)."""
         if torch.is_grad_enabled() and (grad.requires_grad or x.requires_grad):
             return _ActGradTimes.apply(grad, x, self, idx if tail_known else self.eager_tail(x))
         if use_ckernels(x, self):               # evaluation (forces): one C++ pass
@@ -159,7 +160,7 @@ class SmoothActivation:
 
 
 def use_ckernels(x: torch.Tensor, act: "SmoothActivation") -> bool:
-    """Whether model/ckernels.py's C++ activation kernels serve x (CPU, float32/64, built)."""
+    """Whether model/kernels/cpp.py's C++ activation kernels serve x (CPU, float32/64, built)."""
     return x.device.type == "cpu" and x.numel() > 0 and ckernels.available(x.dtype, act.kind)
 
 
@@ -190,7 +191,7 @@ class _ActGradTimes(torch.autograd.Function):
     def forward(ctx, grad, x, act: SmoothActivation, idx):
         ctx.save_for_backward(grad, x, idx)
         ctx.act = act
-        if use_ckernels(x, act):                 # one C++ pass (model/ckernels.py), silut's tail included
+        if use_ckernels(x, act):                 # one C++ pass (model/kernels/cpp.py), silut's tail included
             return ckernels.act_grad(grad, x, None, act.kind)[0]
         if fused.use_fused(x, act.kind):        # force training on large tensors: compiled kernels
             return fused.grad_times(grad, x, act.kind)

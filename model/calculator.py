@@ -14,13 +14,13 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from .checkpoint import load_model
-from .energy import DPA3Model, ModelOutput
-from .ensemble import DEVI_KEYS, model_deviation
-from .errors import InputError
-from .graph import Batch, Graph
-from .memory import UnitCosts, available_bytes, base_bytes, check_fits, current_bytes, unit_costs
-from .runtime import tune_malloc
+from dpa3_al.model.checkpoint import load_model
+from dpa3_al.model.energy import DPA3Model, ModelOutput
+from dpa3_al.model.ensemble import DEVI_KEYS, model_deviation
+from dpa3_al.common.errors import InputError
+from dpa3_al.model.graph import Batch, Graph
+from dpa3_al.model.kernels.memory import UnitCosts, available_bytes, base_bytes, check_fits, current_bytes, unit_costs
+from dpa3_al.model.kernels.runtime import tune_malloc
 
 # Graphs below these sizes are evaluated without a memory estimate (they need < ~1 GB).
 _CHECK_EDGES, _CHECK_TRIPLES = 200_000, 1_000_000
@@ -144,7 +144,7 @@ def descriptor(model: DPA3Model, atoms: Atoms, device: torch.device) -> np.ndarr
     batch = atoms_to_batch(atoms, model.type_map).to(device, torch.float64)
     graph = model.build_graph(batch).to(device)
     with torch.no_grad():
-        from .energy import edge_vectors
+        from dpa3_al.model.energy import edge_vectors
 
         r = edge_vectors(batch.positions, batch.cells, graph, None).to(model.dtype)
         return model.descriptor(batch.types, r, graph).double().cpu().numpy()

@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
-from .config import ModelConfig
-from .deepmd_import import import_deepmd, is_deepmd_checkpoint
-from .energy import DPA3Model
-from .errors import CheckpointError
-from .fileio import atomic_write
-from .typed_config import ConfigError
+from dpa3_al.model.config import ModelConfig
+from dpa3_al.model.interop.deepmd_import import import_deepmd, is_deepmd_checkpoint
+from dpa3_al.model.energy import DPA3Model
+from dpa3_al.common.errors import CheckpointError
+from dpa3_al.common.fileio import atomic_write
+from dpa3_al.common.typed_config import ConfigError
 
 FORMAT = "dpa3-al-model"
 VERSION = 1

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .activations import check_activation
-from .typed_config import ConfigError, field, from_dict, to_dict
+from dpa3_al.model.activations import check_activation
+from dpa3_al.common.typed_config import ConfigError, field, from_dict, to_dict
 
 Precision = Literal["float32", "float64"]
 

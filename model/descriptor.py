@@ -20,13 +20,15 @@ from functools import partial
 import torch
 from torch import nn
 
-from . import ckernels, fused
-from .activations import get_activation
-from .config import RepFlowConfig
-from .graph import Graph
-from .nn import Dense
-from .recompute import recompute
-from .repflow import LayerGeometry, RepFlowLayer
+from dpa3_al.model.kernels import cpp as ckernels
+
+from dpa3_al.model.kernels import compiled as fused
+from dpa3_al.model.activations import get_activation
+from dpa3_al.model.config import RepFlowConfig
+from dpa3_al.model.graph import Graph
+from dpa3_al.model.nn import Dense
+from dpa3_al.model.kernels.recompute import recompute
+from dpa3_al.model.repflow import LayerGeometry, RepFlowLayer
 
 
 def poly_switch(r: torch.Tensor, r_smth: float, r_cut: float) -> torch.Tensor:
@@ -112,7 +114,7 @@ class DPA3Descriptor(nn.Module):
         return torch.cat([n, tebd], dim=-1) if self.cfg.concat_output_tebd else n
 
     def _prepare_kernels(self, r: torch.Tensor, chunks: list[LayerGeometry]) -> None:
-        """Compile model/fused.py's kernels now if this call's largest tensors will use them: before
+        """Compile model/kernels/compiled.py's kernels now if this call's largest tensors will use them: before
         the layers allocate their activations, so that the compiler's transient memory does not add
         to the call's peak. Sizes as the layers make them: per chunk, activations of (triples, e_dim)
         and (edges, heads n_dim), outer products of (edges, 3, n_dim or e_dim)."""

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import ModelConfig
-from .descriptor import DPA3Descriptor
-from .graph import Batch, Graph, build_graph
-from .nn import FittingMLP
+from dpa3_al.model.config import ModelConfig
+from dpa3_al.model.descriptor import DPA3Descriptor
+from dpa3_al.model.graph import Batch, Graph, build_graph
+from dpa3_al.model.nn import FittingMLP
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import RepFlowConfig
-from .errors import InputError
-from .neighbor import neighbor_pairs
+from dpa3_al.model.config import RepFlowConfig
+from dpa3_al.common.errors import InputError
+from dpa3_al.model.neighbor import neighbor_pairs
 
 
 @dataclass
@@ -151,7 +151,7 @@ def _angles(center: np.ndarray, is_angle: np.ndarray):
 
 def block_triples(first: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(triple_j, triple_k) of centres whose m angle edges start at ``first``: all m*m ordered pairs,
-    centre by centre, j-major (the layout model/ckernels.py's per-triple kernels rely on)."""
+    centre by centre, j-major (the layout model/kernels/cpp.py's per-triple kernels rely on)."""
     first, m = np.asarray(first, dtype=np.int64), np.asarray(m, dtype=np.int64)
     per_triple_first = np.repeat(first, m * m)
     per_triple_m = np.repeat(m, m * m)

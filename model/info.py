@@ -7,11 +7,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .checkpoint import FORMAT, load_model, read_checkpoint
-from .config import FittingConfig, RepFlowConfig
-from .deepmd_import import deepmd_heads, is_deepmd_checkpoint
-from .energy import DPA3Model
-from .typed_config import to_dict
+from dpa3_al.model.checkpoint import FORMAT, load_model, read_checkpoint
+from dpa3_al.model.config import FittingConfig, RepFlowConfig
+from dpa3_al.model.interop.deepmd_import import deepmd_heads, is_deepmd_checkpoint
+from dpa3_al.model.energy import DPA3Model
+from dpa3_al.common.typed_config import to_dict
 
 
 def describe(path: Path, head: str | None = None) -> str:
@@ -83,7 +83,7 @@ def _provenance(meta: dict) -> list[str]:
 def memory_report(path: Path, head: str | None, n_atoms: int, budget_gb: float | None = None,
                   density: float = 0.1) -> str:
     """Estimated peak memory of E+F+V for ``n_atoms`` atoms of a homogeneous system and how many atoms fit."""
-    from .memory import UNITS, available_bytes, base_bytes, max_atoms, typical_counts, unit_costs
+    from dpa3_al.model.kernels.memory import UNITS, available_bytes, base_bytes, max_atoms, typical_counts, unit_costs
 
     model = load_model(path, head=head)
     base = base_bytes()

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from .activations import get_activation
+from dpa3_al.model.activations import get_activation
 
 
 def normal_(t: torch.Tensor, std: float, generator: torch.Generator, mean: float = 0.0) -> torch.Tensor:

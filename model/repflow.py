@@ -31,11 +31,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .activations import get_activation
-from .config import RepFlowConfig
-from .nn import Dense, normal_
-from . import ckernels
-from .ops import act_scale, outer_scatter, scatter_sum
+from dpa3_al.model.activations import get_activation
+from dpa3_al.model.config import RepFlowConfig
+from dpa3_al.model.nn import Dense, normal_
+from dpa3_al.model.kernels import cpp as ckernels
+from dpa3_al.model.kernels.ops import act_scale, outer_scatter, scatter_sum
 
 
 @dataclass
@@ -61,7 +61,7 @@ class LayerGeometry:
     edge_start: torch.Tensor    # (n_nodes + 1,) int64 edge offsets per centre (edges sorted by centre)
     angle_start: torch.Tensor   # (n_nodes + 1,) int64 angle-edge offsets per centre
     # (n_nodes + 1,) triple offsets per centre when the triples are graph.block_triples' layout (m*m per
-    # centre, j-major), which the C++ per-triple kernels need (model/ckernels.py); None otherwise
+    # centre, j-major), which the C++ per-triple kernels need (model/kernels/cpp.py); None otherwise
     triple_start: torch.Tensor | None = None
 
 
@@ -215,7 +215,7 @@ class RepFlowLayer(nn.Module):
         return per_ij, e_t @ w[ad + na:ad + na + ea]
 
     def _fused_triples(self, a: torch.Tensor, g: LayerGeometry) -> bool:
-        """Whether the per-triple work runs in model/ckernels.py's C++ kernels (CPU; evaluation and
+        """Whether the per-triple work runs in model/kernels/cpp.py's C++ kernels (CPU; evaluation and
         force training: the kernels have first and second derivatives)."""
         return (g.triple_start is not None and a.device.type == "cpu"
                 and ckernels.available(a.dtype, getattr(self.act, "kind", None)))

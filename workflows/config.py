@@ -27,7 +27,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dpa3_al.model.typed_config import ConfigError, field
+from dpa3_al.common.typed_config import ConfigError, field
 
 from .keys import FANOUT_STEPS, HEAVY_STEPS, STEP_NAMES, base_step
 

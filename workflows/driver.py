@@ -28,8 +28,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from dpa3_al.model.errors import UserError
-from dpa3_al.model.typed_config import ConfigError, field, from_dict, to_dict
+from dpa3_al.common.errors import UserError
+from dpa3_al.common.typed_config import ConfigError, field, from_dict, to_dict
 
 from .config import WorkflowConfig
 from .keys import STEP_NAMES

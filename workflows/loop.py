@@ -25,7 +25,7 @@ from typing import Any
 from dflow import InputArtifact, InputParameter, Inputs, Steps, argo_len, argo_sequence
 from dflow.python import Slices
 
-from dpa3_al.model.typed_config import ConfigError, field
+from dpa3_al.common.typed_config import ConfigError, field
 
 from .engine import Engine, LeanStep
 from .keys import CALL_NAMES, base_step, iteration_name, step_key

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dpa3_al.explore.bootstrap import BootstrapConfig
-from dpa3_al.model.typed_config import to_dict
+from dpa3_al.common.typed_config import to_dict
 
 from .driver import Plan
 from .loop import LoopSpec, StepCall

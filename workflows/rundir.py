@@ -36,7 +36,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-from dpa3_al.model.errors import UserError
+from dpa3_al.common.errors import UserError
 
 from .keys import StepKey, iteration_name
 from .state import RunState, atomic_write_text

@@ -25,7 +25,7 @@ def templates_dir() -> Path:
 
 def cmd_schema(args) -> int:
     from dpa3_al.config import RunConfig
-    from dpa3_al.model.typed_config import schema
+    from dpa3_al.common.typed_config import schema
 
     if args.section:
         import dataclasses

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def dataset_root(path: Path) -> Path:
     """``path`` itself, or ``path/dataset`` for a run directory."""
-    from dpa3_al.model.errors import UserError
+    from dpa3_al.common.errors import UserError
 
     for candidate in (path / "dataset", path):
         if (candidate / "index").is_dir() and (candidate / "systems").is_dir():

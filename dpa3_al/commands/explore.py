@@ -35,7 +35,7 @@ def load_section(path: Path, section: str, cls: type) -> Any:
     """Read ``cls`` from YAML ``path``: its ``section`` key when present, else the whole file."""
     import yaml
 
-    from dpa3_al.model.typed_config import from_dict
+    from dpa3_al.common.typed_config import from_dict
 
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
@@ -46,7 +46,7 @@ def load_section(path: Path, section: str, cls: type) -> Any:
 
 
 def _drive(value: str | None, default: int | str) -> int | str:
-    from dpa3_al.model.typed_config import ConfigError
+    from dpa3_al.common.typed_config import ConfigError
 
     if value is None:
         return default
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from dpa3_al.explore.config import ExploreConfig
     from dpa3_al.explore.run import explore
     from dpa3_al.model import CommitteeCalculator
-    from dpa3_al.model.typed_config import ConfigError
+    from dpa3_al.common.typed_config import ConfigError
 
     cfg = load_section(args.config, "explore", ExploreConfig)
     drive = _drive(args.drive, cfg.drive)

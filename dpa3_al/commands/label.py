@@ -28,7 +28,7 @@ def load_label_config(path: Path):
     import yaml
 
     from dpa3_al.label import LabelConfig
-    from dpa3_al.model.typed_config import from_dict
+    from dpa3_al.common.typed_config import from_dict
 
     data = yaml.safe_load(path.read_text()) or {}
     if isinstance(data, dict) and "label" in data:

@@ -70,7 +70,7 @@ def _runs_option(p: argparse.ArgumentParser) -> None:
 
 def run_root(run: str, runs: Path) -> Path:
     """A run directory from a path or a name; a clear error when it is not a run."""
-    from dpa3_al.model.errors import UserError
+    from dpa3_al.common.errors import UserError
 
     for candidate in (Path(run), runs / run):
         if (candidate / "state.json").is_file() or (candidate / "plan.json").is_file():

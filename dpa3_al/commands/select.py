@@ -38,7 +38,7 @@ def _descriptor_fn(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from dpa3_al.commands.explore import load_section
     from dpa3_al.explore.tasks import task_dirs
-    from dpa3_al.model.errors import InputError
+    from dpa3_al.common.errors import InputError
     from dpa3_al.select import SelectConfig, select
 
     cfg = load_section(args.config, "select", SelectConfig) if args.config else SelectConfig()

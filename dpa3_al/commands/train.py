@@ -73,7 +73,7 @@ def _register_info(subparsers: Any) -> None:
 
 def build_config(args: argparse.Namespace):
     """The TrainConfig from INPUT (if any) with the flags applied on top."""
-    from dpa3_al.model.train_config import TrainConfig, load_train_config
+    from dpa3_al.model.train.config import TrainConfig, load_train_config
 
     cfg = load_train_config(args.input) if args.input else TrainConfig()
     changes: dict[str, dict] = {"data": {}, "model": {}, "training": {}, "learning_rate": {}, "finetune": {},
@@ -97,7 +97,7 @@ def build_config(args: argparse.Namespace):
         changes["finetune"]["freeze_descriptor"] = True
     if args.no_progress:
         changes["training"]["progress"] = False
-    from dpa3_al.model.typed_config import from_dict
+    from dpa3_al.common.typed_config import from_dict
 
     return from_dict(TrainConfig, _merge(cfg.to_dict(), changes), source="command line")
 
@@ -110,7 +110,7 @@ def _merge(base: dict, changes: dict) -> dict:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from dpa3_al.model.committee import train_committee
+    from dpa3_al.model.train.committee import train_committee
 
     cfg = build_config(args)
     summaries = train_committee(cfg, args.output, restart=args.restart)
@@ -124,9 +124,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_test(args: argparse.Namespace) -> int:
     from dpa3_al.model import load_model
-    from dpa3_al.model.data import load_systems
-    from dpa3_al.model.evaluate import evaluate_systems, format_table, parity_plots, total_errors
-    from dpa3_al.model.runtime import tune_malloc
+    from dpa3_al.model.train.data import load_systems
+    from dpa3_al.model.train.evaluate import evaluate_systems, format_table, parity_plots, total_errors
+    from dpa3_al.model.kernels.runtime import tune_malloc
 
     tune_malloc()
     model = load_model(args.model, head=args.head)
@@ -136,7 +136,7 @@ def run_test(args: argparse.Namespace) -> int:
     parity_plots(results, args.plot, title=str(args.model))
     print(f"parity plots: {args.plot}")
     if args.json:
-        from dpa3_al.model.fileio import atomic_write_json as write_json
+        from dpa3_al.common.fileio import atomic_write_json as write_json
 
         write_json(args.json, {"model": str(args.model), "systems": [r.as_dict() for r in results],
                                "all": total_errors(results).as_dict()})

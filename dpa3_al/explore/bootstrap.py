@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dpa3_al.model.typed_config import field, from_dict
+from dpa3_al.common.typed_config import field, from_dict
 
 from .config import ExploreConfig, PerturbSpec
 from .configurations import generate

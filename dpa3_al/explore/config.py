@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Union
 
-from dpa3_al.model.typed_config import ConfigError, field
+from dpa3_al.common.typed_config import ConfigError, field
 
 Ensemble = Literal["nve", "nvt-langevin", "nvt-nhc", "npt-iso", "npt-full"]
 NPT_ENSEMBLES = ("npt-iso", "npt-full")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from dpa3_al.model.errors import InputError
+from dpa3_al.common.errors import InputError
 
 from .config import ConfigurationSpec, LatticeSpec, PerturbSpec, SubstituteSpec
 
@@ -44,7 +44,7 @@ def _read_deepmd(path: Path, index: str) -> list[Atoms]:
     in sorted order); ``index`` picks among all of them."""
     import dpdata
 
-    from dpa3_al.model.data import find_npy_systems
+    from dpa3_al.model.train.data import find_npy_systems
 
     systems = [path] if (path / "type.raw").is_file() else find_npy_systems(path)
     if not systems:

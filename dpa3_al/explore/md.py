@@ -281,7 +281,7 @@ def run_explore_task(config: dict[str, Any], task: Path, models: list[Path], wor
         workdir: the task's output folder (may be ``task`` itself).
     """
     from dpa3_al.model import CommitteeCalculator
-    from dpa3_al.model.typed_config import ConfigError
+    from dpa3_al.common.typed_config import ConfigError
 
     from .tasks import load_task, section
 

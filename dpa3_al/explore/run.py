@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dpa3_al.model.typed_config import ConfigError
+from dpa3_al.common.typed_config import ConfigError
 
 from .config import ExploreConfig
 from .md import TaskReport, run_task

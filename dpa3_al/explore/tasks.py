@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from dpa3_al.model.errors import InputError
-from dpa3_al.model.fileio import atomic_write_text, json_default
+from dpa3_al.common.errors import InputError
+from dpa3_al.common.fileio import atomic_write_text, json_default
 
 from .config import NPT_ENSEMBLES, StageConfig, StopConfig, TaskGroupConfig
 from .configurations import Configuration, build_pool, sample
@@ -218,7 +218,7 @@ def prepare_tasks(config: dict[str, Any], schedule: Path | None, iteration: int,
     Returns:
         the task folders, in task order.
     """
-    from dpa3_al.model.typed_config import from_dict
+    from dpa3_al.common.typed_config import from_dict
 
     from .config import ExploreConfig
 

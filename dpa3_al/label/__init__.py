@@ -49,7 +49,7 @@ def labeler_class(kind: str) -> type:
 def make_labeler(config: LabelConfig | Mapping[str, Any]):
     """Build the labeler for ``config`` (a LabelConfig or the plain ``label:`` mapping)."""
     if not isinstance(config, LabelConfig):
-        from dpa3_al.model.typed_config import from_dict
+        from dpa3_al.common.typed_config import from_dict
 
         config = from_dict(LabelConfig, dict(config), path="label")
     return labeler_class(config.kind)(config)

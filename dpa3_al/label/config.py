@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from dpa3_al.model.typed_config import ConfigError, field
+from dpa3_al.common.typed_config import ConfigError, field
 
 __all__ = [
     "LABELER_KINDS", "LabelConfig", "TbliteConfig", "PyscfConfig", "EspressoConfig", "Cp2kConfig",
@@ -183,6 +183,6 @@ def _argv(value: tuple[str, ...] | list[str] | str, key: str) -> tuple[str, ...]
 
 def section_dict(config: LabelConfig) -> dict[str, Any]:
     """The settings that decide the labels (kind + its section), as plain data for hashing."""
-    from dpa3_al.model.typed_config import to_dict
+    from dpa3_al.common.typed_config import to_dict
 
     return {"kind": config.kind, "settings": to_dict(config.settings)}

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from dpa3_al.model.fileio import atomic_write_bytes, atomic_write_text
-from dpa3_al.model.fileio import atomic_write_json as _write_json
-from dpa3_al.model.fileio import atomic_write_path as atomic_write_with
+from dpa3_al.common.fileio import atomic_write_bytes, atomic_write_text
+from dpa3_al.common.fileio import atomic_write_json as _write_json
+from dpa3_al.common.fileio import atomic_write_path as atomic_write_with
 
 __all__ = [
     "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_npy",

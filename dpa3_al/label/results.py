@@ -13,7 +13,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from dpa3_al.model.errors import UserError
+from dpa3_al.common.errors import UserError
 
 __all__ = [
     "FailureReason", "FAILURE_REASONS", "RETRYABLE", "LabelMeta", "LabeledFrame", "LabelFailure",

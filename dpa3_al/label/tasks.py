@@ -29,7 +29,7 @@ TASK = "task.json"
 
 def label_config(config: Mapping[str, Any] | LabelConfig | None) -> LabelConfig:
     """The LabelConfig of a step's ``config``: the ``label:`` section itself, or a mapping holding it."""
-    from dpa3_al.model.typed_config import from_dict
+    from dpa3_al.common.typed_config import from_dict
 
     if isinstance(config, LabelConfig):
         return config

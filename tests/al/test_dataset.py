@@ -13,7 +13,7 @@ from ase.calculators.emt import EMT
 
 from dpa3_al.dataset import LabeledDataset, Provenance, read_labeled
 from dpa3_al.label.results import LabeledFrame, LabelFailure, LabelMeta, attach_results
-from dpa3_al.model.errors import InputError
+from dpa3_al.common.errors import InputError
 
 DATA = Path(__file__).parents[1] / "data"
 META = LabelMeta(labeler="ase", settings_hash="abc123def456", wall_time=0.5)

@@ -15,7 +15,7 @@ from ase.calculators.lj import LennardJones
 from dpa3_al.explore import AseCommittee, explore, make_tasks, run_task
 from dpa3_al.explore.config import ExploreConfig, StopConfig
 from dpa3_al.explore.deviation import DEVI_COLUMNS, read_model_devi
-from dpa3_al.model.typed_config import from_dict
+from dpa3_al.common.typed_config import from_dict
 
 NO_STOP = {"max_devi_f": None, "min_dist_ratio": None, "lost_distance": None}
 

@@ -15,7 +15,7 @@ from dpa3_al.explore import make_tasks, run_task
 from dpa3_al.explore.config import ExploreConfig
 from dpa3_al.explore.deviation import read_model_devi
 from dpa3_al.model.ensemble import DEVI_KEYS
-from dpa3_al.model.typed_config import from_dict
+from dpa3_al.common.typed_config import from_dict
 
 try:
     from dpa3_al.model import CommitteeCalculator, ModelConfig, build_model, save_model

@@ -14,8 +14,8 @@ from dpa3_al.explore import ExploreConfig, load_task, make_tasks, task_dirs, wri
 from dpa3_al.explore.configurations import build_pool, perturb, read_structures, substitute
 from dpa3_al.explore.config import PerturbSpec, SubstituteSpec
 from dpa3_al.explore.tasks import prepare_tasks
-from dpa3_al.model.errors import InputError
-from dpa3_al.model.typed_config import ConfigError, from_dict, to_dict
+from dpa3_al.common.errors import InputError
+from dpa3_al.common.typed_config import ConfigError, from_dict, to_dict
 
 WATER = Path(__file__).resolve().parents[1] / "data" / "water" / "data_0"
 

@@ -9,7 +9,7 @@ import pytest
 from ase.build import bulk, molecule
 
 from dpa3_al.label import LabelConfig, LabeledFrame, LabelerUnavailable, make_labeler
-from dpa3_al.model.typed_config import ConfigError, from_dict
+from dpa3_al.common.typed_config import ConfigError, from_dict
 
 
 def water_frames(n: int = 3) -> list:

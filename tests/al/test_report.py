@@ -25,8 +25,8 @@ from dpa3_al.explore.deviation import DeviCsvWriter
 from dpa3_al.explore.tasks import MDSettings, Task, atomic_write_json, write_task
 from dpa3_al.label import LabelFailure
 from dpa3_al.label.results import attach_results
-from dpa3_al.model.errors import UserError
-from dpa3_al.model.typed_config import from_dict
+from dpa3_al.common.errors import UserError
+from dpa3_al.common.typed_config import from_dict
 from dpa3_al.report import build_report, load_run, read_lcurve
 from dpa3_al.schedule import decide
 from dpa3_al.select import SelectConfig, select

@@ -9,7 +9,7 @@ import pytest
 from dpa3_al.explore.config import StageConfig, TaskGroupConfig
 from dpa3_al.schedule import (Decision, IterationOutcome, ScheduleState, StageNotConverged, decide, judge,
                               replay, stage_converged)
-from dpa3_al.model.typed_config import from_dict
+from dpa3_al.common.typed_config import from_dict
 
 GROUP = {"configurations": [{"lattice": {"symbols": "Cu"}}]}
 

@@ -14,8 +14,8 @@ from dpa3_al.cli import main
 from dpa3_al.explore.config import StopConfig
 from dpa3_al.explore.deviation import DeviCsvWriter
 from dpa3_al.explore.tasks import MDSettings, Task, atomic_write_json, write_task
-from dpa3_al.model.errors import UserError
-from dpa3_al.model.typed_config import ConfigError, from_dict
+from dpa3_al.common.errors import UserError
+from dpa3_al.common.typed_config import ConfigError, from_dict
 from dpa3_al.select import (ACCURATE, CANDIDATE, FAILED, FilterConfig, Levels, SelectConfig, adaptive_lower, allot,
                             box_reason, classify, duplicate_mask, farthest_point_sampling, min_distance_reason, pick,
                             resolve_levels, select, select_candidates)

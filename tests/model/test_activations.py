@@ -30,7 +30,7 @@ def test_fused_act_scale_with_tail_matches_reference(threshold):
     """act(x) * w through model/ops.act_scale (silut's raw/backward/value path, tail patched on
     the tail elements only), on a non-contiguous 2-D input with both branches: values, first and
     second derivatives."""
-    from dpa3_al.model.ops import act_scale
+    from dpa3_al.model.kernels.ops import act_scale
 
     f = make_silut(threshold)
     gen = torch.Generator().manual_seed(3)
@@ -73,7 +73,7 @@ def test_silu_grad_times_first_and_second_derivatives():
 def test_smooth_activations_and_fused_scale_twice_differentiable(name):
     """act(x) and act(x) * w (model/ops.act_scale) against plain compositions: values and the
     first and second derivatives (the force-training path uses their hand-written derivatives)."""
-    from dpa3_al.model.ops import act_scale
+    from dpa3_al.model.kernels.ops import act_scale
 
     act = get_activation(name)
     plain = {"silu": torch.nn.functional.silu, "tanh": torch.tanh}.get(name) or (lambda t: silut_reference(t, *act.params))

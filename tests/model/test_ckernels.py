@@ -1,4 +1,4 @@
-"""C++ evaluation kernels (model/ckernels.py): each kernel equals the torch formulas it replaces,
+"""C++ evaluation kernels (model/kernels/cpp.py): each kernel equals the torch formulas it replaces,
 the model gives the same energy, forces and virial with them as without (both memory modes,
 chunked), and a build failure falls back to the torch path with one warning."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dpa3_al.model import ckernels
+from dpa3_al.model.kernels import cpp as ckernels
 from dpa3_al.model.activations import get_activation
 from dpa3_al.model.calculator import atoms_to_batch
 from dpa3_al.model.repflow import RepFlowLayer
@@ -186,7 +186,7 @@ def test_a_build_failure_falls_back_to_the_torch_path(monkeypatch, caplog):
         raise RuntimeError("g++ failed: no space left on device")
 
     monkeypatch.setattr(ckernels, "_build", broken)
-    with caplog.at_level(logging.WARNING, logger="dpa3_al.model.ckernels"):
+    with caplog.at_level(logging.WARNING, logger="dpa3_al.model.kernels.cpp"):
         got = _evaluate(model, batch, "default", True, monkeypatch)
     assert caplog.text.count("C++ kernels unavailable (RuntimeError: g++ failed") == 1
     assert not ckernels._STATE["enabled"]
@@ -209,7 +209,7 @@ def test_the_library_is_cached_by_source_flags_and_cpu(tmp_path, monkeypatch):
 def test_tensors_off_the_cpu_never_reach_the_kernels(monkeypatch):
     """The kernels read raw CPU pointers: other devices (CUDA; here the shape-only 'meta' device)
     must take the torch path."""
-    from dpa3_al.model.ops import act_scale, outer_scatter
+    from dpa3_al.model.kernels.ops import act_scale, outer_scatter
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a C++ kernel was called with a non-CPU tensor")
@@ -235,7 +235,7 @@ _MAPPED_OMP = """
 import json
 import torch
 from pathlib import Path
-from dpa3_al.model import ckernels
+from dpa3_al.model.kernels import cpp as ckernels
 from dpa3_al.model.activations import get_activation
 assert ckernels.available(torch.float32, get_activation("silu").kind)
 maps = Path("/proc/self/maps").read_text().splitlines()
@@ -291,7 +291,7 @@ def test_a_kernel_that_disagrees_with_the_probe_is_not_used(dtype, monkeypatch, 
     real = ckernels.act_grad2
     monkeypatch.setattr(ckernels, "act_grad2", lambda *a, **k: tuple(None if t is None else t * 1.01
                                                                      for t in real(*a, **k)))
-    with caplog.at_level(logging.WARNING, logger="dpa3_al.model.ckernels"):
+    with caplog.at_level(logging.WARNING, logger="dpa3_al.model.kernels.cpp"):
         assert not ckernels.available(dtype, get_activation("silu").kind)
     assert "C++ kernels unavailable (AssertionError: probe: kernel and reference differ" in caplog.text
     assert not ckernels._STATE["enabled"]
@@ -300,16 +300,15 @@ def test_a_kernel_that_disagrees_with_the_probe_is_not_used(dtype, monkeypatch, 
 @needs_compiler
 def test_with_the_kernels_nothing_is_compiled_by_torch_compile(monkeypatch):
     """Every activation pass of evaluation and force training runs the C++ kernels, so the compiled
-    (torch.compile) kernels of model/fused.py are never warmed up, even for tensors far above their
+    (torch.compile) kernels of model/kernels/compiled.py are never warmed up, even for tensors far above their
     size threshold: that compilation took ~20 s and 0.17 GB in the first training call of a process."""
-    from dpa3_al.model import fused
-
+    from dpa3_al.model.kernels import compiled as fused
     model = tiny_model(activation_function="silut:1.0", nlayers=3)
     batch = atoms_to_batch(random_periodic(8, seed=61), model.type_map)
     model(batch)                          # the kernels' probes run now (their reference is the eager path)
     monkeypatch.setattr(fused, "MIN_ELEMENTS", 1)
     monkeypatch.setitem(fused._STATE, "ready", {})
-    monkeypatch.setattr(fused, "_warm_up", lambda *a, **k: pytest.fail("model/fused.py kernels were compiled"))
+    monkeypatch.setattr(fused, "_warm_up", lambda *a, **k: pytest.fail("model/kernels/compiled.py kernels were compiled"))
     out = model(batch, create_graph=True)
     (out.forces.pow(2).sum() + out.energy.sum() + out.virial.pow(2).sum()).backward()
     assert all(p.grad is not None for p in model.descriptor.layers[0].parameters() if p.requires_grad)

@@ -10,9 +10,9 @@ import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from dpa3_al.model.batching import FrameSampler, TrainingData, parse_batch_size
-from dpa3_al.model.data import data_elements, load_systems, read_npy_system, split_validation
-from dpa3_al.model.errors import InputError
+from dpa3_al.model.train.batching import FrameSampler, TrainingData, parse_batch_size
+from dpa3_al.model.train.data import data_elements, load_systems, read_npy_system, split_validation
+from dpa3_al.common.errors import InputError
 
 WATER = Path(__file__).parents[1] / "data" / "water"
 

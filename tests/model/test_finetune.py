@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from dpa3_al.model import load_model
-from dpa3_al.model.batching import TrainingData
+from dpa3_al.model.train.batching import TrainingData
 from dpa3_al.model.calculator import atoms_to_batch
-from dpa3_al.model.data import load_systems
-from dpa3_al.model.errors import CheckpointError
-from dpa3_al.model.finetune import change_energy_bias, finetune_init, remap_type_map
+from dpa3_al.model.train.data import load_systems
+from dpa3_al.common.errors import CheckpointError
+from dpa3_al.model.train.finetune import change_energy_bias, finetune_init, remap_type_map
 from dpa3_al.model.graph import Batch
-from dpa3_al.model.stats import stat_picks
+from dpa3_al.model.train.stats import stat_picks
 
 from .helpers import random_cluster, random_periodic, tiny_model
 
@@ -141,9 +141,9 @@ def test_finetune_beats_training_from_scratch_at_equal_steps(tmp_path):
     energy too, and this barely trained reference checkpoint -- 20 steps, forces no better than a random
     model's -- gives no head start: see docs/training.md.)
     """
-    from dpa3_al.model.train import train
-    from dpa3_al.model.train_config import TrainConfig
-    from dpa3_al.model.typed_config import to_dict
+    from dpa3_al.model.train.trainer import train
+    from dpa3_al.model.train.config import TrainConfig
+    from dpa3_al.common.typed_config import to_dict
 
     head = load_model(MT / "model.ckpt.pt", head="water")
     base = {"model": {"type_map": ["O", "H"], "descriptor": to_dict(head.config.descriptor),
@@ -155,7 +155,7 @@ def test_finetune_beats_training_from_scratch_at_equal_steps(tmp_path):
     ft = train(TrainConfig.from_dict({**base, "finetune": {"model": str(MT / "model.ckpt.pt"), "head": "water"}}),
                tmp_path / "ft")
     scratch = train(TrainConfig.from_dict(base), tmp_path / "scratch")
-    from dpa3_al.model.train_io import read_lcurve
+    from dpa3_al.model.train.io import read_lcurve
 
     ft_last, sc_last = read_lcurve(tmp_path / "ft" / "lcurve.csv")[-1], read_lcurve(tmp_path / "scratch" / "lcurve.csv")[-1]
     assert ft_last.step == sc_last.step == 6

@@ -1,4 +1,4 @@
-"""Compiled activation kernels (model/fused.py) give the eager formulas' numbers, first and
+"""Compiled activation kernels (model/kernels/compiled.py) give the eager formulas' numbers, first and
 second derivatives included, and a toolchain failure falls back to the eager path."""
 
 import logging
@@ -7,7 +7,9 @@ import shutil
 import pytest
 import torch
 
-from dpa3_al.model import ckernels, fused
+from dpa3_al.model.kernels import cpp as ckernels
+
+from dpa3_al.model.kernels import compiled as fused
 from dpa3_al.model.calculator import atoms_to_batch
 
 from .helpers import random_periodic, tiny_model
@@ -15,7 +17,7 @@ from .helpers import random_periodic, tiny_model
 
 @pytest.fixture(autouse=True)
 def _without_cpp_kernels(monkeypatch):
-    """Evaluation prefers model/ckernels.py's C++ kernels; these tests are about the compiled ones."""
+    """Evaluation prefers model/kernels/cpp.py's C++ kernels; these tests are about the compiled ones."""
     monkeypatch.setitem(ckernels._STATE, "enabled", False)
     monkeypatch.setitem(ckernels._STATE, "ready", {})
 
@@ -76,7 +78,7 @@ def test_a_compiler_failure_falls_back_to_the_eager_formulas(monkeypatch, caplog
         raise RuntimeError("no C++ compiler found")
 
     monkeypatch.setattr(fused, "_kernel", broken)
-    with caplog.at_level(logging.WARNING, logger="dpa3_al.model.fused"):
+    with caplog.at_level(logging.WARNING, logger="dpa3_al.model.kernels.compiled"):
         got = _training_quantities(model, atoms, "default")
     assert "compiled activation kernels unavailable (RuntimeError: no C++ compiler found)" in caplog.text
     assert not fused._STATE["enabled"] and not any(fused._STATE["ready"].values())

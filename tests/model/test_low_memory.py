@@ -68,7 +68,7 @@ def test_low_memory_keeps_angle_features_of_every_second_layer_only():
     """Deferred angle updates: a 3-layer model has one angle update (layer 0), a 5-layer model
     three (layers 0-2; layer 3's would feed only the angle-free last layer). Without deferral the
     low mode would keep a^1, a^2, a^3 (T, a_dim) for the recomputation; with it only a^2."""
-    from dpa3_al.model.memory import unit_costs
+    from dpa3_al.model.kernels.memory import unit_costs
 
     a_bytes = 8 * 8                                                   # a_dim 8, float64
     per_triple = {L: unit_costs(tiny_model(nlayers=L), "low").stored["triple"] for L in (3, 5)}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import dpa3_al.model.calculator as calc_mod
-import dpa3_al.model.memory as mem
+import dpa3_al.model.kernels.memory as mem
 from dpa3_al.model import DPA3Calculator, MemoryEstimateError
 from dpa3_al.model.calculator import atoms_to_batch
 
@@ -78,7 +78,7 @@ def test_training_step_costs_are_measured_on_the_force_pass_with_a_graph():
     infer = mem.unit_costs(model, "default")
     train_default, train_low = mem.unit_costs(model, "default", training=True), mem.unit_costs(model, "low", training=True)
     assert train_default.training and train_default.stored["triple"] > 1.5 * infer.stored["triple"]
-    # the C++ per-triple kernels (model/ckernels.py) keep only a and its gradient per triple and layer in
+    # the C++ per-triple kernels (model/kernels/cpp.py) keep only a and its gradient per triple and layer in
     # the default mode, so the low mode's gain is now mostly on the edges and atoms
     assert train_low.stored["triple"] < 0.7 * train_default.stored["triple"]
     assert train_low.stored["edge"] < 0.3 * train_default.stored["edge"]
@@ -87,9 +87,9 @@ def test_training_step_costs_are_measured_on_the_force_pass_with_a_graph():
 
 
 def test_training_that_would_not_fit_is_refused_before_the_first_step(tmp_path, monkeypatch):
-    import dpa3_al.model.train as train_mod
-    from dpa3_al.model.train import train
-    from dpa3_al.model.train_config import TrainConfig
+    import dpa3_al.model.train.trainer as train_mod
+    from dpa3_al.model.train.trainer import train
+    from dpa3_al.model.train.config import TrainConfig
 
     from .train_helpers import emt_system, tiny_config
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from dpa3_al.model.recompute import recompute
+from dpa3_al.model.kernels.recompute import recompute
 
 
 def _net(seed=0):
@@ -32,8 +32,7 @@ def test_recompute_passes_gradcheck_and_gradgradcheck():
 
 
 def test_force_loss_gradients_equal_the_unrecomputed_ones_and_skip_unused_parameter_grads(monkeypatch):
-    from dpa3_al.model import recompute as rc
-
+    from dpa3_al.model.kernels import recompute as rc
     lin = _net(1)
     calls = {"n": 0}
     asked = []

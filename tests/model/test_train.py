@@ -17,10 +17,10 @@ import yaml
 
 from dpa3_al.model import load_model
 from dpa3_al.model.checkpoint import read_checkpoint
-from dpa3_al.model.errors import UserError
-from dpa3_al.model.train import _Loop, train, train_member
-from dpa3_al.model.train_config import TrainConfig
-from dpa3_al.model.train_io import read_lcurve
+from dpa3_al.common.errors import UserError
+from dpa3_al.model.train.trainer import _Loop, train, train_member
+from dpa3_al.model.train.config import TrainConfig
+from dpa3_al.model.train.io import read_lcurve
 
 from .train_helpers import emt_system, tiny_config
 
@@ -154,7 +154,7 @@ def test_time_budget_cuts_the_steps_and_scales_the_schedule(emt, tmp_path):
 
 
 def test_committee_in_parallel_processes(emt, tmp_path):
-    from dpa3_al.model.committee import train_committee
+    from dpa3_al.model.train.committee import train_committee
 
     cfg = _cfg(emt, 4, training={"numb_models": 2, "parallel": 2})
     summaries = train_committee(cfg, tmp_path)

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from dpa3_al.model import load_model
-from dpa3_al.model.batching import TrainingData
-from dpa3_al.model.data import load_systems
-from dpa3_al.model.loss import EnergyLoss, Prefactors
-from dpa3_al.model.lr import ExpDecay
-from dpa3_al.model.train_config import OptimizerSection
-from dpa3_al.model.train_loop import make_optimizer, optimizer_step
+from dpa3_al.model.train.batching import TrainingData
+from dpa3_al.model.train.data import load_systems
+from dpa3_al.model.train.loss import EnergyLoss, Prefactors
+from dpa3_al.model.train.lr import ExpDecay
+from dpa3_al.model.train.config import OptimizerSection
+from dpa3_al.model.train.loop import make_optimizer, optimizer_step
 
 
 @pytest.fixture(scope="module")

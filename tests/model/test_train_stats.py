@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from dpa3_al.model.batching import Labels, TrainingData
-from dpa3_al.model.data import DataSystem
+from dpa3_al.model.train.batching import Labels, TrainingData
+from dpa3_al.model.train.data import DataSystem
 from dpa3_al.model.energy import ModelOutput
-from dpa3_al.model.loss import EnergyLoss, ErrorSums, Prefactors
-from dpa3_al.model.lr import ExpDecay, prefactor
-from dpa3_al.model.stats import (change_bias_by_statistic, env_std_from_data, lstsq_bias, set_bias_by_statistic,
+from dpa3_al.model.train.loss import EnergyLoss, ErrorSums, Prefactors
+from dpa3_al.model.train.lr import ExpDecay, prefactor
+from dpa3_al.model.train.stats import (change_bias_by_statistic, env_std_from_data, lstsq_bias, set_bias_by_statistic,
                                  stat_picks)
 
 from .helpers import tiny_model
@@ -64,7 +64,7 @@ def test_change_by_statistic_adds_the_residual_fit():
     data = TrainingData(systems, model.type_map, batch_size=1)
     picks = stat_picks(data, 100, seed=0)
     before = model.out_bias.clone()
-    from dpa3_al.model.stats import predict_energies
+    from dpa3_al.model.train.stats import predict_energies
 
     pred = predict_energies(model, data, picks)
     fit = change_bias_by_statistic(model, data, picks)
@@ -87,7 +87,7 @@ def test_stat_picks_use_all_frames_when_they_fit_and_sample_otherwise():
 
 
 def test_env_std_from_data_matches_its_definition(data_dir):
-    from dpa3_al.model.data import read_npy_system
+    from dpa3_al.model.train.data import read_npy_system
     from dpa3_al.model.descriptor import poly_switch
 
     model = tiny_model(["O", "H"], fix_stat_std=0.0, e_rcut=4.0, e_rcut_smth=3.0, e_sel=40, a_sel=20)
@@ -160,8 +160,8 @@ def test_env_std_and_bias_reproduce_deepmd_kit(data_dir):
     """fix_stat_std 0 on all 80 frames of water/data_0 (tests/data/train-reference/envstat_water)."""
     import json
 
-    from dpa3_al.model.data import read_npy_system
-    from dpa3_al.model.deepmd_import import config_from_deepmd
+    from dpa3_al.model.train.data import read_npy_system
+    from dpa3_al.model.interop.deepmd_import import config_from_deepmd
     from dpa3_al.model.energy import build_model
 
     ref_dir = data_dir / "train-reference" / "envstat_water"

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from dpa3_al.model.errors import UserError
-from dpa3_al.model.typed_config import ConfigError, from_dict
+from dpa3_al.common.errors import UserError
+from dpa3_al.common.typed_config import ConfigError, from_dict
 from dpa3_al.workflows import LoopSpec, Plan, StepCall, status, submit
 from dpa3_al.workflows.keys import CALL_NAMES, STEP_NAMES
 from dpa3_al.workflows.ops import OP_MODULES, op_class

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dpa3_al.model.typed_config import ConfigError, from_dict, schema, to_dict
+from dpa3_al.common.typed_config import ConfigError, from_dict, schema, to_dict
 from dpa3_al.workflows import WorkflowConfig
 from dpa3_al.workflows.keys import StepKey, iteration_name, parse_step_key, step_key
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dpa3_al.model.typed_config import from_dict
+from dpa3_al.common.typed_config import from_dict
 from dpa3_al.workflows import Plan, render
 
 GOLDEN = Path(__file__).parent / "golden" / "argo_loop.yaml"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dpa3_al.model.errors import UserError
+from dpa3_al.common.errors import UserError
 from dpa3_al.workflows.keys import StepKey
 from dpa3_al.workflows.rundir import RunBusy, RunDir, RunExists, check_run_name, publish_tree
 from dpa3_al.workflows.state import RunState, StepState

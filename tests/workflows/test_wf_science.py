@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from dpa3_al.dataset import LabeledDataset
-from dpa3_al.model.typed_config import from_dict
+from dpa3_al.common.typed_config import from_dict
 from dpa3_al.workflows import Plan, submit, wait
 from dpa3_al.workflows.keys import step_key
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dpa3_al.model.typed_config import from_dict
+from dpa3_al.common.typed_config import from_dict
 from dpa3_al.workflows import LoopSpec, Plan, StepCall, WorkflowConfig
 from dpa3_al.workflows.keys import CALL_NAMES
 

@@ -27,10 +27,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .batching import TrainingData
-from .descriptor import poly_switch
-from .energy import DPA3Model, edge_vectors
-from .graph import Batch, build_graph
+from dpa3_al.model.train.batching import TrainingData
+from dpa3_al.model.descriptor import poly_switch
+from dpa3_al.model.energy import DPA3Model, edge_vectors
+from dpa3_al.model.graph import Batch, build_graph
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .fileio import atomic_write_text as write_text
-from .fileio import atomic_write_path as atomic_write
+from dpa3_al.common.fileio import atomic_write_text as write_text
+from dpa3_al.common.fileio import atomic_write_path as atomic_write
 
 LCURVE_COLUMNS = ("step", "lr", "rmse_e_trn", "rmse_f_trn", "rmse_v_trn", "rmse_e_val", "rmse_f_val",
                   "rmse_v_val", "loss_trn", "loss_val", "wall_s")

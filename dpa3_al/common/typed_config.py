@@ -29,7 +29,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from .errors import UserError
+from dpa3_al.common.errors import UserError
 
 __all__ = ["ConfigError", "from_dict", "to_dict", "schema", "field", "replace"]
 

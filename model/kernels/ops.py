@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import torch
 
-from . import ckernels, fused
-from .activations import Activation, use_ckernels
+from dpa3_al.model.kernels import cpp as ckernels
+
+from dpa3_al.model.kernels import compiled as fused
+from dpa3_al.model.activations import Activation, use_ckernels
 
 
 class _ScatterSum(torch.autograd.Function):
@@ -39,10 +41,10 @@ class _ActScale(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, act: Activation) -> torch.Tensor:
         ctx.save_for_backward(x, w)
         ctx.act, ctx.tail, ctx.tail_known = act, None, True
-        if use_ckernels(x, act):                 # one C++ pass (model/ckernels.py); tail searched if needed
+        if use_ckernels(x, act):                 # one C++ pass (model/kernels/cpp.py); tail searched if needed
             ctx.tail_known = False
             return ckernels.act_value(x, w, act.kind)
-        if fused.use_fused(x, act.kind):         # large tensors: one compiled pass (model/fused.py)
+        if fused.use_fused(x, act.kind):         # large tensors: one compiled pass (model/kernels/compiled.py)
             return fused.scaled_value(x, w, act.kind)
         y, ctx.tail = act.raw(x)
         return y.mul_(w[:, None])
@@ -85,10 +87,10 @@ class _ActScaleGrad(torch.autograd.Function):
     def forward(ctx, grad, x, w, act, tail, need_w: bool):
         ctx.save_for_backward(grad, x, w, tail)
         ctx.act, ctx.need_w = act, need_w
-        if use_ckernels(x, act):                 # one C++ pass (model/ckernels.py), silut's tail included
+        if use_ckernels(x, act):                 # one C++ pass (model/kernels/cpp.py), silut's tail included
             gx, gw = ckernels.act_grad(grad, x, w, act.kind, need_w)
             return gx, (gw if need_w else w.new_zeros(w.shape))
-        if fused.use_fused(x, act.kind):        # large tensors: compiled kernels (model/fused.py)
+        if fused.use_fused(x, act.kind):        # large tensors: compiled kernels (model/kernels/compiled.py)
             return fused.act_scale_grad(grad, x, w, act.kind)
         gx, gw = _act_scale_grad_eager(grad, x, w, act, tail, need_w)
         return gx, (gw if need_w else w.new_zeros(w.shape))     # a Function's outputs must be tensors
@@ -137,7 +139,7 @@ class _OuterScatter(torch.autograd.Function):
         ctx.save_for_backward(hw, feat, *(t for t in (gather, scatter, offsets) if t is not None))
         ctx.has_gather = gather is not None
         ctx.c = offsets is not None and hw.device.type == "cpu" and ckernels.ready(hw.dtype)   # C++: CPU only
-        if ctx.c:                      # one C++ pass per centre, no (E, 3, d) product (model/ckernels.py)
+        if ctx.c:                      # one C++ pass per centre, no (E, 3, d) product (model/kernels/cpp.py)
             return ckernels.outer(hw, feat, gather, offsets, size)
         f = feat if gather is None else feat.index_select(0, gather)                 # (E, d)
         out = hw.new_zeros((size, 3, feat.shape[-1]))
@@ -196,7 +198,7 @@ def outer_scatter(hw: torch.Tensor, feat: torch.Tensor, gather: torch.Tensor | N
 
     hw (E, 3); feat (M, d) gathered by ``gather`` (E,) (or used as is, (E, d), when None).
     ``offsets`` (size + 1,): when given, ``scatter`` is sorted and centre s owns edges
-    [offsets[s], offsets[s + 1]), which lets the C++ kernels (model/ckernels.py) serve the call.
+    [offsets[s], offsets[s + 1]), which lets the C++ kernels (model/kernels/cpp.py) serve the call.
     Saves hw, feat and the indices; the (E, 3, d) product is never kept.
     """
     return _OuterScatter.apply(hw, feat, gather, scatter, size, offsets)

@@ -1,4 +1,4 @@
-"""Hand-written C++ kernels (``model/csrc/kernels.cpp``) for the CPU: the angle stream's per-triple
+"""Hand-written C++ kernels (``model/kernels/csrc/kernels.cpp``) for the CPU: the angle stream's per-triple
 work with its first and second derivatives, the activations, and the symmetrisation's outer products.
 
 A RepFlow layer's per-triple work (~700 triples per atom) is, for the edge message (E2, dm
@@ -22,7 +22,7 @@ The library is built on first use with the system C++ compiler (g++, ~3 s, cache
 ``$XDG_CACHE_HOME/dpa3-al/kernels``, keyed by source, flags, compiler and CPU) and checked against
 the torch formulas (values, first and second derivatives) on a small probe; any failure turns
 the kernels off with one warning and the torch path runs (same numbers to rounding).
-``DPA3_AL_COMPILE=0`` switches them off, like model/fused.py. float32 and float64, CPU tensors.
+``DPA3_AL_COMPILE=0`` switches them off, like model/kernels/compiled.py. float32 and float64, CPU tensors.
 """
 
 from __future__ import annotations
@@ -285,7 +285,7 @@ def reference(a, w_a, P, Q, tw, r, a_off, t_off, dm, du, scale, c0, act):
 
 def triple_index(a_off: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(triple_j, triple_k) of the centre-by-centre layout given by the angle-edge offsets."""
-    from .graph import block_triples
+    from dpa3_al.model.graph import block_triples
 
     a_off = a_off.numpy()
     return tuple(torch.from_numpy(t) for t in block_triples(a_off[:-1], a_off[1:] - a_off[:-1]))
@@ -387,7 +387,7 @@ def _check(dtype: torch.dtype, kind: tuple) -> bool:
 
 def _probe(dtype: torch.dtype, kind: tuple) -> bool:
     """Build the library if needed; compare kernels and reference (values and gradients), dm, du > 0."""
-    from .activations import get_activation
+    from dpa3_al.model.activations import get_activation
 
     if _STATE["lib"] is None:
         _STATE["lib"] = _build()

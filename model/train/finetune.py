@@ -27,13 +27,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .batching import TrainingData
-from .checkpoint import load_model, read_checkpoint
-from .config import ModelConfig
-from .deepmd_import import deepmd_heads, is_deepmd_checkpoint
-from .energy import DPA3Model
-from .errors import CheckpointError
-from .stats import Picks, apply_env_std, change_bias_by_statistic, set_bias_by_statistic
+from dpa3_al.model.train.batching import TrainingData
+from dpa3_al.model.checkpoint import load_model, read_checkpoint
+from dpa3_al.model.config import ModelConfig
+from dpa3_al.model.interop.deepmd_import import deepmd_heads, is_deepmd_checkpoint
+from dpa3_al.model.energy import DPA3Model
+from dpa3_al.common.errors import CheckpointError
+from dpa3_al.model.train.stats import Picks, apply_env_std, change_bias_by_statistic, set_bias_by_statistic
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ another or as P parallel processes, each in its own resumable directory::
 
 With one model the run's files are written to WORKDIR itself. Parallel members get
 ``cores // P`` torch (OpenMP) threads each: oversubscribed OpenMP threads stall badly on a
-small machine. Run as ``python -m dpa3_al.model.committee`` for one member (what the parallel
+small machine. Run as ``python -m dpa3_al.model.train.committee`` for one member (what the parallel
 driver starts).
 """
 
@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import FORMAT, read_checkpoint
-from .errors import UserError
-from .train_config import TrainConfig
-from .fileio import atomic_write_json as write_json
-from .fileio import atomic_write_path as atomic_write
+from dpa3_al.model.checkpoint import FORMAT, read_checkpoint
+from dpa3_al.common.errors import UserError
+from dpa3_al.model.train.config import TrainConfig
+from dpa3_al.common.fileio import atomic_write_json as write_json
+from dpa3_al.common.fileio import atomic_write_path as atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def member_dir(workdir: Path, member: int, n: int) -> Path:
 
 def train_committee(cfg: TrainConfig, workdir: Path, *, restart: bool = False) -> list[dict[str, Any]]:
     """Train ``cfg.training.numb_models`` members; returns one summary dict per member (with "model")."""
-    from .train import train
+    from dpa3_al.model.train.trainer import train
 
     workdir = Path(workdir)
     n, parallel = cfg.training.numb_models, min(cfg.training.parallel, cfg.training.numb_models)
@@ -113,7 +113,7 @@ def _run_parallel(cfg: TrainConfig, workdir: Path, n: int, parallel: int) -> Non
                 i = pending.pop(0)
                 d = member_dir(workdir, i, n)
                 d.mkdir(parents=True, exist_ok=True)
-                cmd = [sys.executable, "-m", "dpa3_al.model.committee", "--config", str(cfg_file),
+                cmd = [sys.executable, "-m", "dpa3_al.model.train.committee", "--config", str(cfg_file),
                        "--workdir", str(d), "--member", str(i)]
                 with open(d / "process.log", "ab") as out:
                     running[i] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -142,7 +142,7 @@ def _run_parallel(cfg: TrainConfig, workdir: Path, n: int, parallel: int) -> Non
 
 def _main(argv: list[str] | None = None) -> int:
     """One member in a child process (started by :func:`_run_parallel`)."""
-    ap = argparse.ArgumentParser(prog="python -m dpa3_al.model.committee")
+    ap = argparse.ArgumentParser(prog="python -m dpa3_al.model.train.committee")
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--workdir", type=Path, required=True)
     ap.add_argument("--member", type=int, required=True)
@@ -150,7 +150,7 @@ def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     import torch
 
-    from .train import train
+    from dpa3_al.model.train.trainer import train
 
     cfg = TrainConfig.from_dict(json.loads(args.config.read_text()), source=str(args.config))
     torch.set_num_threads(max(1, cfg.training.threads))

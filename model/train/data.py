@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InputError
+from dpa3_al.common.errors import InputError
 
 _SET = re.compile(r"^set\.\d+$")
 XYZ_SUFFIXES = (".xyz", ".extxyz")

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .config import FittingConfig, ModelConfig, RepFlowConfig
-from .typed_config import ConfigError, field, from_dict, replace, to_dict
+from dpa3_al.model.config import FittingConfig, ModelConfig, RepFlowConfig
+from dpa3_al.common.typed_config import ConfigError, field, from_dict, replace, to_dict
 
 __all__ = ["TrainConfig", "ModelSection", "DataSection", "LossSection", "LRSection", "OptimizerSection",
            "TrainingSection", "StoppingSection", "FinetuneSection", "InitModelSection", "load_train_config"]

@@ -25,20 +25,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import train_io
-from .batching import FrameSampler, TrainingData
-from .checkpoint import load_model, read_checkpoint, save_model
-from .data import DataSystem, data_elements, load_systems, split_validation
-from .energy import DPA3Model, build_model
-from .errors import InputError, MemoryEstimateError, UserError
-from .fileio import atomic_write_json
-from .finetune import InitInfo, finetune_init, init_model_init
-from .loss import EnergyLoss, ErrorSums, Prefactors
-from .lr import ExpDecay
-from .runtime import tune_malloc
-from .stats import apply_env_std, change_bias_by_statistic, set_bias_by_statistic, stat_picks
-from .train_config import TrainConfig
-from .train_loop import (Progress, Verdict, judge_convergence, make_optimizer, optimizer_step, rmse_metric,
+from dpa3_al.model.train import io as train_io
+from dpa3_al.model.train.batching import FrameSampler, TrainingData
+from dpa3_al.model.checkpoint import load_model, read_checkpoint, save_model
+from dpa3_al.model.train.data import DataSystem, data_elements, load_systems, split_validation
+from dpa3_al.model.energy import DPA3Model, build_model
+from dpa3_al.common.errors import InputError, MemoryEstimateError, UserError
+from dpa3_al.common.fileio import atomic_write_json
+from dpa3_al.model.train.finetune import InitInfo, finetune_init, init_model_init
+from dpa3_al.model.train.loss import EnergyLoss, ErrorSums, Prefactors
+from dpa3_al.model.train.lr import ExpDecay
+from dpa3_al.model.kernels.runtime import tune_malloc
+from dpa3_al.model.train.stats import apply_env_std, change_bias_by_statistic, set_bias_by_statistic, stat_picks
+from dpa3_al.model.train.config import TrainConfig
+from dpa3_al.model.train.loop import (Progress, Verdict, judge_convergence, make_optimizer, optimizer_step, rmse_metric,
                          validation_batches)
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ _CHECK_EDGES, _CHECK_TRIPLES = 20_000, 50_000
 def _check_step_memory(model: DPA3Model, data: TrainingData) -> None:
     """Estimate the peak memory of a step on the largest batch (logged); refuse to start, naming
     the low-memory mode, when it would not fit (an error now instead of the kernel's OOM killer)."""
-    from .memory import available_bytes, check_fits, current_bytes, unit_costs
+    from dpa3_al.model.kernels.memory import available_bytes, check_fits, current_bytes, unit_costs
 
     k = int(np.argmax([s.n_atoms * b for s, b in zip(data.systems, data.batch_sizes)]))
     system, size = data.systems[k], data.batch_sizes[k]
@@ -417,7 +417,7 @@ class _Loop:
                    train_state=_plain(self._train_state()))
 
     def _finish(self) -> TrainResult:
-        from .train_summary import build_summary
+        from dpa3_al.model.train.summary import build_summary
 
         st, paths, cfg = self.state, self.t.paths, self.t.cfg
         use_best = cfg.stopping.keep_best and paths["best"].is_file() and st.best_step > 0
@@ -464,7 +464,7 @@ def train_member(config: dict, data: list[Path], init_model: Path | None, member
     (``finetune.head``/``freeze_descriptor`` from the config). Re-running a finished or
     interrupted member continues it (idempotent).
     """
-    from .committee import resolve_start
+    from dpa3_al.model.train.committee import resolve_start
 
     cfg = TrainConfig.from_dict(config, source="train")
     # a dataset folder with no system yet (an iteration that labeled nothing) adds nothing

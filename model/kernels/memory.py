@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import MemoryEstimateError
-from .graph import Batch, Graph
+from dpa3_al.common.errors import MemoryEstimateError
+from dpa3_al.model.graph import Batch, Graph
 
 UNITS = ("atom", "edge", "angle_edge", "triple")
 #: measured peak RSS above the base / estimate, CPU, tuned glibc malloc, water example (bench/bench_scaling.py,

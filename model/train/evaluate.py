@@ -14,10 +14,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .batching import TrainingData
-from .data import DataSystem
-from .energy import DPA3Model
-from .loss import ErrorSums
+from dpa3_al.model.train.batching import TrainingData
+from dpa3_al.model.train.data import DataSystem
+from dpa3_al.model.energy import DPA3Model
+from dpa3_al.model.train.loss import ErrorSums
 
 
 @dataclass
@@ -114,7 +114,7 @@ def parity_plots(results: Sequence[SystemErrors], path: Path, title: str = "") -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .fileio import atomic_write_path as atomic_write
+    from dpa3_al.common.fileio import atomic_write_path as atomic_write
 
     total = total_errors(results)
     names = {"e": "E/atom (eV)", "f": "F (eV/Å)", "v": "V/atom (eV)"}

@@ -23,9 +23,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .batching import Labels, TrainingData
-from .graph import Batch, Graph, build_graph
-from .loss import EnergyLoss, Prefactors
+from dpa3_al.model.train.batching import Labels, TrainingData
+from dpa3_al.model.graph import Batch, Graph, build_graph
+from dpa3_al.model.train.loss import EnergyLoss, Prefactors
 
 MAX_CACHED_TRIPLES = 30_000_000     # validation graphs kept in memory up to this size (~0.5 GB)
 

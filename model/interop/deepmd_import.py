@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from .config import FittingConfig, ModelConfig, RepFlowConfig
-from .energy import DPA3Model
-from .errors import CheckpointError
-from .typed_config import ConfigError, from_dict
+from dpa3_al.model.config import FittingConfig, ModelConfig, RepFlowConfig
+from dpa3_al.model.energy import DPA3Model
+from dpa3_al.common.errors import CheckpointError
+from dpa3_al.common.typed_config import ConfigError, from_dict
 
 _REPFLOW_KEYS = {f for f in RepFlowConfig.__dataclass_fields__}
 _IGNORED_REPFLOW = {"skip_stat", "optim_update"}

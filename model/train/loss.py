@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .batching import Labels
-from .energy import ModelOutput
-from .lr import prefactor
+from dpa3_al.model.train.batching import Labels
+from dpa3_al.model.energy import ModelOutput
+from dpa3_al.model.train.lr import prefactor
 
 
 @dataclass(frozen=True)

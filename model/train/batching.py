@@ -18,9 +18,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data import DataSystem
-from .errors import InputError
-from .graph import Batch
+from dpa3_al.model.train.data import DataSystem
+from dpa3_al.common.errors import InputError
+from dpa3_al.model.graph import Batch
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""deepmd-kit interoperability (``dpa3_al.model.interop``): reading its checkpoints."""
