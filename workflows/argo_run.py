@@ -12,6 +12,7 @@ from typing import Any
 
 from .keys import parse_step_key
 from .rundir import RunDir
+from .spec import Plan
 from .state import RunState
 
 __all__ = ["submit_argo", "download", "reusable_steps"]
@@ -23,7 +24,7 @@ def reusable_steps(steps: list[Any]) -> list[Any]:
             if s.phase == "Succeeded" and s.type == "Pod" and parse_step_key(getattr(s, "key", None))]
 
 
-def _engine(run: RunDir, plan: Any):
+def _engine(run: RunDir, plan: Plan):
     from .argo import ArgoEngine
 
     engine = ArgoEngine(plan.workflow, run.dflow_dir, run_name=run.name)
@@ -31,7 +32,7 @@ def _engine(run: RunDir, plan: Any):
     return engine
 
 
-def submit_argo(run: RunDir, plan: Any, state: RunState, resume: bool) -> RunState:
+def submit_argo(run: RunDir, plan: Plan, state: RunState, resume: bool) -> RunState:
     """Submit the loop (reusing the previous workflow's finished steps when resuming)."""
     from dflow import Workflow
 
@@ -49,7 +50,7 @@ def submit_argo(run: RunDir, plan: Any, state: RunState, resume: bool) -> RunSta
     return state
 
 
-def download(run: RunDir, plan: Any) -> RunState:
+def download(run: RunDir, plan: Plan) -> RunState:
     """Refresh ``state.json`` from the server and fetch new outputs (``dpa3-al download``)."""
     from dflow import Workflow, download_artifact
 

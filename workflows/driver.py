@@ -16,47 +16,30 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 from dpa3_al.common.errors import UserError
-from dpa3_al.common.typed_config import ConfigError, field, from_dict, to_dict
+from dpa3_al.common.typed_config import ConfigError
 
 from .config import WorkflowConfig
 from .keys import STEP_NAMES
-from .loop import LoopSpec
 from .rundir import RunDir
 from .runner import DRIVER_ENV
+from .spec import LoopSpec, Plan
 from .state import RunState
 
-__all__ = ["Plan", "submit", "resume", "stop", "status", "wait", "run_driver", "check_functions", "render"]
+__all__ = ["submit", "resume", "stop", "status", "wait", "run_driver", "check_functions", "render", "make_engine"]
 
 log = logging.getLogger(__name__)
 ACTIVE = ("submitted", "running")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a driver needs to build the workflow (``plan.json`` of a run)."""
-
-    workflow: WorkflowConfig = field(default_factory=WorkflowConfig, doc="engine and failure handling")
-    loop: LoopSpec = field(default_factory=LoopSpec, doc="functions, committee size, inputs")
-
-    def to_json(self) -> str:
-        return json.dumps(to_dict(self), indent=1)
-
-    @classmethod
-    def read(cls, path: Path) -> "Plan":
-        return from_dict(cls, json.loads(path.read_text()), source=str(path))
 
 
 def check_functions(loop: LoopSpec) -> None:
@@ -81,7 +64,7 @@ def submit(parent: Path, name: str, plan: Plan, config: dict[str, Any] | None = 
     """Create ``parent/name`` and start its driver; returns the run directory."""
     if check and plan.workflow.engine != "argo":
         check_functions(plan.loop)
-    run = RunDir.create(parent, name, config or {}, plan.to_json(), plan.workflow.engine)
+    run = RunDir.create(parent, name, config or {}, plan)
     _launch(run, wait=wait)
     return run
 
@@ -225,8 +208,22 @@ def run_driver(root: Path, resume: bool = False) -> RunState:
             raise
 
 
+def make_engine(cfg: WorkflowConfig, workdir: Path | None = None):
+    """The engine named by ``cfg.engine`` (``workdir``: the run's ``.dflow`` folder)."""
+    if cfg.engine == "argo":
+        from .argo import ArgoEngine
+
+        return ArgoEngine(cfg, workdir)
+    from .engine import DispatcherEngine, LocalEngine
+
+    if cfg.engine == "local":
+        return LocalEngine(cfg, workdir)
+    if cfg.engine == "dispatcher":
+        return DispatcherEngine(cfg, workdir)
+    raise ValueError(f"unknown engine {cfg.engine!r}")
+
+
 def _run_local(run: RunDir, plan: Plan, state: RunState) -> RunState:
-    from .engine import make_engine
     from .loop import build_workflow
     from .monitor import Monitor, refresh, summarise_failures, update_report
 

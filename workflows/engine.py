@@ -13,7 +13,8 @@
   for an Argo server with S3/MinIO artifacts, or rendered offline to YAML.
 
 dflow's configuration is global to a process; one driver process runs one run, so two runs
-never share it.
+never share it. Which engine a config names is chosen by :func:`dpa3_al.workflows.driver.make_engine`
+(the argo engine builds on this module, so this module does not import it).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dflow.python import PythonOPTemplate, Slices
 from .config import WorkflowConfig
 from .keys import base_step
 
-__all__ = ["Engine", "LocalEngine", "DispatcherEngine", "make_engine", "runner_command"]
+__all__ = ["Engine", "LocalEngine", "DispatcherEngine", "LeanStep", "iter_steps", "runner_command"]
 
 RUNNER_MODULE = "dpa3_al.workflows.runner"
 
@@ -242,15 +243,3 @@ class DispatcherEngine(LocalEngine):
         return DispatcherExecutor(command=self.command(step), remote_command=[self.remote_python],
                                   machine_dict=machine, resources_dict=resources, pre_script=pre_script)
 
-
-def make_engine(cfg: WorkflowConfig, workdir: Path | None = None) -> Engine:
-    """The engine named by ``cfg.engine`` (``workdir``: the run's ``.dflow`` folder)."""
-    if cfg.engine == "local":
-        return LocalEngine(cfg, workdir)
-    if cfg.engine == "dispatcher":
-        return DispatcherEngine(cfg, workdir)
-    if cfg.engine == "argo":
-        from .argo import ArgoEngine
-
-        return ArgoEngine(cfg, workdir)
-    raise ValueError(f"unknown engine {cfg.engine!r}")

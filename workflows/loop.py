@@ -12,65 +12,26 @@ Every step has a stable key from :func:`~dpa3_al.workflows.keys.step_key`
 (``iter-000003--run-explore-000017``; for a grouped fan-out the index is the group's).
 The fan-outs tolerate failed tasks down to ``continue_on_success_ratio``.
 
-What each step computes is a function named by import path (:class:`StepCall`); the
-defaults are the project's real functions (see docs/workflows.md), tests inject toys.
+What each step computes is a function named by import path
+(:class:`~dpa3_al.workflows.spec.StepCall`); the defaults are the project's real functions
+(see docs/workflows.md), tests inject toys.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 from dflow import InputArtifact, InputParameter, Inputs, Steps, argo_len, argo_sequence
 from dflow.python import Slices
 
-from dpa3_al.common.typed_config import ConfigError, field
-
 from .engine import Engine, LeanStep
-from .keys import CALL_NAMES, base_step, iteration_name, step_key
+from .keys import iteration_name, step_key
 from .ops import op_class
+from .spec import LoopSpec, StepCall  # noqa: F401 (StepCall: for workflows/plan.py)
 
-__all__ = ["StepCall", "LoopSpec", "build_workflow", "ITER", "INDEX"]
+__all__ = ["build_workflow", "build_block", "build_entry", "ITER", "INDEX"]
 
 ITER = "{{inputs.parameters.iter_name}}"   # the iteration part of keys inside the block
 INDEX = "{{item}}"                         # the fan-out index (formatted %06d by the sequence)
 SEQ_FORMAT = "%06d"
-
-
-@dataclass(frozen=True)
-class StepCall:
-    """The function one step calls, and the config it passes as ``config=``."""
-
-    func: str = field("", doc="import path 'package.module:function'; empty = the project's function")
-    config: dict[str, Any] = field(default_factory=dict, doc="JSON-able settings passed as config=")
-
-
-@dataclass(frozen=True)
-class LoopSpec:
-    """Everything the loop needs besides the engine: functions, committee size, inputs."""
-
-    n_models: int = field(4, doc="committee size (train fans out over members)", ge=1)
-    init_data: list[Path] = field(default_factory=list, doc="labeled systems the first training reads")
-    init_models: list[Path] = field(default_factory=list, doc="checkpoints to start from (member i takes "
-                                    "init_models[i % len]); empty = train from scratch")
-    calls: dict[str, StepCall] = field(default_factory=dict, doc="per-step function and config, by step name")
-    bootstrap: bool = field(False, doc="label perturbed starting structures before iteration 0 (runs "
-                            "without initial data); steps bootstrap, bootstrap-prep-label, ...")
-
-    def __post_init__(self) -> None:
-        for name in self.calls:
-            if name not in CALL_NAMES:
-                raise ConfigError(f"calls.{name}", f"unknown step; use one of {', '.join(CALL_NAMES)}")
-
-    def call_params(self, step: str) -> dict[str, Any]:
-        """``func``/``config`` parameters of a step (``func`` omitted = the OP's default);
-        the bootstrap labeling steps use the settings of the labeling steps they mirror."""
-        call = self.calls.get(base_step(step), StepCall())
-        params: dict[str, Any] = {"config": dict(call.config)}
-        if call.func:
-            params["func"] = call.func
-        return params
 
 
 def _key(name: str, index: str | None = None) -> str:

@@ -5,7 +5,9 @@
     runs/<name>/
       config.yaml        frozen copy of the input config (written once at submit)
       plan.json          the resolved loop + workflow settings the driver builds from
-      state.json         iteration, stage, status of each step (atomic writes)
+                         (written once; spec.Plan.write / Plan.read)
+      state.json         iteration, stage, status of each step (atomic writes;
+                         RunDir.write_state / read_state, i.e. state.RunState.write / read)
       driver.log         output of the driver (dflow's and the steps' output)
       dataset -> iter-000003/dataset      the latest dataset (symlink, replaced atomically)
       iter-000003/
@@ -37,9 +39,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from dpa3_al.common.errors import UserError
+from dpa3_al.common.fileio import atomic_write_text
 
 from .keys import StepKey, iteration_name
-from .state import RunState, atomic_write_text
+from .spec import Plan
+from .state import RunState
 
 __all__ = ["RunDir", "RunBusy", "RunExists", "PUBLISH", "publish_tree", "check_run_name"]
 
@@ -113,8 +117,8 @@ class RunDir:
         return self.state_file.is_file()
 
     @classmethod
-    def create(cls, parent: Path, name: str, config: dict[str, Any], plan_json: str, engine: str) -> "RunDir":
-        """Make ``parent/name`` with its frozen config, plan and initial state."""
+    def create(cls, parent: Path, name: str, config: dict[str, Any], plan: Plan) -> "RunDir":
+        """Make ``parent/name`` with its frozen config, plan and initial state (``submitted``)."""
         import yaml
 
         run = cls(Path(parent) / check_run_name(name))
@@ -125,16 +129,18 @@ class RunDir:
             raise RunExists(f"{run.root} exists already; choose another --name or resume it "
                             f"(dpa3-al resume {run.root})") from None
         atomic_write_text(run.config_file, yaml.safe_dump(config, sort_keys=False))
-        atomic_write_text(run.plan_file, plan_json)
-        RunState(name=name, engine=engine, workflow_id=name).write(run.state_file)
+        plan.write(run.plan_file)
+        run.write_state(RunState(name=name, engine=plan.workflow.engine, workflow_id=name))
         return run
 
     def read_state(self) -> RunState:
+        """The run's ``state.json`` (UserError when this folder is not a run)."""
         if not self.state_file.is_file():
             raise UserError(f"{self.root} is not a run directory (no state.json)")
         return RunState.read(self.state_file)
 
     def write_state(self, state: RunState) -> None:
+        """Replace the run's ``state.json`` atomically (stamps ``state.updated``)."""
         state.write(self.state_file)
 
     @contextlib.contextmanager

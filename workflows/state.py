@@ -1,7 +1,8 @@
 """``state.json``: where a run is (iteration, stage, status of each step), written atomically.
 
-One writer per run (the run's driver, or ``status``/``download`` when no driver runs), any
-number of readers. The file is small JSON::
+One writer per run (the run's driver, or ``stop``/``download`` when no driver runs), any
+number of readers. :meth:`RunState.write` and :meth:`RunState.read` are the file's writer
+and reader (called through ``RunDir.write_state``/``read_state``). The file is small JSON::
 
     {"name": "water", "engine": "local", "workflow_id": "water", "status": "running",
      "iteration": 1, "stage": "run-label", "updated": 1767000000.0, "driver_pid": 4242,
@@ -13,23 +14,16 @@ number of readers. The file is small JSON::
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["StepState", "RunState", "RunStatus", "atomic_write_text"]
+from dpa3_al.common.fileio import atomic_write_text
+
+__all__ = ["StepState", "RunState", "RunStatus"]
 
 RunStatus = Literal["submitted", "running", "succeeded", "failed", "stopped"]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -6,28 +6,60 @@ import json
 import multiprocessing
 import os
 import time
+from pathlib import Path
 
 import pytest
 
 from dpa3_al.common.errors import UserError
 from dpa3_al.workflows.keys import StepKey
+from dpa3_al.common.typed_config import ConfigError, from_dict
+from dpa3_al.workflows.keys import StepKey
 from dpa3_al.workflows.rundir import RunBusy, RunDir, RunExists, check_run_name, publish_tree
+from dpa3_al.workflows.spec import LoopSpec, Plan, StepCall
 from dpa3_al.workflows.state import RunState, StepState
 
+PLAN = from_dict(Plan, {"workflow": {"engine": "dispatcher", "group_size": 3},
+                        "loop": {"n_models": 2, "init_data": ["data/water"],
+                                 "calls": {"select": {"func": "m:f", "config": {"n": [1, 2]}}}}})
 
-def _make(tmp_path, name="water-01"):
-    return RunDir.create(tmp_path / "runs", name, {"a": 1, "b": [1, 2]}, "{}", "local")
+
+def _make(tmp_path, name="water-01", plan=PLAN):
+    return RunDir.create(tmp_path / "runs", name, {"a": 1, "b": [1, 2]}, plan)
 
 
 def test_create_writes_config_plan_state_and_refuses_duplicates(tmp_path):
     run = _make(tmp_path)
     assert run.config_file.read_text().startswith("a: 1")
+    assert Plan.read(run.plan_file) == PLAN
     state = run.read_state()
-    assert (state.name, state.engine, state.status, state.workflow_id) == ("water-01", "local", "submitted", "water-01")
+    assert (state.name, state.engine, state.status, state.workflow_id) == \
+        ("water-01", "dispatcher", "submitted", "water-01")
     with pytest.raises(RunExists, match="exists already"):
         _make(tmp_path)
     other = _make(tmp_path, "water-02")       # several runs side by side
     assert other.root.parent == run.root.parent and other.root != run.root
+
+
+def test_plan_round_trip_keeps_types(tmp_path):
+    path = tmp_path / "plan.json"
+    PLAN.write(path)
+    again = Plan.read(path)
+    assert again == PLAN
+    assert again.loop.calls["select"] == StepCall(func="m:f", config={"n": [1, 2]})
+    assert isinstance(again.loop.init_data[0], Path) and again.workflow.group_size == 3
+    assert Plan.read(_write(tmp_path / "p.json", "{}")) == Plan(loop=LoopSpec())   # defaults fill in
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_plan_read_names_the_file_and_key(tmp_path):
+    bad = _write(tmp_path / "plan.json", '{"loop": {"n_models": 0}}')
+    with pytest.raises(ConfigError, match=r"plan\.json: loop\.n_models: 0"):
+        Plan.read(bad)
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
 
 
 @pytest.mark.parametrize("name", ["Water", "a--b", "-a", "a_b", "x" * 41, ""])
