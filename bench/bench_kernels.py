@@ -1,16 +1,15 @@
-"""Kernels on against off, as interleaved calls in one process: the C++ kernels (model/kernels/cpp.py,
-default) or the compiled ones (model/kernels/compiled.py, ``--kernels compiled``), for E+F+V or a training step.
+"""Kernels on against off, as interleaved calls in one process: the C++ kernels (model/kernels/cpp.py)
+against the plain torch path, for E+F+V or a training step.
 
     python bench/bench_kernels.py                                   # DPA-3.1-3M shape, E+F+V, 192 atoms
-    python bench/bench_kernels.py --kernels compiled                # the compiled kernels, E+F+V
     python bench/bench_kernels.py --model water-example --calls 10
     python bench/bench_kernels.py --memory low
     python bench/bench_kernels.py --train --calls 4                 # one training step (E+F+V loss, backward)
 
 This machine's time varies by ±20 % between processes, more than the kernels' gain, so the two
 arms alternate inside one process (on, off, off, on, ...) on the same frame, model and graph, and
-the medians are compared. "off" is the torch path (C++ kernels reported unavailable; compiled
-kernels' size threshold above every tensor), which is what ``DPA3_AL_COMPILE=0`` gets. Prints one JSON line: wall and CPU medians per arm
+the medians are compared. "off" is the torch path (C++ kernels reported unavailable), which is
+what ``DPA3_AL_COMPILE=0`` gets. Prints one JSON line: wall and CPU medians per arm
 and their ratio. Water frame 0 of tests/data/water/data_3 (192 atoms), float32, 2 threads,
 dpa3-al's glibc mallopt settings.
 """
@@ -34,9 +33,6 @@ def main() -> None:
     ap.add_argument("--train", action="store_true", help="time a training step instead of an E+F+V call")
     ap.add_argument("--calls", type=int, default=8, help="calls per arm (default 8)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--kernels", choices=["cpp", "compiled"], default="cpp",
-                    help="which kernels to switch: the C++ ones (default) or the compiled ones (torch.compile; "
-                         "the C++ ones are then off in both arms)")
     args = ap.parse_args()
 
     import torch
@@ -44,8 +40,6 @@ def main() -> None:
     from dpa3_al.model import build_model
 
     from dpa3_al.model.kernels import cpp as ckernels
-
-    from dpa3_al.model.kernels import compiled as fused
     from dpa3_al.model.calculator import atoms_to_batch
     from dpa3_al.model.kernels.runtime import tune_malloc
 
@@ -67,15 +61,10 @@ def main() -> None:
         else:
             model(batch, graph)
 
-    threshold, available = fused.MIN_ELEMENTS, ckernels.available
-    kernels = args.kernels
+    available = ckernels.available
 
-    def set_arm(arm: str) -> None:
-        if kernels == "cpp":      # the C++ kernels (model/kernels/cpp.py) on or off
-            ckernels.available = available if arm == "on" else (lambda *a: False)
-        else:                     # the compiled kernels (model/kernels/compiled.py); the C++ ones off in both arms
-            ckernels.available = lambda *a: False
-            fused.MIN_ELEMENTS = threshold if arm == "on" else 1 << 62
+    def set_arm(arm: str) -> None:         # the C++ kernels (model/kernels/cpp.py) on or off
+        ckernels.available = available if arm == "on" else (lambda *a: False)
 
     arms: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
     for arm in ("on", "off"):                 # warm-up (and compilation) outside the timing
@@ -89,12 +78,11 @@ def main() -> None:
             arms[arm].append((time.perf_counter() - w, time.process_time() - c))
     med = {arm: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for arm, v in arms.items()}
     print(f"# command: {command_line()}\n# {malloc}; threads {args.threads}", flush=True)
-    emit({"model": args.model, "what": "training step" if args.train else "E+F+V", "kernels": kernels, "memory": args.memory,
+    emit({"model": args.model, "what": "training step" if args.train else "E+F+V", "kernels": "cpp", "memory": args.memory,
           "atoms": graph.n_atoms, "kernels_on_wall_s": round(med["on"][0], 3), "kernels_off_wall_s": round(med["off"][0], 3),
           "kernels_on_cpu_s": round(med["on"][1], 3), "kernels_off_cpu_s": round(med["off"][1], 3),
           "speedup": round(med["off"][0] / med["on"][0], 3), "calls_per_arm": args.calls,
-          "kernels_ran": any(fused._STATE["ready"].values()) if kernels == "compiled" else
-          any(ckernels._STATE["ready"].values())})
+          "kernels_ran": any(ckernels._STATE["ready"].values())})
 
 
 if __name__ == "__main__":

@@ -27,8 +27,6 @@ run "$PY" bench/bench_train.py step "${DP_EXE[@]}"
 run "$PY" bench/bench_train.py step --model dpa31-3m-shape --repeat 2
 run "$PY" bench/bench_kernels.py --calls 12
 run "$PY" bench/bench_kernels.py --model water-example --calls 10
-run "$PY" bench/bench_kernels.py --train --calls 4                  # the compiled kernels (C++ ones off in both arms)
-run "$PY" bench/bench_kernels.py --train --kernels cpp --calls 4
-run "$PY" bench/bench_kernels.py --kernels compiled --calls 8
+run "$PY" bench/bench_kernels.py --train --calls 4                  # C++ kernels on/off in a training step
 run "$PY" bench/bench_train.py compare --steps 1000 "${DP_EXE[@]}"
 run "$PY" bench/bench_scaling.py --md 200 --sizes 1536     # last: ~15 min

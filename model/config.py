@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dpa3_al.model.activations import check_activation
+from dpa3_al.model.activation_math import check_activation
 from dpa3_al.common.typed_config import ConfigError, field, from_dict, to_dict
 
 Precision = Literal["float32", "float64"]

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
 from torch import nn
 
-from dpa3_al.model.kernels import cpp as ckernels
-
-from dpa3_al.model.kernels import compiled as fused
 from dpa3_al.model.activations import get_activation
 from dpa3_al.model.config import RepFlowConfig
 from dpa3_al.model.graph import Graph
@@ -42,6 +40,17 @@ def exp_switch(r: torch.Tensor, r_smth: float, r_cut: float) -> torch.Tensor:
     return torch.exp(-torch.exp(20.0 / r_smth * (r.clamp(0.0, r_cut) - r_smth)))
 
 
+@dataclass
+class _Streams:
+    """The features between two layers: node features of all atoms, edge and angle features per chunk."""
+
+    n: torch.Tensor                  # (N, n_dim)
+    e_parts: list                    # per chunk (E_c, e_dim)
+    a_parts: list                    # per chunk (T_c, a_dim), or (T_c, 1) raw angle inputs while ``embed``
+    embed: bool = True               # a_parts still hold the raw angle input (embedded inside the call)
+    pending: tuple | None = field(default=None)   # (layer, n, e_parts) of a layer whose A1 was deferred
+
+
 class DPA3Descriptor(nn.Module):
     """Type embedding + RepFlow block. Buffers: ``env_std`` (ntypes, 4) env-mat std per centre type."""
 
@@ -59,7 +68,7 @@ class DPA3Descriptor(nn.Module):
         std = cfg.fix_stat_std if cfg.fix_stat_std > 0 else 1.0
         self.register_buffer("env_std", torch.full((ntypes, 4), std, dtype=dtype))
         self.memory = "default"
-        self.chunk_triples = 65_000      # triples per chunk (both modes; see forward)
+        self.chunk_triples = 65_000      # triples per chunk (both memory modes; see _chunks)
 
     @property
     def dim_out(self) -> int:
@@ -67,69 +76,60 @@ class DPA3Descriptor(nn.Module):
 
     def forward(self, types: torch.Tensor, r: torch.Tensor, graph: Graph) -> torch.Tensor:
         """types (N,), r (E, 3) edge vectors in the model dtype -> descriptor (N, dim_out)."""
-        tebd = self.type_embedding.matrix.index_select(0, types)                                 # (N, n_dim)
+        tebd = self.type_embedding.matrix.index_select(0, types)                     # (N, n_dim)
         if self.type_embedding.bias is not None:
             tebd = tebd + self.type_embedding.bias
-        geo, edge_in, angle_in = self._geometry(types, r, graph)
-        n = self.act(tebd)
+        geo, edge_in, angle_in = self._geometry(types, r, graph)                      # (E, 1), (T, 1)
         e = self.edge_embd(edge_in) if self.cfg.edge_init_use_dist else self.act(self.edge_embd(edge_in))
+        chunks = self._chunks(geo, graph)
+        streams = _Streams(n=self.act(tebd),                                           # (N, n_dim)
+                           e_parts=[e[edges] for _, edges, _ in chunks],              # per chunk (E_c, e_dim)
+                           a_parts=[angle_in[triples] for _, _, triples in chunks])   # per chunk (T_c, 1)
         low = self.memory == "low" and torch.is_grad_enabled()
-        # Large systems run each layer in chunks of centres in both modes: every per-triple and
-        # per-edge temporary then stays below glibc's mmap threshold (32 MiB; 65,000 triples x 96
-        # float32 columns = 25 MB) and is served from retained heap memory instead of fresh,
-        # page-faulted mappings (which made the default mode's time per atom 2.4x larger at 1,536
-        # atoms than at 192; 100,000 triples per chunk still page-faulted every (T, 96) product of
-        # force training, and its peak was 4.0-4.5 GB instead of 3.5-3.6 GB for DPA-3.1-3M's shape at
-        # 192 atoms, at the same speed). The low mode also recomputes each chunk in the backward pass
-        # instead of keeping its activations.
-        chunks = (chunk_geometry(geo, graph, self.chunk_triples) if graph.n_triples > self.chunk_triples
-                  else [(geo, slice(None), slice(None))])
-        self._prepare_kernels(r, [g for g, _, _ in chunks])
-        e_parts = [e[edges] for _, edges, _ in chunks]                               # per chunk (E_c, e_dim)
-        a_parts = [angle_in[triples] for _, _, triples in chunks]                     # per chunk (T_c, 1)
-        # The low mode keeps each layer's inputs for its recomputation; the angle features
-        # (T, a_dim) are by far the largest. Every other layer therefore defers its angle update
-        # (A1) to the start of the next layer's call, which receives that layer's n and e (kept
-        # anyway) and the older a: a is kept for every second layer only, and A1 still runs once
-        # in the forward pass and once in the recomputation. Same numbers, ~half the stored a.
-        embed = True            # a_parts still holds the raw angle input (embedded inside the call)
-        pending = None          # (layer, n, e_parts) of a layer whose angle update was deferred
         for layer in self.layers:
-            p_nb = layer.neighbor_projection(n)                                       # (N, ...) all atoms
-            defer = (low and pending is None and not self.cfg.sequential_update and not layer.is_last
-                     and not layer.skip_angle_update)
-            prev_layer, n_prev, e_prev = pending or (None, None, [None] * len(chunks))
-            call = partial(self._layer_call, layer, embed, defer, prev_layer)
-            params = self._call_params(layer, embed, prev_layer) if low else []
-            outs = [recompute(partial(_with_geometry, call, g), (n, p_nb, e_c, a_c, n_prev, ep_c, g.w, g.hw, g.tw),
-                              params) if low
-                    else call(n, p_nb, e_c, a_c, g, n_prev, ep_c)
-                    for (g, _, _), e_c, a_c, ep_c in zip(chunks, e_parts, a_parts, e_prev)]
-            if defer:
-                pending = (layer, n, e_parts)
-            else:
-                pending, embed, a_parts = None, False, [o[2] for o in outs]
-            n = torch.cat([o[0] for o in outs]) if len(outs) > 1 else outs[0][0]     # (N, n_dim)
-            e_parts = [o[1] for o in outs]
-        return torch.cat([n, tebd], dim=-1) if self.cfg.concat_output_tebd else n
+            streams = self._run_layer(layer, streams, chunks, low)
+        return torch.cat([streams.n, tebd], dim=-1) if self.cfg.concat_output_tebd else streams.n
 
-    def _prepare_kernels(self, r: torch.Tensor, chunks: list[LayerGeometry]) -> None:
-        """Compile model/kernels/compiled.py's kernels now if this call's largest tensors will use them: before
-        the layers allocate their activations, so that the compiler's transient memory does not add
-        to the call's peak. Sizes as the layers make them: per chunk, activations of (triples, e_dim)
-        and (edges, heads n_dim), outer products of (edges, 3, n_dim or e_dim)."""
-        cfg = self.cfg
-        edges = max(g.center.shape[0] for g in chunks)
-        triples = max(g.tw.shape[0] for g in chunks)
-        kind = getattr(self.act, "kind", None)
-        cpp = kind is not None and ckernels.available(r.dtype, kind)
-        if kind is not None and not cpp:
-            # without the C++ kernels (no compiler; not a CPU tensor), activations and their derivatives
-            # may run the compiled ones; with them, every activation pass is C++ (evaluation and training)
-            per_edge = edges * cfg.n_multi_edge_message * cfg.n_dim
-            fused.use_fused(r, kind, numel=max(triples * cfg.e_dim, per_edge))
-        if not ckernels.ready(r.dtype):      # no C++ outer products: the compiled one serves evaluation only
-            fused.use_fused(r, None, numel=edges * 3 * max(cfg.n_dim, cfg.e_dim))
+    def _chunks(self, geo: LayerGeometry, graph: Graph) -> list[tuple[LayerGeometry, slice, slice]]:
+        """The centres in chunks of at most ``chunk_triples`` triples: (geometry, edge slice, triple slice).
+
+        Large systems run each layer in chunks of centres in both memory modes: every per-triple and
+        per-edge temporary then stays below glibc's mmap threshold (32 MiB; 65,000 triples x 96
+        float32 columns = 25 MB) and is served from retained heap memory instead of fresh,
+        page-faulted mappings (which made the default mode's time per atom 2.4x larger at 1,536
+        atoms than at 192; 100,000 triples per chunk still page-faulted every (T, 96) product of
+        force training, and its peak was 4.0-4.5 GB instead of 3.5-3.6 GB for DPA-3.1-3M's shape at
+        192 atoms, at the same speed). The low mode also recomputes each chunk in the backward pass
+        instead of keeping its activations."""
+        if graph.n_triples > self.chunk_triples:
+            return chunk_geometry(geo, graph, self.chunk_triples)
+        return [(geo, slice(None), slice(None))]
+
+    def _run_layer(self, layer: RepFlowLayer, s: "_Streams", chunks: list, low: bool) -> "_Streams":
+        """One layer over every chunk: the streams after it (n (N, n_dim); e, a per chunk).
+
+        The low mode keeps each layer's inputs for its recomputation; the angle features
+        (T, a_dim) are by far the largest. Every other layer therefore defers its angle update
+        (A1) to the start of the next layer's call, which receives that layer's n and e (kept
+        anyway) and the older a: a is kept for every second layer only, and A1 still runs once
+        in the forward pass and once in the recomputation. Same numbers, ~half the stored a."""
+        p_nb = layer.neighbor_projection(s.n)                                          # (N, ...) all atoms
+        defer = (low and s.pending is None and not self.cfg.sequential_update and not layer.is_last
+                 and not layer.skip_angle_update)
+        prev_layer, n_prev, e_prev = s.pending or (None, None, [None] * len(chunks))
+        call = partial(self._layer_call, layer, s.embed, defer, prev_layer)
+        if low:
+            params = self._call_params(layer, s.embed, prev_layer)
+            outs = [recompute(partial(_with_geometry, call, g), (s.n, p_nb, e_c, a_c, n_prev, ep_c, g.w, g.hw, g.tw),
+                              params) for (g, _, _), e_c, a_c, ep_c in zip(chunks, s.e_parts, s.a_parts, e_prev)]
+        else:
+            outs = [call(s.n, p_nb, e_c, a_c, g, n_prev, ep_c)
+                    for (g, _, _), e_c, a_c, ep_c in zip(chunks, s.e_parts, s.a_parts, e_prev)]
+        n = torch.cat([o[0] for o in outs]) if len(outs) > 1 else outs[0][0]         # (N, n_dim)
+        e_parts = [o[1] for o in outs]
+        if defer:           # this layer's A1 runs in the next layer's call, on these inputs
+            return _Streams(n, e_parts, s.a_parts, embed=s.embed, pending=(layer, s.n, s.e_parts))
+        return _Streams(n, e_parts, [o[2] for o in outs], embed=False)
 
     def _call_params(self, layer: RepFlowLayer, embed: bool, prev_layer: RepFlowLayer | None) -> list[nn.Parameter]:
         """The parameters one low-mode call of :meth:`_layer_call` reads."""

@@ -25,6 +25,7 @@ import torch
 
 from dpa3_al.model.config import RepFlowConfig
 from dpa3_al.common.errors import InputError
+from dpa3_al.model.kernels.layout import block_triples
 from dpa3_al.model.neighbor import neighbor_pairs
 
 
@@ -146,14 +147,4 @@ def _angles(center: np.ndarray, is_angle: np.ndarray):
     a_center = center[angle_edge]
     first = np.r_[0, np.flatnonzero(np.diff(a_center)) + 1]
     m = np.diff(np.r_[first, len(angle_edge)])            # angle edges per centre
-    return (angle_edge, *block_triples(first, m))
-
-
-def block_triples(first: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(triple_j, triple_k) of centres whose m angle edges start at ``first``: all m*m ordered pairs,
-    centre by centre, j-major (the layout model/kernels/cpp.py's per-triple kernels rely on)."""
-    first, m = np.asarray(first, dtype=np.int64), np.asarray(m, dtype=np.int64)
-    per_triple_first = np.repeat(first, m * m)
-    per_triple_m = np.repeat(m, m * m)
-    q = np.arange(int((m * m).sum()), dtype=np.int64) - np.repeat(np.r_[0, np.cumsum(m * m)[:-1]], m * m)
-    return per_triple_first + q // per_triple_m, per_triple_first + q % per_triple_m
+    return (angle_edge, *block_triples(first, m))   # the layout of model/kernels/layout.py

@@ -60,7 +60,7 @@ class LayerGeometry:
     n_nodes: int
     edge_start: torch.Tensor    # (n_nodes + 1,) int64 edge offsets per centre (edges sorted by centre)
     angle_start: torch.Tensor   # (n_nodes + 1,) int64 angle-edge offsets per centre
-    # (n_nodes + 1,) triple offsets per centre when the triples are graph.block_triples' layout (m*m per
+    # (n_nodes + 1,) triple offsets per centre when the triples are kernels.layout's layout (m*m per
     # centre, j-major), which the C++ per-triple kernels need (model/kernels/cpp.py); None otherwise
     triple_start: torch.Tensor | None = None
 

@@ -22,7 +22,9 @@ The library is built on first use with the system C++ compiler (g++, ~3 s, cache
 ``$XDG_CACHE_HOME/dpa3-al/kernels``, keyed by source, flags, compiler and CPU) and checked against
 the torch formulas (values, first and second derivatives) on a small probe; any failure turns
 the kernels off with one warning and the torch path runs (same numbers to rounding).
-``DPA3_AL_COMPILE=0`` switches them off, like model/kernels/compiled.py. float32 and float64, CPU tensors.
+``DPA3_AL_COMPILE=0`` switches them off (the plain torch path then runs everywhere). float32 and
+float64, CPU tensors. The probe's references are the plain formulas of model/activation_math.py and
+the triple layout of model/kernels/layout.py; this module imports nothing else of the model.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from dpa3_al.model.activation_math import kind_derivs, kind_reference
+from dpa3_al.model.kernels.layout import block_offsets, triple_index
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,11 @@ def available(dtype: torch.dtype, kind: tuple | None) -> bool:
         _STATE["ready"][key] = False      # while probing, the reference's activations run eagerly
         ready = _STATE["ready"][key] = _check(dtype, kind)
     return ready
+
+
+def serves(x: torch.Tensor, kind: tuple | None) -> bool:
+    """Whether the C++ activation kernels serve x for the activation ``kind`` (CPU, float32/64, built)."""
+    return x.device.type == "cpu" and x.numel() > 0 and available(x.dtype, kind)
 
 
 # ------------------------------------------------------------------------------- the operation
@@ -283,21 +293,6 @@ def reference(a, w_a, P, Q, tw, r, a_off, t_off, dm, du, scale, c0, act):
     return z, (c0 * a + r * f[:, dm:]) if du else a.new_empty((a.shape[0], 0))
 
 
-def triple_index(a_off: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(triple_j, triple_k) of the centre-by-centre layout given by the angle-edge offsets."""
-    from dpa3_al.model.graph import block_triples
-
-    a_off = a_off.numpy()
-    return tuple(torch.from_numpy(t) for t in block_triples(a_off[:-1], a_off[1:] - a_off[:-1]))
-
-
-def block_offsets(m) -> tuple[torch.Tensor, torch.Tensor]:
-    """(angle-edge offsets, triple offsets), each (centres + 1,), of centres with m angle edges each."""
-    m = torch.as_tensor(m, dtype=torch.int64)
-    zero = m.new_zeros(1)
-    return torch.cat([zero, m.cumsum(0)]), torch.cat([zero, (m * m).cumsum(0)])
-
-
 # ------------------------------------------------------------------------------- the library
 
 
@@ -387,8 +382,6 @@ def _check(dtype: torch.dtype, kind: tuple) -> bool:
 
 def _probe(dtype: torch.dtype, kind: tuple) -> bool:
     """Build the library if needed; compare kernels and reference (values and gradients), dm, du > 0."""
-    from dpa3_al.model.activations import get_activation
-
     if _STATE["lib"] is None:
         _STATE["lib"] = _build()
     gen = torch.Generator().manual_seed(0)
@@ -400,14 +393,13 @@ def _probe(dtype: torch.dtype, kind: tuple) -> bool:
     args += [torch.rand(n_t, generator=gen, dtype=dtype), torch.rand(du, generator=gen, dtype=dtype)]
     for t in args:
         t.requires_grad_(True)
-    name = kind[0] if kind[0] != "silut" else f"silut:{kind[1]}"
     rest = (a_off, t_off, dm, du, 0.7, 0.9)
     for x, y in zip(_derivatives(triples, args, rest, kind, gen), _derivatives(reference, args, rest,
-                                                                                   get_activation(name), gen)):
+                                                                                   kind_reference(kind), gen)):
         _close(x, y)
-    act, x = get_activation(name), args[0].detach()
+    x = args[0].detach()
     w, grad = args[4].detach(), torch.randn(x.shape, generator=gen, dtype=dtype)
-    f, f1, f2 = act.derivs(x, act.tail.find(x, act.value(x, None)) if act.tail is not None else None, 2)
+    f, f1, f2 = kind_derivs(x, kind)
     _close(act_value(x, None, kind), f)
     _close(act_value(x, w, kind), f * w[:, None])
     for got_g, ref_g in zip(act_grad(grad, x, w, kind, True), (grad * w[:, None] * f1, (grad * f).sum(-1))):

@@ -7,6 +7,11 @@ these copies dominate memory. The functions here save only what their backward n
 recompute cheap values instead. Their backward passes are written with differentiable torch
 operations or by functions with their own derivative, so a second derivative (force training)
 works through them.
+
+Each operation has two paths: the C++ kernels of model/kernels/cpp.py (CPU, when built and
+checked) and the plain torch formulas (CUDA, no compiler, or the probe rejected the kernels).
+``act`` arguments are model/activations.py's activations (smooth ones carry ``kind``, ``raw``,
+``value``, ``grad_times``, ``derivs`` and ``eager_tail``; others are plain callables).
 """
 
 from __future__ import annotations
@@ -14,9 +19,7 @@ from __future__ import annotations
 import torch
 
 from dpa3_al.model.kernels import cpp as ckernels
-
-from dpa3_al.model.kernels import compiled as fused
-from dpa3_al.model.activations import Activation, use_ckernels
+from dpa3_al.model.kernels.cpp import serves as use_ckernels
 
 
 class _ScatterSum(torch.autograd.Function):
@@ -38,14 +41,12 @@ def scatter_sum(src: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tens
 
 class _ActScale(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, act: Activation) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, act) -> torch.Tensor:
         ctx.save_for_backward(x, w)
         ctx.act, ctx.tail, ctx.tail_known = act, None, True
-        if use_ckernels(x, act):                 # one C++ pass (model/kernels/cpp.py); tail searched if needed
+        if use_ckernels(x, act.kind):            # one C++ pass (model/kernels/cpp.py); tail searched if needed
             ctx.tail_known = False
             return ckernels.act_value(x, w, act.kind)
-        if fused.use_fused(x, act.kind):         # large tensors: one compiled pass (model/kernels/compiled.py)
-            return fused.scaled_value(x, w, act.kind)
         y, ctx.tail = act.raw(x)
         return y.mul_(w[:, None])
 
@@ -57,12 +58,9 @@ class _ActScale(torch.autograd.Function):
             tail = ctx.tail if ctx.tail_known else act.eager_tail(x)
             gx, gw = _ActScaleGrad.apply(grad, x, w, act, tail, need_w)
             return gx, (gw if need_w else None), None
-        if use_ckernels(x, act):                 # evaluation (forces): one C++ pass
+        if use_ckernels(x, act.kind):            # evaluation (forces): one C++ pass
             gx, gw = ckernels.act_grad(grad, x, w, act.kind, need_w)
             return gx, gw, None
-        if fused.use_fused(x, act.kind):         # evaluation (forces) on large tensors
-            gx, gw = fused.act_scale_grad(grad, x, w, act.kind)
-            return gx, (gw if need_w else None), None
         gx, gw = _act_scale_grad_eager(grad, x, w, act, ctx.tail, need_w)   # (forward was eager: tail known)
         return gx, gw, None
 
@@ -87,11 +85,9 @@ class _ActScaleGrad(torch.autograd.Function):
     def forward(ctx, grad, x, w, act, tail, need_w: bool):
         ctx.save_for_backward(grad, x, w, tail)
         ctx.act, ctx.need_w = act, need_w
-        if use_ckernels(x, act):                 # one C++ pass (model/kernels/cpp.py), silut's tail included
+        if use_ckernels(x, act.kind):            # one C++ pass (model/kernels/cpp.py), silut's tail included
             gx, gw = ckernels.act_grad(grad, x, w, act.kind, need_w)
             return gx, (gw if need_w else w.new_zeros(w.shape))
-        if fused.use_fused(x, act.kind):        # large tensors: compiled kernels (model/kernels/compiled.py)
-            return fused.act_scale_grad(grad, x, w, act.kind)
         gx, gw = _act_scale_grad_eager(grad, x, w, act, tail, need_w)
         return gx, (gw if need_w else w.new_zeros(w.shape))     # a Function's outputs must be tensors
 
@@ -100,14 +96,9 @@ class _ActScaleGrad(torch.autograd.Function):
     def backward(ctx, ggx, ggw):
         grad, x, w, tail = ctx.saved_tensors
         need_grad, need_x, need_w = ctx.needs_input_grad[:3]
-        if use_ckernels(x, ctx.act):             # one C++ pass for all three
+        if use_ckernels(x, ctx.act.kind):        # one C++ pass for all three
             d_grad, d_x, d_w = ckernels.act_grad2(ggx, grad, x, w, ggw if ctx.need_w else None, ctx.act.kind, need_w)
             return (d_grad if need_grad else None), (d_x if need_x else None), d_w, None, None, None
-        if fused.use_fused(x, ctx.act.kind):
-            d_grad, d_x, d_w = fused.act_scale_grad_bwd(ggx, ggw if ctx.need_w else torch.zeros_like(ggw), grad, x, w,
-                                                        ctx.act.kind)
-            return (d_grad if need_grad else None), (d_x if need_x else None), (d_w if need_w else None), \
-                None, None, None
         f, f1, f2 = ctx.act.derivs(x, tail, 2)
         ggw = ggw[:, None] if ctx.need_w else None
         gxw = ggx * w[:, None]
@@ -126,7 +117,7 @@ class _ActScaleGrad(torch.autograd.Function):
         return d_grad, d_x, d_w, None, None, None
 
 
-def act_scale(x: torch.Tensor, w: torch.Tensor, act: Activation) -> torch.Tensor:
+def act_scale(x: torch.Tensor, w: torch.Tensor, act) -> torch.Tensor:
     """act(x) * w[:, None] for x (R, d), w (R,); keeps only x and w for backward."""
     if getattr(act, "raw", None) is None:
         return act(x) * w[:, None]
@@ -153,9 +144,6 @@ class _OuterScatter(torch.autograd.Function):
         if ctx.c:        # one C++ pass per centre; force training differentiates it through _OuterGrad
             g_hw, g_f = (_OuterGrad.apply(grad, hw, feat, gather, offsets) if torch.is_grad_enabled()
                          else ckernels.outer_grad(grad, hw, feat, gather, offsets))
-        elif not torch.is_grad_enabled() and fused.use_fused(grad, None, numel=hw.shape[0] * grad[0].numel()):
-            # evaluation on a large graph: one compiled pass, no (E, 3, d) gathered copy of grad
-            g_hw, g_f = fused.outer_grad(grad, scatter, hw, feat, gather)
         else:                            # differentiable: force training differentiates it again
             f = feat if gather is None else feat.index_select(0, gather)
             g = grad.index_select(0, scatter)                                          # (E, 3, d)

@@ -24,25 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dpa3_al.model.checkpoint import FORMAT, read_checkpoint
 from dpa3_al.common.errors import UserError
 from dpa3_al.model.train.config import TrainConfig
 from dpa3_al.common.fileio import atomic_write_json as write_json
 from dpa3_al.common.fileio import atomic_write_path as atomic_write
 
 log = logging.getLogger(__name__)
-
-
-def resolve_start(cfg: TrainConfig, init_model: Path | None) -> TrainConfig:
-    """How a workflow member starts from ``init_model``: our trained model -> init-model; anything
-    else (a deepmd-kit checkpoint, an untrained model of ours) -> fine-tune."""
-    if init_model is None:
-        return cfg
-    obj = read_checkpoint(init_model)
-    training = obj.get("metadata", {}).get("training") if obj.get("format") == FORMAT else None
-    if isinstance(training, dict) and training.get("finished"):
-        return cfg.with_changes(init_model={"model": init_model}, finetune={"model": None})
-    return cfg.with_changes(finetune={"model": init_model}, init_model={"model": None})
 
 
 def cores() -> int:

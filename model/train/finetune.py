@@ -28,12 +28,13 @@ import numpy as np
 import torch
 
 from dpa3_al.model.train.batching import TrainingData
-from dpa3_al.model.checkpoint import load_model, read_checkpoint
+from dpa3_al.model.checkpoint import FORMAT, load_model, read_checkpoint
 from dpa3_al.model.config import ModelConfig
 from dpa3_al.model.interop.deepmd_import import deepmd_heads, is_deepmd_checkpoint
 from dpa3_al.model.energy import DPA3Model
 from dpa3_al.common.errors import CheckpointError
 from dpa3_al.model.train.stats import Picks, apply_env_std, change_bias_by_statistic, set_bias_by_statistic
+from dpa3_al.model.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -174,3 +175,15 @@ def change_energy_bias(model: DPA3Model, systems, mode: str = "change", batch_si
 def same_shape(a: ModelConfig, b: ModelConfig) -> bool:
     """Whether two configs describe the same network apart from the type map."""
     return dataclasses.replace(a, type_map=["H"]) == dataclasses.replace(b, type_map=["H"])
+
+
+def resolve_start(cfg: TrainConfig, init_model: Path | None) -> TrainConfig:
+    """How a workflow member starts from ``init_model``: our trained model -> init-model; anything
+    else (a deepmd-kit checkpoint, an untrained model of ours) -> fine-tune."""
+    if init_model is None:
+        return cfg
+    obj = read_checkpoint(init_model)
+    training = obj.get("metadata", {}).get("training") if obj.get("format") == FORMAT else None
+    if isinstance(training, dict) and training.get("finished"):
+        return cfg.with_changes(init_model={"model": init_model}, finetune={"model": None})
+    return cfg.with_changes(finetune={"model": init_model}, init_model={"model": None})

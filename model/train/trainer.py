@@ -32,7 +32,7 @@ from dpa3_al.model.train.data import DataSystem, data_elements, load_systems, sp
 from dpa3_al.model.energy import DPA3Model, build_model
 from dpa3_al.common.errors import InputError, MemoryEstimateError, UserError
 from dpa3_al.common.fileio import atomic_write_json
-from dpa3_al.model.train.finetune import InitInfo, finetune_init, init_model_init
+from dpa3_al.model.train.finetune import InitInfo, finetune_init, init_model_init, resolve_start
 from dpa3_al.model.train.loss import EnergyLoss, ErrorSums, Prefactors
 from dpa3_al.model.train.lr import ExpDecay
 from dpa3_al.model.kernels.runtime import tune_malloc
@@ -464,8 +464,6 @@ def train_member(config: dict, data: list[Path], init_model: Path | None, member
     (``finetune.head``/``freeze_descriptor`` from the config). Re-running a finished or
     interrupted member continues it (idempotent).
     """
-    from dpa3_al.model.train.committee import resolve_start
-
     cfg = TrainConfig.from_dict(config, source="train")
     # a dataset folder with no system yet (an iteration that labeled nothing) adds nothing
     extra = [Path(p) for p in data if Path(p).is_file() or any(Path(p).rglob("type.raw"))]

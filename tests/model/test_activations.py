@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from dpa3_al.model.activations import get_activation, make_silut, silut_reference
+from dpa3_al.model.activation_math import silut_reference
+from dpa3_al.model.activations import get_activation, make_silut
 
 
 @pytest.mark.parametrize("threshold", [3.0, 10.0])

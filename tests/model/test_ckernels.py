@@ -295,20 +295,3 @@ def test_a_kernel_that_disagrees_with_the_probe_is_not_used(dtype, monkeypatch, 
         assert not ckernels.available(dtype, get_activation("silu").kind)
     assert "C++ kernels unavailable (AssertionError: probe: kernel and reference differ" in caplog.text
     assert not ckernels._STATE["enabled"]
-
-
-@needs_compiler
-def test_with_the_kernels_nothing_is_compiled_by_torch_compile(monkeypatch):
-    """Every activation pass of evaluation and force training runs the C++ kernels, so the compiled
-    (torch.compile) kernels of model/kernels/compiled.py are never warmed up, even for tensors far above their
-    size threshold: that compilation took ~20 s and 0.17 GB in the first training call of a process."""
-    from dpa3_al.model.kernels import compiled as fused
-    model = tiny_model(activation_function="silut:1.0", nlayers=3)
-    batch = atoms_to_batch(random_periodic(8, seed=61), model.type_map)
-    model(batch)                          # the kernels' probes run now (their reference is the eager path)
-    monkeypatch.setattr(fused, "MIN_ELEMENTS", 1)
-    monkeypatch.setitem(fused._STATE, "ready", {})
-    monkeypatch.setattr(fused, "_warm_up", lambda *a, **k: pytest.fail("model/kernels/compiled.py kernels were compiled"))
-    out = model(batch, create_graph=True)
-    (out.forces.pow(2).sum() + out.energy.sum() + out.virial.pow(2).sum()).backward()
-    assert all(p.grad is not None for p in model.descriptor.layers[0].parameters() if p.requires_grad)
