@@ -9,7 +9,18 @@ Public surface::
 - ``build_model(config, seed)`` / ``save_model(model, path)``: make and store models.
 - ``model_deviation``: committee deviation of one frame (deepmd-kit's definitions).
 
-This package imports nothing from ``dpa3_al`` outside itself, and never dflow.
+What lives where. The spine, read top to bottom:
+``energy`` (E, F = -dE/dx, virial) -> ``descriptor`` (type embedding, env matrix, chunks,
+layers) -> ``repflow`` (one RepFlow layer: node, edge, angle streams) -> ``nn`` (Dense, fitting
+MLP) and ``activations`` (memory-lean activations; formulas and names in ``activation_math``).
+``reference`` states the same energy in plain dense torch: the definition production is tested
+against. Inputs: ``config`` (hyper-parameters), ``neighbor`` (neighbour search), ``graph`` (the
+flat edge/angle graph). Around it: ``calculator``, ``ensemble`` (committee deviation),
+``checkpoint`` (versioned files), ``info`` (``dpa3-al info``). Rooms:
+``kernels/`` (behind the seam: C++ kernels, memory-lean ops, recomputation, memory estimates),
+``train/`` (training), ``interop/`` (deepmd-kit import/export).
+
+This package imports nothing from ``dpa3_al`` outside itself and ``dpa3_al.common``, and never dflow.
 """
 
 from importlib import import_module

@@ -1,4 +1,11 @@
-"""Training (``dpa3_al.model.train``): data, loss, learning rate, the training loop, committees,
-fine-tuning, statistics and evaluation. ``trainer.train`` / ``trainer.train_member`` are the
-entry points; ``config.TrainConfig`` is the typed ``train:`` section.
+"""Training (``dpa3_al.model.train``): ``trainer.train`` / ``trainer.train_member`` are the entry points.
+
+- ``config``: ``TrainConfig``, the typed ``train:`` section; ``io``: the files a run writes next to
+  its model (checkpoint, lcurve), atomically; ``summary``: ``train_summary.json``;
+- ``data``: labeled systems (deepmd npy, extended XYZ, what ASE/dpdata read); ``batching``: batches
+  and the seeded sampler;
+- ``loss`` (energy/force/virial loss), ``lr`` (learning-rate schedule), ``loop`` (validation,
+  progress, the convergence verdict);
+- ``stats`` (energy bias and env-matrix statistics), ``finetune`` (fine-tune / init-model start);
+- ``committee`` (N members, one after another or in parallel processes), ``evaluate`` (``dpa3-al test``).
 """
