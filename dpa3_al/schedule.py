@@ -18,14 +18,17 @@ An iteration with no recorded frames never converges.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from dpa3_al.explore.config import StageConfig
 from dpa3_al.common.errors import UserError
+from dpa3_al.explore.config import StageConfig
+from dpa3_al.explore.tasks import atomic_write_json
+from dpa3_al.select import SelectionReport
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +49,10 @@ class IterationOutcome:
     adaptive: bool = False
 
     @classmethod
-    def from_selection(cls, selection: dict[str, Any]) -> "IterationOutcome":
-        """From the content of ``selection.json``."""
-        levels = selection.get("levels", {})
-        ratio = selection.get("ratios", {}).get("accurate")
-        return cls(accurate_ratio=math.nan if ratio is None else float(ratio), n_frames=int(selection["n_frames"]),
-                   f_lo=levels.get("f_lo"), adaptive=bool(levels.get("adaptive", False)))
+    def from_selection(cls, selection: SelectionReport) -> "IterationOutcome":
+        """From a select step's result (``selection.json``)."""
+        return cls(accurate_ratio=selection.ratio("accurate"), n_frames=selection.n_frames,
+                   f_lo=selection.levels.f_lo, adaptive=selection.levels.adaptive)
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,18 @@ class Decision:
     f_lo: float | None
     next_stage: int | None
     next_iteration: int | None
+    loop_iteration: int | None = None       # the loop's iteration (set by :func:`decide`)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        loop = data.pop("loop_iteration")
+        return data if loop is None else {"loop_iteration": loop, **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Decision":
+        data = dict(data)
+        if data.get("accurate_ratio") is None:          # NaN is stored as null
+            data["accurate_ratio"] = math.nan
         return cls(**data)
 
 
@@ -177,42 +184,66 @@ def replay(stages: Sequence[StageConfig], outcomes: Sequence[IterationOutcome]) 
 SCHEDULE_JSON = "schedule.json"
 
 
-def decide(config: dict[str, Any], schedule: Path | None, selection: Path, dataset: Path | None, iteration: int,
+@dataclass(frozen=True)
+class ScheduleRecord:
+    """The content of ``schedule.json``: the state for the next iteration and every decision so
+    far (each with its loop iteration). :meth:`write` and :meth:`read` are its one writer and reader."""
+
+    state: ScheduleState = ScheduleState()
+    decisions: tuple[Decision, ...] = ()
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / SCHEDULE_JSON
+        atomic_write_json(path, {"state": self.state.to_dict(), "decisions": [d.to_dict() for d in self.decisions]})
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> "ScheduleRecord":
+        """The record in ``path`` (a decide output folder or its ``schedule.json``).
+
+        Raises:
+            FileNotFoundError: no decision yet. ValueError: not a record written by :meth:`write`.
+        """
+        path = Path(path)
+        path = path / SCHEDULE_JSON if path.is_dir() else path
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        try:
+            return cls(ScheduleState.from_dict(data["state"]),
+                       tuple(Decision.from_dict(d) for d in data.get("decisions", [])))
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"not a schedule record ({type(err).__name__}: {err})") from None
+
+    def latest(self, loop_iteration: int) -> Decision | None:
+        """The decision taken in ``loop_iteration`` (else the last one, else None)."""
+        mine = [d for d in self.decisions if d.loop_iteration == loop_iteration] or list(self.decisions[-1:])
+        return mine[-1] if mine else None
+
+
+def decide(stages: Sequence[StageConfig], schedule: Path | None, selection: Path, iteration: int,
            workdir: Path) -> bool:
-    """Workflow step (decide): judge this iteration and write ``workdir/schedule.json``.
+    """The decide step: judge this iteration and write ``workdir/schedule.json``.
 
     Args:
-        config: the ``explore`` section (or a dict holding it under ``explore``): its stages.
-        schedule: the previous ``schedule.json`` (None in the first iteration).
+        stages: the exploration stages (convergence criteria, max_iter).
+        schedule: the previous ``schedule.json`` or its folder (None in the first iteration).
         selection: the select step's folder (or its ``selection.json``).
-        dataset: the labeled dataset (not used by the decision).
         iteration: the loop iteration, stored with the decision.
-        workdir: where ``schedule.json`` goes: ``{"state": ..., "decisions": [...]}``, each decision
-            with its loop iteration.
+        workdir: where ``schedule.json`` goes.
     Returns:
         True when the exploration is over (last stage converged or finished its max_iter).
     Raises:
         StageNotConverged: a stage reached max_iter unconverged with ``fatal_at_max`` (after
             writing ``schedule.json``, so the decision and its reason are kept).
     """
-    import json
-
-    from dpa3_al.explore.config import ExploreConfig
-    from dpa3_al.explore.tasks import atomic_write_json, section
-    from dpa3_al.common.typed_config import from_dict
-
-    data, _ = section(config, "explore")
-    stages = from_dict(ExploreConfig, data, path="explore").stages
-    record: dict[str, Any] = {"state": ScheduleState().to_dict(), "decisions": []}
-    if schedule is not None and Path(schedule).is_file():
-        record = json.loads(Path(schedule).read_text(encoding="utf-8"))
-    sel_path = Path(selection)
-    sel_path = sel_path / "selection.json" if sel_path.is_dir() else sel_path
-    outcome = IterationOutcome.from_selection(json.loads(sel_path.read_text(encoding="utf-8")))
-    decision, state = judge(stages, ScheduleState.from_dict(record["state"]), outcome)
-    record = {"state": state.to_dict(), "decisions": [*record["decisions"], {"loop_iteration": iteration,
-                                                                            **decision.to_dict()}]}
-    atomic_write_json(Path(workdir) / SCHEDULE_JSON, record)
+    previous = None if schedule is None else Path(schedule)
+    previous = previous / SCHEDULE_JSON if previous is not None and previous.is_dir() else previous
+    record = ScheduleRecord.read(previous) if previous is not None and previous.is_file() else ScheduleRecord()
+    outcome = IterationOutcome.from_selection(SelectionReport.read(Path(selection)))
+    decision, state = judge(stages, record.state, outcome)
+    decision = replace(decision, loop_iteration=iteration)
+    ScheduleRecord(state, (*record.decisions, decision)).write(Path(workdir))
     log.info("iteration %d, stage %d: %s (%s)", iteration, decision.stage, decision.action, decision.reason)
     if decision.action == "stop":
         raise StageNotConverged(decision.reason)

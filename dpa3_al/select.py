@@ -12,6 +12,8 @@ Units: force deviations eV/Å, virial deviations eV/atom, distances Å, angles d
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field as dc_field
@@ -21,7 +23,8 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 from ase import Atoms
 
-from dpa3_al.explore.frames import FrameRef, load_frames, read_frames_table, write_outputs
+from dpa3_al.explore.frames import FrameRef, load_frames, read_frames_table
+from dpa3_al.explore.tasks import atomic_write_json, atomic_write_text
 from dpa3_al.common.errors import UserError
 from dpa3_al.common.typed_config import ConfigError, field
 
@@ -270,7 +273,10 @@ def duplicate_mask(frames: Sequence[Atoms], tol: float) -> np.ndarray:
 # ----------------------------------------------------------------------------- driver
 @dataclass
 class SelectionReport:
-    """What :func:`select` found and chose (the content of ``selection.json``)."""
+    """What :func:`select` found and chose: the content of ``selection.json``, whose one writer
+    (:meth:`write`) and one reader (:meth:`read`) are here. ``counts`` holds the classes and
+    ``failed_nan``; ``selected`` one record per chosen frame (frame, task, group, step,
+    deviations, rank, reason)."""
 
     levels: Levels
     counts: dict[str, int]
@@ -296,6 +302,47 @@ class SelectionReport:
                 "per_group": self.per_group, "tasks": self.tasks, "filters": self.filters,
                 "strategy": self.strategy, "max_select": self.max_select, "quotas": self.quotas,
                 "n_selected": len(self.selected), "selected": self.selected}
+
+    @property
+    def n_selected(self) -> int:
+        return len(self.selected)
+
+    def write(self, folder: Path) -> Path:
+        """Write ``folder/selection.json`` atomically (NaN as null); returns its path."""
+        path = Path(folder) / SELECTION_JSON
+        atomic_write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> "SelectionReport":
+        """The selection in ``path`` (a select output folder or its ``selection.json``).
+
+        Raises:
+            FileNotFoundError: no selection yet. ValueError: not a selection written by :meth:`write`.
+        """
+        path = Path(path)
+        path = path / SELECTION_JSON if path.is_dir() else path
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        try:
+            return cls(levels=Levels(**data["levels"]), counts={k: int(v) for k, v in data["counts"].items()},
+                       per_group=data.get("per_group") or {}, tasks=data.get("tasks") or {},
+                       filters=data.get("filters") or {}, quotas=data.get("quotas") or {},
+                       selected=list(data.get("selected") or []), strategy=data.get("strategy", "random"),
+                       max_select=data.get("max_select"))
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"not a selection record ({type(err).__name__}: {err})") from None
+
+
+def write_candidates(folder: Path, refs: Sequence[FrameRef]) -> Path:
+    """Write the chosen frames to ``folder/candidates.extxyz`` atomically (what the label step reads)."""
+    import ase.io
+
+    buf = io.StringIO()
+    for ref in refs:
+        ase.io.write(buf, ref.atoms, format="extxyz")
+    return atomic_write_text(Path(folder) / CANDIDATES_FILE, buf.getvalue())
 
 
 def _apply_filters(cands: list[FrameRef], cfg: FilterConfig) -> tuple[list[FrameRef], dict[str, dict[str, Any]]]:
@@ -369,7 +416,9 @@ def select(task_dirs: Sequence[Path], cfg: SelectConfig, out_dir: Path,
     chosen, report.quotas = _cap(cands, table.groups, cfg, descriptor_fn)
     chosen.sort(key=lambda pair: (pair[0].task, pair[0].step))
     report.selected = [_why(ref, rank, levels, cfg) for ref, rank in chosen]
-    write_outputs(out_dir, report.to_dict(), [ref for ref, _ in chosen])
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    write_candidates(out_dir, [ref for ref, _ in chosen])     # the frames first: selection.json commits
+    report.write(out_dir)
     log.info("selected %d of %d candidates (%d frames: %s)", len(chosen), report.counts["candidate"],
              report.n_frames, ", ".join(f"{c} {report.counts[c]}" for c in CLASS_NAMES))
     return report
@@ -392,47 +441,3 @@ def _why(ref: FrameRef, rank: int, levels: Levels, cfg: SelectConfig) -> dict[st
         reason += f"; {how[cfg.strategy]} #{rank + 1} in {scope}"
     return {"frame": ref.key, "task": ref.task, "group": ref.group, "step": ref.step, "max_devi_f": f,
             "max_devi_v": ref.devi["max_devi_v"], "rank": rank, "reason": reason}
-
-
-def _model_paths(models: Sequence[Path] | None) -> list[Path]:
-    """Checkpoint files from files or folders holding ``*.pt`` (a train step's member folders)."""
-    out: list[Path] = []
-    for m in models or []:
-        m = Path(m)
-        out.extend(sorted(m.glob("*.pt")) if m.is_dir() else [m])
-    return out
-
-
-def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteration: int, workdir: Path,
-                      models: Sequence[Path] | None = None) -> int:
-    """Workflow step (select): :func:`select` over the explored task folders; returns the number of
-    frames selected.
-
-    Args:
-        config: the ``select`` section (or a dict holding it under ``select``); it or the outer
-            dict may also hold ``models`` (checkpoints; model 0 gives the descriptors of strategy
-            ``diversity``), ``head`` and ``device``.
-        explored: the task output folders (those without ``task.json`` are ignored).
-        iteration: recorded in the log only (the frames carry their own provenance).
-        models: this iteration's committee (checkpoint files or folders holding ``*.pt``); model 0
-            gives the descriptors of strategy ``diversity`` (overrides ``models`` in config).
-        workdir: where ``selection.json`` and ``candidates.extxyz`` go.
-    """
-    from dpa3_al.explore.tasks import TASK_JSON, section
-    from dpa3_al.common.typed_config import from_dict
-
-    outer = dict(config or {})
-    data, _ = section(config, "select")
-    models = _model_paths(models) or data.pop("models", None) or outer.get("models")
-    data.pop("models", None)
-    head = data.pop("head", None) or outer.get("head")
-    device = data.pop("device", None) or outer.get("device") or "cpu"
-    cfg = from_dict(SelectConfig, data, path="select")
-    descriptor_fn = None
-    if models:
-        from dpa3_al.model import DPA3Calculator
-
-        descriptor_fn = DPA3Calculator(str(models[0]), head=head, device=device).get_descriptor
-    dirs = sorted((Path(d) for d in explored if (Path(d) / TASK_JSON).is_file()), key=lambda d: d.name)
-    log.info("iteration %d: selecting from %d task folders", iteration, len(dirs))
-    return len(select(dirs, cfg, Path(workdir), descriptor_fn=descriptor_fn).selected)

@@ -34,16 +34,16 @@ def summary_lines(data: Any) -> list[str]:
     if last is not None:
         sel = last.selection
         lines.append(f"iteration {last.index}: accurate ratio {last.ratio('accurate'):.3f} "
-                     f"({last.count('accurate')} of {sel.get('n_frames', 0)} frames), "
-                     f"{sel.get('n_selected', 0)} frames selected")
+                     f"({last.count('accurate')} of {sel.n_frames} frames), "
+                     f"{sel.n_selected} frames selected")
     grown = next((it for it in reversed(data.iterations) if it.dataset is not None), None)
     if grown is not None:
         lines.append(f"dataset: {grown.dataset.frames} frames in {len(grown.dataset.systems)} system(s) "
                      f"(after iteration {grown.index})")
     if done:
         decision = done[-1].decision
-        lines.append(f"decision after iteration {done[-1].index}: {decision.get('action')} "
-                     f"({decision.get('reason')})")
+        lines.append(f"decision after iteration {done[-1].index}: {decision.action} "
+                     f"({decision.reason})")
     return lines
 
 

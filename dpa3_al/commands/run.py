@@ -184,11 +184,13 @@ def cmd_download(args) -> int:
 
 
 # ----------------------------------------------------------------------------- progress
-def latest_selection(root: Path) -> tuple[int, dict] | None:
-    """(iteration, selection.json) of the newest iteration that has one."""
+def latest_selection(root: Path):
+    """(iteration, SelectionReport) of the newest iteration whose selection.json is readable."""
+    from dpa3_al.select import SelectionReport
+
     for sel in sorted(root.glob("iter-*/select/selection.json"), reverse=True):
         try:
-            return int(sel.parent.parent.name.split("-")[1]), json.loads(sel.read_text())
+            return int(sel.parent.parent.name.split("-")[1]), SelectionReport.read(sel)
         except (OSError, ValueError):
             continue
     return None
@@ -219,10 +221,10 @@ def describe(root: Path, state) -> list[str]:
     sel = latest_selection(root)
     if sel:
         it, data = sel
-        r, lv = data.get("ratios", {}), data.get("levels", {})
-        lines.append(f"  iteration {it} exploration: {data.get('n_frames', 0)} frames; accurate {r.get('accurate', 0):.2f}, "
-                     f"candidate {r.get('candidate', 0):.2f}, failed {r.get('failed', 0):.2f}; trust levels "
-                     f"f_lo {lv.get('f_lo')} f_hi {lv.get('f_hi')} eV/Å; selected {data.get('n_selected', 0)}")
+        lv = data.levels
+        lines.append(f"  iteration {it} exploration: {data.n_frames} frames; accurate {data.ratio('accurate'):.2f}, "
+                     f"candidate {data.ratio('candidate'):.2f}, failed {data.ratio('failed'):.2f}; trust levels "
+                     f"f_lo {lv.f_lo} f_hi {lv.f_hi} eV/Å; selected {data.n_selected}")
     frames = dataset_frames(root)
     if frames is not None:
         lines.append(f"  dataset: {frames} labeled frames ({root / 'dataset'})")
@@ -242,7 +244,7 @@ def _follow(root: Path) -> int:
 
     def show(state) -> None:
         sel = latest_selection(root)
-        acc = f" · accurate {sel[1].get('ratios', {}).get('accurate', 0):.2f}" if sel else ""
+        acc = f" · accurate {sel[1].ratio('accurate'):.2f}" if sel else ""
         frames = dataset_frames(root)
         data = f" · dataset {frames}" if frames is not None else ""
         c = state.counts()

@@ -11,15 +11,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from dpa3_al.common.typed_config import field, from_dict
+from dpa3_al.common.typed_config import field
 
 from .config import ExploreConfig, PerturbSpec
 from .configurations import generate
-from .tasks import atomic_write_text, section
+from .tasks import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +54,9 @@ def bootstrap_frames(explore: ExploreConfig, cfg: BootstrapConfig, base_dir: Pat
     return frames
 
 
-def bootstrap_candidates(config: dict[str, Any], workdir: Path) -> int:
-    """Workflow step (bootstrap): write ``workdir/candidates.extxyz``; returns the frame count.
-
-    Args:
-        config: ``{"explore": <explore section>, "bootstrap": <BootstrapConfig>, "base_dir": ...}``.
-        workdir: output folder (what the labeling steps read as a selection folder).
-    """
-    explore_data, base_dir = section(config, "explore")
-    explore = from_dict(ExploreConfig, explore_data, path="explore")
-    cfg = from_dict(BootstrapConfig, dict(config or {}).get("bootstrap") or {}, path="bootstrap")
+def write_bootstrap(explore: ExploreConfig, cfg: BootstrapConfig, base_dir: Path, workdir: Path) -> int:
+    """The bootstrap step: write ``workdir/candidates.extxyz`` (what the labeling steps read as a
+    selection folder); returns the frame count. ``base_dir``: where relative structure files are."""
     frames = bootstrap_frames(explore, cfg, base_dir)
     if not frames:
         raise ValueError("bootstrap: the explore section names no starting structures to perturb")

@@ -1,4 +1,4 @@
-"""Reading explored frames back from task folders, and writing the selection outputs.
+"""Reading explored frames back from task folders (for :mod:`dpa3_al.select`).
 
 Used by :mod:`dpa3_al.select`. A task folder that never ran (no ``model_devi.csv``) adds no
 frames and is counted as ``not_run``; a truncated trajectory (killed task) gives only the
@@ -7,7 +7,6 @@ frames that are whole.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections import Counter
@@ -22,7 +21,8 @@ from dpa3_al.model.ensemble import DEVI_KEYS
 
 from .deviation import read_model_devi
 from .md import DEVI_FILE, TRAJ_FILE
-from .tasks import TASK_JSON, atomic_write_json, atomic_write_text, read_status
+from .status import task_outcome
+from .tasks import TASK_JSON
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +87,6 @@ class FrameTable:
         return dict(Counter(t.outcome for t in self.tasks))
 
 
-def _outcome(task_dir: Path) -> str:
-    status = read_status(task_dir)
-    if status is None:
-        return "not_run"
-    if status.get("status") == "stopped_early":
-        return f"stopped_early:{status.get('reason')}"
-    return str(status.get("status"))
-
-
 def read_frames_table(task_dirs: Sequence[Path]) -> FrameTable:
     """Read ``task.json`` and ``model_devi.csv`` of every task folder (no structures yet)."""
     table = FrameTable()
@@ -104,7 +95,7 @@ def read_frames_table(task_dirs: Sequence[Path]) -> FrameTable:
         path = Path(path)
         meta = json.loads((path / TASK_JSON).read_text(encoding="utf-8"))
         info = TaskInfo(path=path, name=meta.get("name", path.name), group=meta.get("group", "group-0"),
-                        meta=meta, outcome=_outcome(path))
+                        meta=meta, outcome=task_outcome(path))
         table.tasks.append(info)
         if not (path / DEVI_FILE).is_file():
             continue
@@ -162,15 +153,3 @@ def load_frames(table: FrameTable, rows: np.ndarray) -> list[FrameRef]:
                 atoms.info.update({k: v for k, v in prov.items() if v is not None}, step=step, **devi)
             refs.append(FrameRef(task=task.name, group=task.group, step=step, devi=devi, meta=prov, atoms=atoms))
     return refs
-
-
-def write_outputs(out_dir: Path, report: dict[str, Any], refs: Sequence[FrameRef]) -> None:
-    """Write ``candidates.extxyz`` then ``selection.json`` (both atomic)."""
-    import ase.io
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    for ref in refs:
-        ase.io.write(buf, ref.atoms, format="extxyz")
-    atomic_write_text(out_dir / "candidates.extxyz", buf.getvalue())
-    atomic_write_json(out_dir / "selection.json", report)

@@ -31,7 +31,8 @@ from ase import Atoms, units
 from .config import StopConfig
 from .deviation import DeviCsvWriter, committee_mode, frame_deviation
 from .geometry import lost_atoms, min_distance_ratio
-from .tasks import STATUS_JSON, MDSettings, Task, atomic_write_json, read_status, write_task
+from .status import STATUS_JSON, TaskStatus, read_status
+from .tasks import MDSettings, Task, write_task
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,13 @@ class TaskReport:
     skipped: bool = False
 
     @classmethod
-    def from_status(cls, data: dict[str, Any], skipped: bool = True) -> "TaskReport":
-        fields = {k: data.get(k) for k in cls.__dataclass_fields__ if k != "skipped"}
+    def from_status(cls, status: TaskStatus, skipped: bool = True) -> "TaskReport":
+        fields = {k: getattr(status, k) for k in cls.__dataclass_fields__ if k != "skipped"}
         return cls(**fields, skipped=skipped)
+
+    def status_record(self) -> TaskStatus:
+        """What ``status.json`` keeps of this report."""
+        return TaskStatus(**{k: v for k, v in asdict(self).items() if k != "skipped"})
 
 
 def make_dynamics(atoms: Atoms, md: MDSettings, rng: np.random.Generator) -> Any:
@@ -227,12 +232,12 @@ def run_task(task: Task, calc: Any, out_dir: Path) -> TaskReport:
     ``error``), they do not propagate.
     """
     prior = read_status(out_dir)
-    if prior and prior.get("status") in ("finished", "stopped_early"):
+    if prior is not None and prior.done:
         return TaskReport.from_status(prior)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_task(task, out_dir)
     _reset(out_dir)
-    atomic_write_json(out_dir / STATUS_JSON, {"name": task.name, "group": task.group, "status": "running"})
+    TaskStatus(name=task.name, group=task.group, status="running").write(out_dir)
     rng = np.random.default_rng(task.seed)
     rec = Recorder(out_dir, task)
     start = time.perf_counter()
@@ -254,41 +259,5 @@ def run_task(task: Task, calc: Any, out_dir: Path) -> TaskReport:
     rec.log(f"# {report.status} at step {report.step}: {report.n_frames} frames, {report.steps_per_s:g} steps/s"
             + (f"; {stop.reason}: {stop.detail}" if stop else ""))
     rec.close()
-    status = asdict(report)
-    status.pop("skipped")
-    atomic_write_json(out_dir / STATUS_JSON, status)
+    report.status_record().write(out_dir)
     return report
-
-
-def _model_files(models: list[Path]) -> list[str]:
-    """Checkpoint paths from files or folders (a folder contributes its ``*.pt`` files)."""
-    files: list[str] = []
-    for m in models:
-        m = Path(m)
-        files.extend(str(p) for p in (sorted(m.glob("*.pt")) if m.is_dir() else [m]))
-    return files
-
-
-def run_explore_task(config: dict[str, Any], task: Path, models: list[Path], workdir: Path) -> TaskReport:
-    """Workflow step (run-explore, one slice): run the task folder ``task`` with the committee of
-    ``models`` into ``workdir``.
-
-    Args:
-        config: ``{"drive": 0 | "mean", "head": None, "device": "cpu"}`` (all optional; a whole
-            ``explore`` section may be passed, only its ``drive`` is read).
-        task: a folder written by :func:`~dpa3_al.explore.tasks.prepare_tasks`.
-        models: committee checkpoints (files, or folders holding ``*.pt``).
-        workdir: the task's output folder (may be ``task`` itself).
-    """
-    from dpa3_al.model import CommitteeCalculator
-    from dpa3_al.common.typed_config import ConfigError
-
-    from .tasks import load_task, section
-
-    data, _ = section(config, "explore")
-    drive = data.get("drive", 0)
-    if drive != "mean" and not (isinstance(drive, int) and drive >= 0):
-        raise ConfigError("explore.drive", f"{drive!r} must be a model index or 'mean'")
-    files = _model_files(models)
-    comm = CommitteeCalculator(files, head=data.get("head"), device=data.get("device", "cpu"), drive=drive)
-    return run_task(load_task(Path(task)), comm, Path(workdir))

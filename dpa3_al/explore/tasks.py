@@ -19,13 +19,12 @@ from ase import Atoms
 from dpa3_al.common.errors import InputError
 from dpa3_al.common.fileio import atomic_write_text, json_default
 
-from .config import NPT_ENSEMBLES, StageConfig, StopConfig, TaskGroupConfig
+from .config import NPT_ENSEMBLES, ExploreConfig, StageConfig, StopConfig, TaskGroupConfig
 from .configurations import Configuration, build_pool, sample
+from .status import read_status
 
 TASK_JSON = "task.json"
 CONF_FILE = "conf.extxyz"
-STATUS_JSON = "status.json"
-DONE_STATES = ("finished", "stopped_early")
 
 
 @dataclass(frozen=True)
@@ -178,18 +177,10 @@ def write_tasks(tasks: list[Task], out_dir: Path) -> list[Path]:
     return dirs
 
 
-def read_status(task_dir: Path) -> dict[str, Any] | None:
-    """The task's ``status.json`` as a dict, or None when absent or unreadable."""
-    try:
-        return json.loads((task_dir / STATUS_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def is_done(task_dir: Path) -> bool:
     """True when the task ran to its end or stopped early (a re-run skips it)."""
     status = read_status(task_dir)
-    return bool(status) and status.get("status") in DONE_STATES
+    return status is not None and status.done
 
 
 def task_dirs(root: Path) -> list[Path]:
@@ -197,36 +188,16 @@ def task_dirs(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("task-*") if (p / TASK_JSON).is_file())
 
 
-def section(config: dict[str, Any], name: str) -> tuple[dict[str, Any], Path]:
-    """Split a step's ``config`` dict: the ``name`` section (or the dict itself when it has no
-    such key) and ``base_dir`` (folder for relative paths; default the current folder)."""
-    config = dict(config or {})
-    base_dir = Path(config.pop("base_dir", "."))
-    return dict(config.get(name, config) or {}), base_dir
-
-
-def prepare_tasks(config: dict[str, Any], schedule: Path | None, iteration: int, workdir: Path) -> list[Path]:
-    """Workflow step (prep-explore): write the task folders of ``iteration`` under ``workdir``.
+def write_stage_tasks(cfg: ExploreConfig, stage: int, iteration: int, base_dir: Path, workdir: Path) -> list[Path]:
+    """The task folders of ``iteration`` in stage ``stage`` under ``workdir`` (the prep-explore step).
 
     Args:
-        config: the ``explore`` section (or a dict holding it under ``explore``), optionally with
-            ``base_dir`` (where relative structure files are read from).
-        schedule: the ``schedule.json`` written by the previous decide step (None at first); its
-            state says which stage to explore.
+        cfg: the exploration section. stage: the stage the schedule is in.
         iteration: the loop iteration (seeds the sampling and the MD).
-        workdir: where the ``task-NNNNNN`` folders go.
+        base_dir: where relative structure files are read from. workdir: where ``task-NNNNNN`` go.
     Returns:
         the task folders, in task order.
     """
-    from dpa3_al.common.typed_config import from_dict
-
-    from .config import ExploreConfig
-
-    data, base_dir = section(config, "explore")
-    cfg = from_dict(ExploreConfig, data, path="explore")
-    stage = 0
-    if schedule is not None and Path(schedule).is_file():
-        stage = int(json.loads(Path(schedule).read_text(encoding="utf-8"))["state"]["stage"])
     if not 0 <= stage < len(cfg.stages):
         raise InputError(f"explore.stages has {len(cfg.stages)} stage(s) but the schedule asks for stage {stage}; "
                          "add stages to the config or start a new run")

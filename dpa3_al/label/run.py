@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping
 
 from . import LabeledFrame, make_labeler
 from .files import atomic_write_json
-from .tasks import label_config, read_task
+from .config import LabelConfig
+from .tasks import read_task
 
 __all__ = ["run_task"]
 
 
-def run_task(config: Mapping[str, Any], task: Path, workdir: Path) -> None:
+def run_task(cfg: LabelConfig, task: Path, workdir: Path) -> None:
     """Label the frames of ``task`` into ``workdir/task-NNNNNN/`` and write ``workdir/summary.json``.
 
     Frames that fail are records (``status.json`` per frame), not errors: the step succeeds.
@@ -21,7 +21,7 @@ def run_task(config: Mapping[str, Any], task: Path, workdir: Path) -> None:
     the same ``workdir`` reuses every finished frame.
     """
     frames, info = read_task(Path(task))
-    results = make_labeler(label_config(config)).label(frames, Path(workdir), first_index=int(info["first_index"]))
+    results = make_labeler(cfg).label(frames, Path(workdir), first_index=int(info["first_index"]))
     reasons = Counter(r.reason for r in results if not isinstance(r, LabeledFrame))
     atomic_write_json(Path(workdir) / "summary.json", {
         "status": "ok", "iteration": info.get("iteration"), "frames": len(results),

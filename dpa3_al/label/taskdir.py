@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ase import Atoms
@@ -28,11 +29,51 @@ from .results import LabeledFrame, LabelFailure, LabelMeta, LabelResult, attach_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["task_dir_name", "prepare_task", "write_result", "read_finished", "archive_attempt", "load_result"]
+__all__ = ["task_dir_name", "prepare_task", "write_result", "read_finished", "archive_attempt", "load_result",
+           "LabelStatus"]
 
 STATUS = "status.json"
 RESULT = "result.extxyz"
 INPUT = "input.extxyz"
+
+
+@dataclass(frozen=True)
+class LabelStatus:
+    """The content of a frame's ``status.json`` (its one writer and reader are here).
+
+    ``status``: ``ok`` or ``failed`` (then ``reason``/``detail``); ``fingerprint`` names the
+    frame and ``settings_hash`` the settings it was labeled with; ``wall_time`` s.
+    """
+
+    status: str
+    reason: str | None = None
+    detail: str | None = None
+    fingerprint: str | None = None
+    time: str | None = None
+    labeler: str | None = None
+    settings_hash: str | None = None
+    wall_time: float | None = None
+    attempts: int | None = None
+
+    def write(self, task_dir: Path) -> None:
+        """Atomic, sorted keys; a ``reason``/``detail`` only for failures."""
+        data = asdict(self)
+        if self.status == "ok":
+            data.pop("reason")
+            data.pop("detail")
+        atomic_write_json(Path(task_dir) / STATUS, data)
+
+    @classmethod
+    def read(cls, task_dir: Path) -> "LabelStatus":
+        """Raises FileNotFoundError (not finished) or ValueError (not a status object)."""
+        data = read_json(Path(task_dir) / STATUS)
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as err:
+            raise ValueError(f"not a label status ({err})") from None
 
 
 def task_dir_name(index: int) -> str:
@@ -73,22 +114,17 @@ def write_result(task_dir: Path, result: LabelResult, fingerprint: str) -> None:
     import ase.io
 
     meta = result.meta
-    status = {
-        "fingerprint": fingerprint,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "labeler": meta.labeler if meta else None,
-        "settings_hash": meta.settings_hash if meta else None,
-        "wall_time": meta.wall_time if meta else None,
-        "attempts": meta.attempts if meta else None,
-    }
+    common = dict(fingerprint=fingerprint, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  labeler=meta.labeler if meta else None, settings_hash=meta.settings_hash if meta else None,
+                  wall_time=meta.wall_time if meta else None, attempts=meta.attempts if meta else None)
     if isinstance(result, LabeledFrame):
         out = _plain(result.atoms)
         out.calc = SinglePointCalculator(out, **result.atoms.calc.results)
         atomic_write_with(task_dir / RESULT, lambda tmp: ase.io.write(tmp, out, format="extxyz"))
-        status.update(status="ok")
+        status = LabelStatus("ok", **common)
     else:
-        status.update(status="failed", reason=result.reason, detail=result.detail)
-    atomic_write_json(task_dir / STATUS, status)
+        status = LabelStatus("failed", reason=result.reason, detail=result.detail, **common)
+    status.write(task_dir)
 
 
 def read_finished(task_dir: Path, atoms: Atoms, settings_hash: str | None, *,
@@ -100,28 +136,24 @@ def read_finished(task_dir: Path, atoms: Atoms, settings_hash: str | None, *,
     """
     import ase.io
 
-    status_path = task_dir / STATUS
-    if not status_path.is_file():
-        return None
     try:
-        status = read_json(status_path)
+        status = LabelStatus.read(task_dir)
     except (OSError, ValueError):
         return None
-    stale = status.get("fingerprint") != frame_fingerprint(atoms) or status.get("settings_hash") != settings_hash
+    stale = status.fingerprint != frame_fingerprint(atoms) or status.settings_hash != settings_hash
     if verify and stale:
         log.warning("%s holds a result for another frame or other settings; labeling again", task_dir)
         return None
-    meta = LabelMeta(labeler=status["labeler"], settings_hash=status["settings_hash"],
-                     wall_time=float(status.get("wall_time") or 0.0), attempts=int(status.get("attempts") or 1),
-                     task_dir=task_dir)
-    if status.get("status") == "ok":
+    meta = LabelMeta(labeler=status.labeler, settings_hash=status.settings_hash,
+                     wall_time=float(status.wall_time or 0.0), attempts=int(status.attempts or 1), task_dir=task_dir)
+    if status.status == "ok":
         try:
             stored = ase.io.read(task_dir / RESULT, format="extxyz")
         except Exception:  # noqa: BLE001 - an unreadable result is redone, never trusted
             return None
         res = stored.calc.results
         return LabeledFrame(attach_results(atoms, res["energy"], res["forces"], res.get("stress")), meta)
-    return LabelFailure(status.get("reason", "crash"), status.get("detail", ""), task_dir, atoms, meta)
+    return LabelFailure(status.reason or "crash", status.detail or "", task_dir, atoms, meta)
 
 
 def _plain(atoms: Atoms) -> Atoms:

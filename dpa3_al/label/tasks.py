@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from . import make_labeler
 from .config import LabelConfig
@@ -20,34 +20,22 @@ from .taskdir import load_result
 
 log = logging.getLogger(__name__)
 
-__all__ = ["label_config", "prepare_tasks", "read_task", "read_results", "CANDIDATES"]
+__all__ = ["prepare_tasks", "read_task", "read_results", "CANDIDATES"]
 
 CANDIDATES = "candidates.extxyz"
 FRAMES = "frames.extxyz"
 TASK = "task.json"
 
 
-def label_config(config: Mapping[str, Any] | LabelConfig | None) -> LabelConfig:
-    """The LabelConfig of a step's ``config``: the ``label:`` section itself, or a mapping holding it."""
-    from dpa3_al.common.typed_config import from_dict
-
-    if isinstance(config, LabelConfig):
-        return config
-    config = dict(config or {})
-    if isinstance(config.get("label"), (dict, LabelConfig)):
-        config = config["label"]
-    return config if isinstance(config, LabelConfig) else from_dict(LabelConfig, config, path="label")
-
-
-def prepare_tasks(config: Mapping[str, Any], selection: Path, iteration: int, workdir: Path) -> list[Path]:
-    """Split ``selection`` (a select output folder or a candidates file) into task folders.
+def prepare_tasks(cfg: LabelConfig, selection: Path, iteration: int, workdir: Path) -> list[Path]:
+    """Split ``selection`` (a select output folder or a candidates file) into task folders of
+    ``cfg.frames_per_task`` frames.
 
     The labeler's ``check`` runs here, so a missing program or pseudopotential stops the
     iteration before any labeling task starts.
     """
     import ase.io
 
-    cfg = label_config(config)
     selection = Path(selection)
     path = selection / CANDIDATES if selection.is_dir() else selection
     frames = ase.io.read(path, index=":") if path.is_file() and path.stat().st_size else []

@@ -1,222 +1,34 @@
-"""Presentation of the run report (:mod:`dpa3_al.report`): rendering, learning curves, figures.
+"""The report's figures: one concept per figure, as PNG bytes.
 
-The report's content is a list of blocks (:class:`Heading`, :class:`Para`, :class:`Bullets`,
-:class:`Table`, :class:`Image`); :func:`to_markdown` and :func:`to_html` render the same blocks,
-so both files say the same thing. The HTML is self-contained: styles inline, every image
-embedded as a ``data:image/png;base64`` URI, no external asset.
-
-Learning curves are read by their header names (:func:`read_lcurve`) and drawn here, as
-``model/train_io.py`` keeps its reader next to its plot.
-
-Figures: one concept per figure, as PNG bytes. Matplotlib without pyplot (a bare ``Figure``
-on the Agg canvas: no global state, no display), small figures with labelled axes and units.
-Each figure function returns the PNG bytes, or None when there is nothing to draw (the report
-then says what is missing).
-PNG metadata carries no software version or date, so the same data gives the same bytes.
+Matplotlib without pyplot (a bare ``Figure`` on the Agg canvas: no global state, no display),
+small figures with labelled axes and units. Each figure function returns the PNG bytes, or None
+when there is nothing to draw (the report then says what is missing). PNG metadata carries no
+software version or date, so the same data gives the same bytes.
 
 Units: force deviations and force RMSE eV/Å; energy and virial deviations and RMSE eV/atom.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
-import html
 import io
 import math
-import re
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
+from typing import Mapping, Sequence, Union
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-if TYPE_CHECKING:
-    from dpa3_al.report import IterationData
+from .data import IterationData
+from .lcurve import QUANTITY_LABELS
 
 SIZE = (5.6, 3.3)          # inches; 100 dpi -> 560 x 330 px
 DPI = 100
 CLASS_COLORS = {"accurate": "#4c9a2a", "candidate": "#e0a800", "failed": "#c0392b"}
 ACTION_MARKERS = {"continue": "o", "next_stage": "^", "done": "*", "stop": "X"}
-SPLITS = {"trn": "train", "train": "train", "training": "train",
-          "val": "validation", "valid": "validation", "validation": "validation", "tst": "validation",
-          "test": "validation"}
-QUANTITIES = {"e": "e", "energy": "e", "f": "f", "force": "f", "forces": "f", "v": "v", "virial": "v"}
-QUANTITY_LABELS = {"e": "energy RMSE (eV/atom)", "f": "force RMSE (eV/Å)", "v": "virial RMSE (eV/atom)"}
 
 __all__ = ["deviation_histogram", "learning_curves", "class_ratios", "count_bars", "stacked_counts",
-           "convergence", "QUANTITY_LABELS", "Heading", "Para", "Bullets", "Table", "Image", "Block",
-           "to_markdown", "to_html", "read_lcurve", "LearningCurve", "overview_figures", "iteration_figures",
-           "fmt", "counts_text", "place"]
-
-
-# ----------------------------------------------------------------------------- document blocks
-@dataclass(frozen=True)
-class Heading:
-    level: int
-    text: str
-    anchor: str = ""
-
-
-@dataclass(frozen=True)
-class Para:
-    text: str
-
-
-@dataclass(frozen=True)
-class Bullets:
-    items: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Table:
-    header: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-
-
-@dataclass(frozen=True)
-class Image:
-    name: str          # file name next to report.md (the PNG)
-    alt: str
-
-
-Block = Union[Heading, Para, Bullets, Table, Image]
-
-
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(blocks: Sequence[Block]) -> str:
-    """Markdown; images are links to the PNG files next to ``report.md``."""
-    out: list[str] = []
-    for b in blocks:
-        if isinstance(b, Heading):
-            out.append("#" * b.level + " " + b.text)
-        elif isinstance(b, Para):
-            out.append(b.text)
-        elif isinstance(b, Bullets):
-            out.append("\n".join(f"- {item}" for item in b.items))
-        elif isinstance(b, Table):
-            lines = ["| " + " | ".join(_md_cell(h) for h in b.header) + " |",
-                     "|" + "|".join(" --- " for _ in b.header) + "|"]
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
-            out.append("\n".join(lines))
-        elif isinstance(b, Image):
-            out.append(f"![{b.alt}]({b.name})")
-    return "\n\n".join(out) + "\n"
-
-
-_CSS = ("body{font-family:sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222;line-height:1.4}"
-        "table{border-collapse:collapse;margin:0.6em 0;font-size:0.88em}"
-        "th,td{border:1px solid #ccc;padding:2px 7px;text-align:right}th{background:#f2f2f2}"
-        "td:first-child,th:first-child{text-align:left}img{max-width:100%;display:block;margin:0.5em 0}"
-        "h2{border-bottom:1px solid #ddd;padding-bottom:2px;margin-top:1.6em}ul{margin:0.3em 0}")
-
-
-def to_html(blocks: Sequence[Block], images: Mapping[str, bytes], title: str) -> str:
-    """One self-contained HTML page: inline CSS, images as base64 data URIs."""
-    esc = html.escape
-    out = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
-           f"<style>{_CSS}</style></head><body>"]
-    for b in blocks:
-        if isinstance(b, Heading):
-            anchor = f' id="{esc(b.anchor)}"' if b.anchor else ""
-            out.append(f"<h{b.level}{anchor}>{esc(b.text)}</h{b.level}>")
-        elif isinstance(b, Para):
-            out.append(f"<p>{esc(b.text)}</p>")
-        elif isinstance(b, Bullets):
-            out.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in b.items) + "</ul>")
-        elif isinstance(b, Table):
-            head = "".join(f"<th>{esc(h)}</th>" for h in b.header)
-            body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in b.rows)
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif isinstance(b, Image) and b.name in images:
-            data = base64.b64encode(images[b.name]).decode("ascii")
-            out.append(f'<img alt="{esc(b.alt)}" src="data:image/png;base64,{data}">')
-    out.append("</body></html>\n")
-    return "\n".join(out)
-
-
-# ----------------------------------------------------------------------------- formatting
-def fmt(value: Any, digits: int = 4) -> str:
-    """A number for a table: integers as such, floats with ``digits`` decimals, missing as '-'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    return f"{float(value):.{digits}f}" if abs(float(value)) < 1e4 else f"{float(value):.4g}"
-
-
-def counts_text(table: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in table.items()) or "none"
-
-
-def place(figures: dict[str, tuple[str, bytes | None]], images: dict[str, bytes], missing: str) -> list[Any]:
-    """Image blocks for the drawn figures (their bytes go into ``images``), a sentence for the others."""
-    blocks: list[Any] = []
-    for name, (alt, data) in figures.items():
-        if data is None:
-            blocks.append(Para(f"{alt[0].upper()}{alt[1:]}: {missing}."))
-        else:
-            images[name] = data
-            blocks.append(Image(name, alt))
-    return blocks
-
-
-# ----------------------------------------------------------------------------- learning curves
-@dataclass
-class LearningCurve:
-    """RMSE against step; ``series`` keys are ``"<e|f|v>/<train|validation>"``."""
-
-    steps: np.ndarray
-    series: dict[str, np.ndarray]
-
-    def last(self, key: str) -> float:
-        values = self.series.get(key)
-        finite = values[np.isfinite(values)] if values is not None else np.zeros(0)
-        return float(finite[-1]) if finite.size else math.nan
-
-
-def read_lcurve(path: Path) -> LearningCurve:
-    """Read a learning curve by its header: a first column ``step``, RMSE columns named with
-    the quantity (e/f/v or energy/force/virial) and the split (trn/train or val/validation), in
-    any order and spelling (``rmse_f_val``, ``f_rmse_train``...). CSV or whitespace-separated
-    (deepmd-kit's ``lcurve.out``, header after ``#``); a truncated last row is ignored.
-
-    Raises:
-        ValueError: no header starting with ``step``.
-    """
-    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if not lines:
-        raise ValueError("empty file")
-    split = (lambda s: next(csv.reader([s]))) if "," in lines[0] else str.split
-    header = [h.strip().lower() for h in split(lines[0].lstrip("#"))]
-    if not header or header[0] != "step":
-        raise ValueError(f"header {header[:4]} does not start with step")
-    columns: dict[str, int] = {}
-    for i, name in enumerate(header):
-        tokens = [t for t in re.split(r"[^a-z0-9]+", name) if t]
-        quantity = next((QUANTITIES[t] for t in tokens if t in QUANTITIES), None)
-        part = next((SPLITS[t] for t in tokens if t in SPLITS), None)
-        if "rmse" in tokens and quantity and part:
-            columns.setdefault(f"{quantity}/{part}", i)
-    rows = []
-    for line in lines[1:]:
-        values = split(line)
-        if line.lstrip().startswith("#") or len(values) != len(header):
-            continue
-        try:
-            rows.append([float(v) for v in values])
-        except ValueError:
-            continue
-    table = np.asarray(rows, dtype=np.float64).reshape(-1, len(header))
-    return LearningCurve(steps=table[:, 0], series={k: table[:, i] for k, i in columns.items()})
+           "convergence", "overview_figures", "iteration_figures", "Figures"]
 
 
 # ----------------------------------------------------------------------------- figures
@@ -413,31 +225,32 @@ def convergence(iterations: Sequence[int], stages: Sequence[int | None], accurat
 Figures = dict[str, tuple[str, Union[bytes, None]]]     # file name -> (alt text, PNG or None)
 
 
-def _xlabel(it: "IterationData") -> str:
+def _xlabel(it: IterationData) -> str:
     return f"{it.index}" + ("" if it.stage is None else f"\ns{it.stage}")
 
 
-def iteration_figures(it: "IterationData") -> Figures:
+def iteration_figures(it: IterationData) -> Figures:
     """Learning curves and deviation histograms (force; virial when recorded) of one iteration."""
-    lv = (it.selection or {}).get("levels") or {}
+    lv = it.selection.levels if it.selection is not None else None
+    level = lambda name: None if lv is None else getattr(lv, name)  # noqa: E731
     curves = {m.name: (m.curve.steps, m.curve.series) for m in it.members if m.curve and m.curve.steps.size}
-    tag = " (adaptive)" if lv.get("adaptive") else ""
+    tag = " (adaptive)" if lv is not None and lv.adaptive else ""
     figs: Figures = {
         f"{it.name}-lcurve.png": (f"learning curves of iteration {it.index}",
                                   learning_curves(curves, f"iteration {it.index}: learning curves")),
         f"{it.name}-devi-f.png": (f"max_devi_f of every recorded frame, iteration {it.index}", deviation_histogram(
-            it.devi_f, [("f_lo" + tag, lv.get("f_lo")), ("f_hi", lv.get("f_hi"))], "max_devi_f (eV/Å)",
+            it.devi_f, [("f_lo" + tag, level("f_lo")), ("f_hi", level("f_hi"))], "max_devi_f (eV/Å)",
             f"iteration {it.index}: force deviation"))}
     if np.isfinite(it.devi_v).any():
         figs[f"{it.name}-devi-v.png"] = (f"max_devi_v of every recorded frame, iteration {it.index}",
-                                         deviation_histogram(it.devi_v, [("v_lo" + tag, lv.get("v_lo")),
-                                                                         ("v_hi", lv.get("v_hi"))],
+                                         deviation_histogram(it.devi_v, [("v_lo" + tag, level("v_lo")),
+                                                                         ("v_hi", level("v_hi"))],
                                                              "max_devi_v (eV/atom)",
                                                              f"iteration {it.index}: virial deviation"))
     return figs
 
 
-def _failure_series(its: Sequence["IterationData"]) -> dict[str, list[float]]:
+def _failure_series(its: Sequence[IterationData]) -> dict[str, list[float]]:
     """Label failures by reason and MD tasks stopped early by reason, per iteration."""
     out: dict[str, list[float]] = {}
     for reason in sorted({r for it in its if it.label for r in it.label.failed}):
@@ -447,7 +260,7 @@ def _failure_series(its: Sequence["IterationData"]) -> dict[str, list[float]]:
     return out
 
 
-def overview_figures(its: Sequence["IterationData"], conv_accuracy: Mapping[int, float]) -> Figures:
+def overview_figures(its: Sequence[IterationData], conv_accuracy: Mapping[int, float]) -> Figures:
     """The across-iteration figures: class shares, convergence, counts, dataset growth, failures."""
     labels = [_xlabel(it) for it in its]
     systems = sorted({s for it in its if it.dataset for s in it.dataset.systems})
@@ -457,9 +270,9 @@ def overview_figures(its: Sequence["IterationData"], conv_accuracy: Mapping[int,
                                 class_ratios(labels, {c: [it.ratio(c) for it in its] for c in CLASS_COLORS})),
         "overview-convergence.png": ("accurate ratio and decision per iteration, per stage", convergence(
             [it.index for it in its], [it.stage for it in its], [it.ratio("accurate") for it in its],
-            [(it.decision or {}).get("action") for it in its], conv_accuracy)),
+            [it.decision.action if it.decision else None for it in its], conv_accuracy)),
         "overview-counts.png": ("selected, labeled and failed labels per iteration", count_bars(labels, {
-            "selected": [(it.selection or {}).get("n_selected", nan) for it in its],
+            "selected": [it.selection.n_selected if it.selection else nan for it in its],
             "labeled": [it.label.ok if it.label else nan for it in its],
             "label failed": [it.label.n_failed if it.label else nan for it in its]}, "frames")),
         "overview-dataset.png": ("dataset frames per system after each iteration", stacked_counts(

@@ -123,7 +123,7 @@ def test_duplicates_are_skipped_within_and_across_adds(tmp_path):
 def test_crash_between_set_and_commit_leaves_a_readable_dataset(tmp_path, monkeypatch):
     import dpdata
 
-    import dpa3_al.dataset as dataset
+    import dpa3_al.dataset.store as store
 
     ds = LabeledDataset(tmp_path / "ds")
     ds.add([emt_frame(0)], Provenance(iteration=0))
@@ -131,7 +131,7 @@ def test_crash_between_set_and_commit_leaves_a_readable_dataset(tmp_path, monkey
     def crash(path, data):
         raise KeyboardInterrupt("killed while committing")
 
-    monkeypatch.setattr(dataset, "atomic_write_json", crash)
+    monkeypatch.setattr(store, "atomic_write_json", crash)
     with pytest.raises(KeyboardInterrupt):
         ds.add([emt_frame(1), water(0)], Provenance(iteration=1))
     monkeypatch.undo()

@@ -119,22 +119,19 @@ def test_cli_explore_then_select_with_diversity(tmp_path, capsys):
 
 
 def test_workflow_step_functions_chain_one_iteration(tmp_path):
-    from dpa3_al.explore.md import run_explore_task
-    from dpa3_al.explore.tasks import prepare_tasks
-    from dpa3_al.schedule import decide
-    from dpa3_al.select import select_candidates
+    from dpa3_al.steps import decide, prepare_explore, run_explore, select_candidates
 
     import yaml
 
     models = tiny_models(tmp_path / "models", [0, 1, 2], ["Cu"])
     config = yaml.safe_load(_explore_yaml(tmp_path / "run.yaml").read_text())
     config["explore"]["stages"][0]["task_groups"][0]["temps"] = [100]
-    tasks = prepare_tasks(config, None, 0, tmp_path / "tasks")
+    tasks = prepare_explore(config, None, 0, tmp_path / "tasks")
     assert len(tasks) == 2
     results = []
     for task in tasks:
         wd = tmp_path / "explore" / task.name
-        report = run_explore_task({"drive": "mean"}, task, [tmp_path / "models"], wd)
+        report = run_explore({"drive": "mean"}, task, [tmp_path / "models"], wd)
         assert report.n_frames >= 1 and (wd / "model_devi.csv").is_file()
         results.append(wd)
     n = select_candidates({**config, "models": [str(models[0])]}, results, 0, tmp_path / "select")

@@ -13,7 +13,7 @@ from ase.build import bulk, molecule
 from dpa3_al.explore import ExploreConfig, load_task, make_tasks, task_dirs, write_tasks
 from dpa3_al.explore.configurations import build_pool, perturb, read_structures, substitute
 from dpa3_al.explore.config import PerturbSpec, SubstituteSpec
-from dpa3_al.explore.tasks import prepare_tasks
+from dpa3_al.steps import prepare_explore
 from dpa3_al.common.errors import InputError
 from dpa3_al.common.typed_config import ConfigError, from_dict, to_dict
 
@@ -145,14 +145,14 @@ def test_prepare_tasks_step_follows_the_schedule_stage(tmp_path):
     explore = {"stages": [{"task_groups": [_cu_group()]},
                           {"task_groups": [{"name": "mol", "configurations": [{"file": "h2o.xyz"}],
                                             "temps": [100, 200, 300]}]}]}
-    first = prepare_tasks({"explore": explore, "base_dir": str(tmp_path)}, None, 0, tmp_path / "it0")
+    first = prepare_explore({"explore": explore, "base_dir": str(tmp_path)}, None, 0, tmp_path / "it0")
     assert [d.name for d in first] == ["task-000000", "task-000001"] and load_task(first[0]).group == "cu"
     schedule = tmp_path / "schedule.json"
     schedule.write_text(json.dumps({"state": {"stage": 1, "iteration": 0, "finished": False, "history": []}}))
-    second = prepare_tasks({**explore, "base_dir": str(tmp_path)}, schedule, 1, tmp_path / "it1")
+    second = prepare_explore({**explore, "base_dir": str(tmp_path)}, schedule, 1, tmp_path / "it1")
     tasks = [load_task(d) for d in second]
     assert [(t.group, t.stage, t.iteration, t.md.temperature) for t in tasks] == [
         ("mol", 1, 1, 100.0), ("mol", 1, 1, 200.0), ("mol", 1, 1, 300.0)]
     schedule.write_text(json.dumps({"state": {"stage": 2, "iteration": 0, "finished": False, "history": []}}))
     with pytest.raises(InputError, match="stage 2"):
-        prepare_tasks(explore, schedule, 2, tmp_path / "it2")
+        prepare_explore(explore, schedule, 2, tmp_path / "it2")

@@ -1,4 +1,4 @@
-"""The step functions the workflow calls: prepare_tasks -> run_task -> collect (no dflow here)."""
+"""The step adapters the workflow calls: prepare_label -> run_label -> collect (no dflow here)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from ase.build import bulk, molecule
 
-from dpa3_al.dataset import LabeledDataset, collect
+from dpa3_al.dataset import LabeledDataset
 from dpa3_al.label import LabelerUnavailable
-from dpa3_al.label.run import run_task
-from dpa3_al.label.tasks import prepare_tasks
+from dpa3_al.steps import collect, prepare_label, run_label
 
 
 def candidates(tmp_path, n: int, tag_first: int = 0):
@@ -29,11 +28,11 @@ def candidates(tmp_path, n: int, tag_first: int = 0):
 
 
 def label_iteration(tmp_path, select, iteration: int, config: dict):
-    tasks = prepare_tasks(config, select, iteration, tmp_path / f"prep-{iteration}")
+    tasks = prepare_label(config, select, iteration, tmp_path / f"prep-{iteration}")
     outs = []
     for task in tasks:
         out = tmp_path / f"run-{iteration}" / task.name
-        run_task(config, task, out)
+        run_label(config, task, out)
         outs.append(out)
     return tasks, outs
 
@@ -68,5 +67,5 @@ def test_prepare_tasks_checks_the_labeler_before_any_task(tmp_path):
     select.mkdir()
     ase.io.write(select / "candidates.extxyz", [molecule("SiH4")])
     with pytest.raises(LabelerUnavailable, match="no EMT parameters for Si"):
-        prepare_tasks({"kind": "ase"}, select, 0, tmp_path / "prep")
-    assert prepare_tasks({"kind": "ase"}, tmp_path / "empty", 0, tmp_path / "prep2") == []
+        prepare_label({"kind": "ase"}, select, 0, tmp_path / "prep")
+    assert prepare_label({"kind": "ase"}, tmp_path / "empty", 0, tmp_path / "prep2") == []

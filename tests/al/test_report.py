@@ -28,7 +28,7 @@ from dpa3_al.label.results import attach_results
 from dpa3_al.common.errors import UserError
 from dpa3_al.common.typed_config import from_dict
 from dpa3_al.report import build_report, load_run, read_lcurve
-from dpa3_al.schedule import decide
+from dpa3_al.steps import decide
 from dpa3_al.select import SelectConfig, select
 
 nan = float("nan")
@@ -145,8 +145,8 @@ def run_dir(tmp_path) -> Path:
     """Two complete iterations: iteration 0 without virial deviations, iteration 1 with virial levels."""
     run = tmp_path / "runs" / "cu"
     run.mkdir(parents=True)
-    atomic_write_json(run / "plan.json", {"loop": {"n_models": 3}})
-    (run / "config.yaml").write_text(json.dumps({"explore": EXPLORE}))     # JSON is YAML
+    # the committee size and conv_accuracy come from the run's frozen config (JSON is YAML)
+    (run / "config.yaml").write_text(json.dumps({"train": {"training": {"numb_models": 3}}, "explore": EXPLORE}))
     tasks0 = [rng_rows(0, 12, False), rng_rows(1, 5, False) + [(nan, nan)], rng_rows(2, 9, False)]
     it0 = make_iteration(run, 0, tasks0, sel={"f_lo": 0.05, "f_hi": 0.2, "max_select": 4}, labels=[None, None,
                          "scf_not_converged", None], previous_dataset=None)

@@ -7,8 +7,10 @@ import json
 import pytest
 
 from dpa3_al.explore.config import StageConfig, TaskGroupConfig
-from dpa3_al.schedule import (Decision, IterationOutcome, ScheduleState, StageNotConverged, decide, judge,
+from dpa3_al.schedule import (Decision, IterationOutcome, ScheduleRecord, ScheduleState, StageNotConverged, judge,
                               replay, stage_converged)
+from dpa3_al.select import Levels, SelectionReport
+from dpa3_al.steps import decide
 from dpa3_al.common.typed_config import from_dict
 
 GROUP = {"configurations": [{"lattice": {"symbols": "Cu"}}]}
@@ -84,19 +86,22 @@ def test_records_serialize_and_resume():
         judge(plan, after, ratios(0.5)[0])
 
 
-def test_outcome_from_selection_json():
-    sel = {"n_frames": 40, "ratios": {"accurate": 0.75, "candidate": 0.2, "failed": 0.05},
-           "levels": {"f_lo": 0.07, "f_hi": 0.15, "v_lo": None, "v_hi": None, "adaptive": True}}
-    assert IterationOutcome.from_selection(sel) == IterationOutcome(0.75, 40, 0.07, True)
-    empty = IterationOutcome.from_selection({"n_frames": 0, "ratios": {"accurate": None}, "levels": {}})
-    assert empty.n_frames == 0 and empty.accurate_ratio != empty.accurate_ratio  # NaN
+def _selection(accurate: int, candidate: int, failed: int, f_lo: float = 0.05, adaptive: bool = False):
+    return SelectionReport(levels=Levels(f_lo, 0.15, adaptive=adaptive), per_group={}, tasks={},
+                           counts={"accurate": accurate, "candidate": candidate, "failed": failed, "failed_nan": 0})
+
+
+def test_outcome_from_selection_json_read_back(tmp_path):
+    _selection(30, 8, 2, f_lo=0.07, adaptive=True).write(tmp_path)
+    assert IterationOutcome.from_selection(SelectionReport.read(tmp_path)) == IterationOutcome(0.75, 40, 0.07, True)
+    _selection(0, 0, 0).write(tmp_path)
+    empty = IterationOutcome.from_selection(SelectionReport.read(tmp_path / "selection.json"))
+    assert empty.n_frames == 0 and empty.accurate_ratio != empty.accurate_ratio  # NaN (stored as null)
 
 
 def _write_selection(path, accurate: float, n: int = 100):
     path.mkdir(parents=True, exist_ok=True)
-    (path / "selection.json").write_text(json.dumps({
-        "n_frames": n, "ratios": {"accurate": accurate},
-        "levels": {"f_lo": 0.05, "f_hi": 0.15, "v_lo": None, "v_hi": None, "adaptive": False}}))
+    _selection(round(accurate * n), n - round(accurate * n), 0).write(path)
     return path
 
 

@@ -18,7 +18,8 @@ from dpa3_al.common.errors import UserError
 from dpa3_al.common.typed_config import ConfigError, from_dict
 from dpa3_al.select import (ACCURATE, CANDIDATE, FAILED, FilterConfig, Levels, SelectConfig, adaptive_lower, allot,
                             box_reason, classify, duplicate_mask, farthest_point_sampling, min_distance_reason, pick,
-                            resolve_levels, select, select_candidates)
+                            resolve_levels, select)
+from dpa3_al.steps import select_candidates
 
 A, C, F = ACCURATE, CANDIDATE, FAILED
 nan = float("nan")

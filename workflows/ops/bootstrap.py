@@ -8,7 +8,7 @@ from dflow.python import OP, OPIO, Artifact, OPIOSign, Parameter
 
 from ._call import call, workdir
 
-FUNC = "dpa3_al.explore.bootstrap:bootstrap_candidates"
+FUNC = "dpa3_al.steps:bootstrap"
 
 
 class Bootstrap(OP):

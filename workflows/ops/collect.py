@@ -9,7 +9,7 @@ from dflow.python import OP, OPIO, Artifact, OPIOSign, Parameter
 
 from ._call import call, present, workdir
 
-FUNC = "dpa3_al.dataset:collect"
+FUNC = "dpa3_al.steps:collect"
 
 
 class Collect(OP):

@@ -9,7 +9,7 @@ from dflow.python import OP, OPIO, Artifact, OPIOSign, Parameter
 from ..keys import iteration_name
 from ._call import call, workdir
 
-FUNC = "dpa3_al.schedule:decide"
+FUNC = "dpa3_al.steps:decide"
 STATE_FILE = "schedule.json"
 
 

@@ -9,7 +9,7 @@ from dflow.python import OP, OPIO, Artifact, OPIOSign, Parameter
 
 from ._call import call, workdir
 
-FUNC = "dpa3_al.explore.tasks:prepare_tasks"
+FUNC = "dpa3_al.steps:prepare_explore"
 
 
 class PrepExplore(OP):

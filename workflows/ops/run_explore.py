@@ -9,7 +9,7 @@ from dflow.python import OP, OPIO, Artifact, OPIOSign, Parameter
 
 from ._call import call, present, workdir
 
-FUNC = "dpa3_al.explore.md:run_explore_task"
+FUNC = "dpa3_al.steps:run_explore"
 
 
 class RunExplore(OP):

@@ -8,7 +8,7 @@ from dflow.python import OP, OPIO, Artifact, OPIOSign, Parameter
 
 from ._call import call, workdir
 
-FUNC = "dpa3_al.label.run:run_task"
+FUNC = "dpa3_al.steps:run_label"
 
 
 class RunLabel(OP):

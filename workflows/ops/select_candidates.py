@@ -9,7 +9,7 @@ from dflow.python import OP, OPIO, Artifact, OPIOSign, Parameter
 
 from ._call import call, present, workdir
 
-FUNC = "dpa3_al.select:select_candidates"
+FUNC = "dpa3_al.steps:select_candidates"
 
 
 class Select(OP):

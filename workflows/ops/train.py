@@ -9,7 +9,7 @@ from dflow.python import OP, OPIO, Artifact, OPIOSign, Parameter
 
 from ._call import call, present, workdir
 
-FUNC = "dpa3_al.model.train.trainer:train_member"
+FUNC = "dpa3_al.steps:train_member"
 
 
 class Train(OP):

@@ -1,0 +1,190 @@
+"""The step adapters: the functions the workflow OPs call (``FUNC`` in ``workflows/ops/*.py``).
+
+Each takes the step's config as the plain dict that dflow carries (what ``workflows/plan.py``
+gives the step: a section, or a dict holding it under its name, plus ``base_dir`` where relative
+structure files are read from), parses it ONCE into its typed section config with
+:func:`~dpa3_al.common.typed_config.from_dict` (errors name the key path), and calls the science
+function with typed arguments and paths. Nothing below this module sees a config dict.
+
+    step          section (typed)                      science
+    train         train (TrainConfig)                  dpa3_al.model.train.trainer.train
+    prep-explore  explore (ExploreConfig)              dpa3_al.explore.tasks.write_stage_tasks
+    run-explore   explore.drive (ExploreConfig)        dpa3_al.explore.md.run_task
+    select        select (SelectConfig)                dpa3_al.select.select
+    prep-label    label (LabelConfig)                  dpa3_al.label.tasks.prepare_tasks
+    run-label     label (LabelConfig)                  dpa3_al.label.run.run_task
+    collect       collect (CollectConfig)              dpa3_al.dataset.collect
+    decide        explore (ExploreConfig: stages)      dpa3_al.schedule.decide
+    bootstrap     explore, bootstrap (BootstrapConfig) dpa3_al.explore.bootstrap.write_bootstrap
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence, TypeVar
+
+from dpa3_al.common.typed_config import from_dict
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+__all__ = ["train_member", "prepare_explore", "run_explore", "select_candidates", "prepare_label", "run_label",
+           "collect", "decide", "bootstrap"]
+
+
+def section(config: Mapping[str, Any] | None, name: str) -> tuple[dict[str, Any], Path]:
+    """The ``name`` section of a step's ``config`` (or the dict itself when it has no such key)
+    and ``base_dir`` (folder for relative paths; default the current folder)."""
+    config = dict(config or {})
+    base_dir = Path(config.pop("base_dir", "."))
+    return dict(config.get(name, config) or {}), base_dir
+
+
+def _parse(cls: type[T], config: Mapping[str, Any] | None, name: str) -> tuple[T, Path]:
+    data, base_dir = section(config, name)
+    return from_dict(cls, data, path=name), base_dir
+
+
+def checkpoints(models: Sequence[Path] | None) -> list[Path]:
+    """Checkpoint files from files or folders holding ``*.pt`` (a train step's member folders)."""
+    out: list[Path] = []
+    for m in models or []:
+        m = Path(m)
+        out.extend(sorted(m.glob("*.pt")) if m.is_dir() else [m])
+    return out
+
+
+def train_member(config: dict, data: list[Path], init_model: Path | None, member: int, iteration: int,
+                 workdir: Path) -> Path:
+    """train: committee member ``member`` of ``iteration`` in ``workdir``; returns model.pt.
+
+    ``config`` is the ``train:`` section; ``data`` (init data and the dataset) is added to
+    ``data.systems``. ``init_model``: our model is continued, a deepmd-kit or untrained
+    checkpoint fine-tuned. A finished or interrupted member is continued (idempotent).
+    """
+    from dpa3_al.model.train.committee import resolve_start
+    from dpa3_al.model.train.config import TrainConfig
+    from dpa3_al.model.train.trainer import train
+
+    cfg = TrainConfig.from_dict(config, source="train")
+    # a dataset folder with no system yet (an iteration that labeled nothing) adds nothing
+    extra = [Path(p) for p in data if Path(p).is_file() or any(Path(p).rglob("type.raw"))]
+    cfg = cfg.with_changes(data={"systems": [*cfg.data.systems, *extra]})
+    cfg = resolve_start(cfg, Path(init_model) if init_model else None)
+    workdir = Path(workdir)
+    restart = (workdir / "checkpoint.pt").is_file()
+    log.info("iteration %d member %d: training in %s%s", iteration, member, workdir, " (restart)" if restart else "")
+    return train(cfg, workdir, member=member, restart=restart).model_path
+
+
+def prepare_explore(config: dict[str, Any], schedule: Path | None, iteration: int, workdir: Path) -> list[Path]:
+    """prep-explore: the task folders of ``iteration`` in the stage that the previous decide
+    step's ``schedule.json`` names (stage 0 at first); returns them in task order."""
+    from dpa3_al.explore.config import ExploreConfig
+    from dpa3_al.explore.tasks import write_stage_tasks
+    from dpa3_al.schedule import ScheduleRecord
+
+    cfg, base_dir = _parse(ExploreConfig, config, "explore")
+    stage = 0
+    if schedule is not None and Path(schedule).is_file():
+        stage = ScheduleRecord.read(Path(schedule)).state.stage
+    return write_stage_tasks(cfg, stage, iteration, base_dir, Path(workdir))
+
+
+def run_explore(config: dict[str, Any], task: Path, models: list[Path], workdir: Path):
+    """run-explore (one slice): the MD task folder ``task`` with the committee of ``models``
+    (checkpoint files or folders of ``*.pt``) into ``workdir``; returns the task's report.
+
+    ``config``: the ``explore`` section (only ``drive`` matters here); ``head`` and ``device``
+    (default cpu) may sit beside it.
+    """
+    from dpa3_al.explore.config import ExploreConfig
+    from dpa3_al.explore.md import run_task
+    from dpa3_al.explore.tasks import load_task
+    from dpa3_al.model import CommitteeCalculator
+
+    data, _ = section(config, "explore")
+    head, device = data.pop("head", None), data.pop("device", "cpu")
+    cfg = from_dict(ExploreConfig, data, path="explore")
+    comm = CommitteeCalculator([str(p) for p in checkpoints(models)], head=head, device=device, drive=cfg.drive)
+    return run_task(load_task(Path(task)), comm, Path(workdir))
+
+
+def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteration: int, workdir: Path,
+                      models: Sequence[Path] | None = None) -> int:
+    """select: classify, filter and cap the frames of the explored task folders (those without
+    ``task.json`` are ignored) into ``workdir``; returns the number of frames selected.
+
+    ``config``: the ``select`` section (or a dict holding it); ``models``, ``head``, ``device``
+    may sit in it or beside it. ``models`` (this iteration's committee) wins over the config's;
+    model 0 gives the descriptors of strategy ``diversity``.
+    """
+    from dpa3_al.explore.tasks import TASK_JSON
+    from dpa3_al.select import SelectConfig, select
+
+    outer = dict(config or {})
+    data, _ = section(config, "select")
+    found = checkpoints(models) or data.pop("models", None) or outer.get("models")
+    data.pop("models", None)
+    head = data.pop("head", None) or outer.get("head")
+    device = data.pop("device", None) or outer.get("device") or "cpu"
+    cfg = from_dict(SelectConfig, data, path="select")
+    descriptor_fn = None
+    if found:
+        from dpa3_al.model import DPA3Calculator
+
+        descriptor_fn = DPA3Calculator(str(found[0]), head=head, device=device).get_descriptor
+    dirs = sorted((Path(d) for d in explored if (Path(d) / TASK_JSON).is_file()), key=lambda d: d.name)
+    log.info("iteration %d: selecting from %d task folders", iteration, len(dirs))
+    return select(dirs, cfg, Path(workdir), descriptor_fn=descriptor_fn).n_selected
+
+
+def prepare_label(config: dict[str, Any], selection: Path, iteration: int, workdir: Path) -> list[Path]:
+    """prep-label: split the selection's candidates into labeling task folders."""
+    from dpa3_al.label.config import LabelConfig
+    from dpa3_al.label.tasks import prepare_tasks
+
+    cfg, _ = _parse(LabelConfig, config, "label")
+    return prepare_tasks(cfg, Path(selection), iteration, Path(workdir))
+
+
+def run_label(config: dict[str, Any], task: Path, workdir: Path) -> None:
+    """run-label (one slice): label the frames of one task folder into ``workdir``."""
+    from dpa3_al.label.config import LabelConfig
+    from dpa3_al.label.run import run_task
+
+    cfg, _ = _parse(LabelConfig, config, "label")
+    run_task(cfg, Path(task), Path(workdir))
+
+
+def collect(config: dict[str, Any] | None, dataset: Path | None, labeled: Sequence[Path], iteration: int,
+            workdir: Path) -> Path:
+    """collect: the previous dataset plus this iteration's labels, as a new dataset in ``workdir``."""
+    from dpa3_al.dataset.collect import CollectConfig, collect as collect_labels
+
+    cfg, _ = _parse(CollectConfig, config, "collect")
+    return collect_labels(cfg, dataset, [Path(p) for p in labeled], iteration, Path(workdir))
+
+
+def decide(config: dict[str, Any], schedule: Path | None, selection: Path, dataset: Path | None, iteration: int,
+           workdir: Path) -> bool:
+    """decide: judge this iteration by the stages of ``explore``; True when the exploration is over
+    (``dataset`` is not used by the decision)."""
+    from dpa3_al.explore.config import ExploreConfig
+    from dpa3_al.schedule import decide as judge_iteration
+
+    cfg, _ = _parse(ExploreConfig, config, "explore")
+    return judge_iteration(cfg.stages, schedule, Path(selection), iteration, Path(workdir))
+
+
+def bootstrap(config: dict[str, Any], workdir: Path) -> int:
+    """bootstrap: perturbed copies of the starting structures to label before the first training,
+    in ``workdir/candidates.extxyz``; returns the frame count."""
+    from dpa3_al.explore.bootstrap import BootstrapConfig, write_bootstrap
+    from dpa3_al.explore.config import ExploreConfig
+
+    explore, base_dir = _parse(ExploreConfig, config, "explore")
+    cfg = from_dict(BootstrapConfig, dict(config or {}).get("bootstrap") or {}, path="bootstrap")
+    return write_bootstrap(explore, cfg, base_dir, Path(workdir))
