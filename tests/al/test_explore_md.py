@@ -13,7 +13,7 @@ from ase.calculators.emt import EMT
 from ase.calculators.lj import LennardJones
 
 from dpa3_al.explore import AseCommittee, explore, make_tasks, run_task
-from dpa3_al.explore.config import ExploreConfig, StopConfig
+from dpa3_al.explore.config import ExploreConfig
 from dpa3_al.explore.deviation import DEVI_COLUMNS, read_model_devi
 from dpa3_al.common.typed_config import from_dict
 
@@ -199,8 +199,3 @@ def test_finished_task_is_skipped_and_killed_task_restarts(tmp_path):
     assert comm.evaluations == 21 + 3  # only task 1 ran again
     assert len(ase.io.read(t1 / "traj.extxyz", ":")) == 3
     assert second.tasks[0] == first.tasks[0].__class__(**{**first.tasks[0].__dict__, "skipped": True})
-
-
-def test_stop_config_defaults_are_sane():
-    stop = StopConfig()
-    assert stop.max_devi_f is None and stop.min_dist_ratio == 0.5 and stop.lost_distance == 8.0

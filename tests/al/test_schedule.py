@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dpa3_al.explore.config import StageConfig, TaskGroupConfig
+from dpa3_al.explore.config import StageConfig
 from dpa3_al.schedule import (Decision, IterationOutcome, ScheduleRecord, ScheduleState, StageNotConverged, judge,
                               replay, stage_converged)
 from dpa3_al.select import Levels, SelectionReport
@@ -33,10 +33,6 @@ def test_converges_on_accurate_ratio_then_moves_to_next_stage():
     assert (decisions[2].next_stage, decisions[2].next_iteration) == (1, 0)
     assert not decisions[0].converged and "< conv_accuracy" in decisions[0].reason
     assert state.finished and decisions[-1].next_stage is None
-
-
-def test_default_conv_accuracy_is_0_9():
-    assert StageConfig(task_groups=[from_dict(TaskGroupConfig, GROUP)]).conv_accuracy == 0.9
 
 
 def test_max_iter_moves_on_with_a_warning_or_stops_when_fatal(caplog):
@@ -120,6 +116,9 @@ def test_decide_step_reads_selection_and_chains_schedule_files(tmp_path):
     assert [d["action"] for d in record["decisions"]] == ["continue", "next_stage", "continue", "continue"]
     assert [d["loop_iteration"] for d in record["decisions"]] == [0, 1, 2, 3]
     assert record["state"]["stage"] == 1 and record["state"]["iteration"] == 2
+    typed = ScheduleRecord.read(previous.parent)           # the one reader: the same record, typed
+    assert typed.state == ScheduleState(stage=1, iteration=2, history=typed.state.history)
+    assert typed.latest(1).action == "next_stage" and typed.latest(3).loop_iteration == 3
     # the third iteration of stage 1 is its max_iter and the stage is fatal: stop, recorded first
     with pytest.raises(StageNotConverged, match="fatal_at_max"):
         decide(explore, previous, _write_selection(tmp_path / "sel-4", 0.5) / "selection.json", None, 4,
