@@ -71,15 +71,20 @@ GRAPH = {m: _imports(m, p) for m, p in MODULES.items()}
 
 
 def _layer(module: str) -> int:
-    if module.startswith("dpa3_al.common"):
+    if module == "dpa3_al" or module.startswith("dpa3_al.common"):   # the root holds only __version__
         return 0
     if module.startswith("dpa3_al.model"):
         return 1
     if module.startswith("dpa3_al.workflows"):
         return 3
-    if module == "dpa3_al" or module.startswith(APP):
+    if module.startswith(APP):
         return 4
     return 2
+
+
+def test_the_root_package_stays_plumbing():
+    """Everything may import ``dpa3_al`` (for ``__version__``), so it must import nothing of ours."""
+    assert not GRAPH["dpa3_al"], f"dpa3_al/__init__.py imports {sorted(GRAPH['dpa3_al'])}"
 
 
 def test_the_graph_sees_the_project():
