@@ -134,7 +134,8 @@ def fanout(workdir: Path, tasks: int, work: float, group_size: int, parallel: in
     """``tasks`` tasks of ``work`` s each, ``group_size`` per step, ``parallel`` steps at once."""
     from dflow import InputParameter, Inputs, Steps
 
-    from dpa3_al.workflows.loop import LoopSpec, StepCall, _fanout, _simple
+    from dpa3_al.workflows.loop import _fanout, _simple
+    from dpa3_al.workflows.spec import LoopSpec, StepCall
 
     name = f"fanout-g{group_size}"
     engine = _engine(workdir, parallel=parallel, group_size=group_size)

@@ -64,7 +64,7 @@ def train_member(config: dict, data: list[Path], init_model: Path | None, member
     ``data.systems``. ``init_model``: our model is continued, a deepmd-kit or untrained
     checkpoint fine-tuned. A finished or interrupted member is continued (idempotent).
     """
-    from dpa3_al.model.train.committee import resolve_start
+    from dpa3_al.model.train.finetune import resolve_start
     from dpa3_al.model.train.config import TrainConfig
     from dpa3_al.model.train.trainer import train
 

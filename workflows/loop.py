@@ -25,7 +25,7 @@ from dflow.python import Slices
 from .engine import Engine, LeanStep
 from .keys import iteration_name, step_key
 from .ops import op_class
-from .spec import LoopSpec, StepCall  # noqa: F401 (StepCall: for workflows/plan.py)
+from .spec import LoopSpec
 
 __all__ = ["build_workflow", "build_block", "build_entry", "ITER", "INDEX"]
 

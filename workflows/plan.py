@@ -11,8 +11,7 @@ from pathlib import Path
 from dpa3_al.explore.bootstrap import BootstrapConfig
 from dpa3_al.common.typed_config import to_dict
 
-from .driver import Plan
-from .loop import LoopSpec, StepCall
+from .spec import LoopSpec, Plan, StepCall
 
 
 def plan_from_config(cfg, base_dir: Path) -> Plan:

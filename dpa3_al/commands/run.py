@@ -173,11 +173,11 @@ def cmd_render(args) -> int:
 
 def cmd_download(args) -> int:
     from dpa3_al.workflows.argo_run import download
-    from dpa3_al.workflows.driver import Plan
+    from dpa3_al.workflows import Plan
     from dpa3_al.workflows.rundir import RunDir
 
     run = RunDir(run_root(args.run, args.runs))
-    plan = Plan.read(run.root / "plan.json")
+    plan = Plan.read(run.plan_file)
     state = download(run, plan)
     print(f"{run.root}: {len(state.published)} steps' outputs in the run directory")
     return 0

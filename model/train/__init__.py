@@ -1,4 +1,4 @@
-"""Training (``dpa3_al.model.train``): ``trainer.train`` / ``trainer.train_member`` are the entry points.
+"""Training (``dpa3_al.model.train``): ``trainer.train`` is the entry point (the workflow step is ``dpa3_al.steps.train_member``).
 
 - ``config``: ``TrainConfig``, the typed ``train:`` section; ``io``: the files a run writes next to
   its model (checkpoint, lcurve), atomically; ``summary``: ``train_summary.json``;

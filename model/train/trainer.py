@@ -1,4 +1,4 @@
-"""The training engine: one model (``Trainer``), a committee (``train_committee``), a workflow step (``train_member``).
+"""The training engine: one model (``Trainer``), a committee (``train_committee``).
 
 A run lives in one directory (see model/train_io.py for the files). It starts from scratch
 (energy bias by least squares, env statistics when computed), from a pre-trained model
@@ -32,7 +32,7 @@ from dpa3_al.model.train.data import DataSystem, data_elements, load_systems, sp
 from dpa3_al.model.energy import DPA3Model, build_model
 from dpa3_al.common.errors import InputError, MemoryEstimateError, UserError
 from dpa3_al.common.fileio import atomic_write_json
-from dpa3_al.model.train.finetune import InitInfo, finetune_init, init_model_init, resolve_start
+from dpa3_al.model.train.finetune import InitInfo, finetune_init, init_model_init
 from dpa3_al.model.train.loss import EnergyLoss, ErrorSums, Prefactors
 from dpa3_al.model.train.lr import ExpDecay
 from dpa3_al.model.kernels.runtime import tune_malloc
@@ -452,25 +452,3 @@ def _plain(obj: Any) -> Any:
 def train(cfg: TrainConfig, workdir: Path, *, member: int = 0, restart: bool = False) -> TrainResult:
     """Train one model in ``workdir`` (see :class:`Trainer`)."""
     return Trainer(cfg, workdir, member=member, restart=restart).run()
-
-
-def train_member(config: dict, data: list[Path], init_model: Path | None, member: int, iteration: int,
-                 workdir: Path) -> Path:
-    """Workflow step: train committee member ``member`` of ``iteration`` in ``workdir``; returns model.pt.
-
-    ``config`` is the run config's ``train:`` section; ``data`` is added to ``data.systems``.
-    ``init_model``: one of our trained models is continued (init-model: fewer steps, smaller
-    learning rate); a deepmd-kit checkpoint or an untrained model of ours is fine-tuned
-    (``finetune.head``/``freeze_descriptor`` from the config). Re-running a finished or
-    interrupted member continues it (idempotent).
-    """
-    cfg = TrainConfig.from_dict(config, source="train")
-    # a dataset folder with no system yet (an iteration that labeled nothing) adds nothing
-    extra = [Path(p) for p in data if Path(p).is_file() or any(Path(p).rglob("type.raw"))]
-    cfg = cfg.with_changes(data={"systems": [*cfg.data.systems, *extra]})
-    cfg = resolve_start(cfg, Path(init_model) if init_model else None)
-    workdir = Path(workdir)
-    restart = (workdir / "checkpoint.pt").is_file()
-    log.info("iteration %d member %d: training in %s%s", iteration, member, workdir, " (restart)" if restart else "")
-    return train(cfg, workdir, member=member, restart=restart).model_path
-

@@ -18,7 +18,8 @@ import yaml
 from dpa3_al.model import load_model
 from dpa3_al.model.checkpoint import read_checkpoint
 from dpa3_al.common.errors import UserError
-from dpa3_al.model.train.trainer import _Loop, train, train_member
+from dpa3_al.model.train.trainer import _Loop, train
+from dpa3_al.steps import train_member
 from dpa3_al.model.train.config import TrainConfig
 from dpa3_al.model.train.io import read_lcurve
 
