@@ -2,6 +2,11 @@
 
 Units: energy eV, forces eV/Å, stress eV/Å^3 (ASE's Voigt order xx yy zz yz xz xy,
 stress = -virial / volume), virial eV.
+
+``virial`` is an implemented property (``calc.get_property("virial")``), a 3x3 array in eV as
+deepmd-kit's ASE calculator gives it; ASE's own property list has no virial, so
+``atoms.get_stress()`` stays the ASE way to ask (periodic frames only) and ``virial`` is there
+for deepmd-kit users' scripts (also for non-periodic frames).
 """
 
 from __future__ import annotations
@@ -109,7 +114,7 @@ class DPA3Calculator(Calculator):
             several times less memory, ~1.3x the time).
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "virial"]
 
     def __init__(self, model_or_path, head: str | None = None, device: str = "cpu", memory: str = "default",
                  **kwargs):
@@ -172,7 +177,7 @@ class CommitteeCalculator(Calculator):
     deepmd-kit's LAMMPS plugin evaluates the other models only on output steps.
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "virial"]
 
     def __init__(self, models: Sequence, head: str | None = None, device: str = "cpu", drive: str | int = "mean",
                  memory: str = "default", **kwargs):

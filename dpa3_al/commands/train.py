@@ -50,11 +50,14 @@ def _register_test(subparsers: Any) -> None:
                               description="Evaluate MODEL on DATA and print RMSE and MAE of the energy per atom, "
                               "forces and virial per atom for every system; write parity plots.")
     p.add_argument("model", type=Path, help="model file (ours or deepmd-kit *.pt)")
-    p.add_argument("data", nargs="+", type=Path, help="deepmd npy directories (recursive) and/or extxyz files")
+    p.add_argument("data", nargs="+", type=Path, help="deepmd systems (npy, npy/mixed, raw directories searched "
+                   "recursively; .h5 files) and/or extxyz files")
     p.add_argument("--head", help="head of a multi-task model")
     p.add_argument("--fmt", help="dpdata format of other files (e.g. vasp/outcar)")
     p.add_argument("--plot", type=Path, default=Path("parity.png"), help="parity plot PNG (default parity.png)")
     p.add_argument("--json", type=Path, help="also write the errors as JSON")
+    p.add_argument("-d", "--detail-file", type=Path, metavar="PREFIX",
+                   help="write dp test's detail files PREFIX.e.out, .e_peratom.out, .f.out, .v.out, .v_peratom.out")
     p.set_defaults(func=run_test)
 
 
@@ -135,6 +138,11 @@ def run_test(args: argparse.Namespace) -> int:
     print(format_table(results))
     parity_plots(results, args.plot, title=str(args.model))
     print(f"parity plots: {args.plot}")
+    if args.detail_file:
+        from dpa3_al.interop.dp_test import write_detail_files
+
+        written = write_detail_files(results, systems, args.detail_file)
+        print("detail files: " + ", ".join(str(p) for p in written))
     if args.json:
         from dpa3_al.common.fileio import atomic_write_json as write_json
 

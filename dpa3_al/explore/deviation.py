@@ -1,9 +1,13 @@
-"""Committee deviation of MD frames and the ``model_devi.csv`` file.
+"""Committee deviation of MD frames, ``model_devi.csv`` and deepmd-kit's ``model_devi.out``.
 
 The formulas live in :func:`dpa3_al.model.model_deviation` (deepmd-kit's definitions: force
 deviations in eV/Å, energy and virial deviations in eV/atom); this module only asks the
-committee for them and stores them, one CSV row per recorded frame, in deepmd-kit's
-``model_devi.out`` column order.
+committee for them and stores them, one row per recorded frame, twice:
+
+- ``model_devi.csv`` (ours, full precision), columns ``step,max_devi_v,...,devi_e``;
+- ``model_devi.out`` beside it, in deepmd-kit's format, for dpgen2 users' scripts: the header
+  ``#       step         max_devi_v ... devi_e`` and fixed-width columns (step ``%12d``, each
+  value ``%19.6e``) as ``dp model-devi`` and deepmd-kit's LAMMPS ``pair_style deepmd`` write it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from ase import Atoms
 from dpa3_al.model.ensemble import DEVI_KEYS
 
 DEVI_COLUMNS = ("step", *DEVI_KEYS)
+OUT_FILE = "model_devi.out"
+OUT_HEADER = "#" + f"{'step':>11}" + "".join(f"{k:>19}" for k in DEVI_KEYS)
 NAN_DEVI = {k: float("nan") for k in DEVI_KEYS}
 
 
@@ -49,24 +55,37 @@ def frame_deviation(calc: Any, atoms: Atoms, mode: str) -> dict[str, float]:
     return {k: float(results.get(k, math.nan)) for k in DEVI_KEYS}
 
 
+def out_row(step: int, devi: dict[str, float]) -> str:
+    """One ``model_devi.out`` line (deepmd-kit's widths: ``%12d`` then ``%19.6e`` per value)."""
+    return f"{int(step):12d}" + "".join(f"{float(devi[k]):19.6e}" for k in DEVI_KEYS)
+
+
 class DeviCsvWriter:
-    """Append rows to ``model_devi.csv``, flushed after each row (a killed task leaves whole rows)."""
+    """Append rows to ``model_devi.csv`` and the same rows to ``model_devi.out`` beside it, both
+    flushed after each row (a killed task leaves whole rows). A new (or emptied) CSV starts a new
+    ``model_devi.out`` too, so the two files always hold the same frames."""
 
     def __init__(self, path: Path):
         self.path = path
         new = not path.exists() or path.stat().st_size == 0
         self._fh = open(path, "a", newline="")
+        self._out = open(path.with_name(OUT_FILE), "w" if new else "a")
         if new:
             self._fh.write(",".join(DEVI_COLUMNS) + "\n")
             self._fh.flush()
+            self._out.write(OUT_HEADER + "\n")
+            self._out.flush()
 
     def write(self, step: int, devi: dict[str, float]) -> None:
         row = [str(int(step))] + [repr(float(devi[k])) for k in DEVI_KEYS]
         self._fh.write(",".join(row) + "\n")
         self._fh.flush()
+        self._out.write(out_row(step, devi) + "\n")
+        self._out.flush()
 
     def close(self) -> None:
         self._fh.close()
+        self._out.close()
 
 
 def read_model_devi(path: Path) -> tuple[np.ndarray, np.ndarray]:
