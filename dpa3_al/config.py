@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from dpa3_al.common.yamlio import read_yaml_file
 from dpa3_al.explore.bootstrap import BootstrapConfig
 from dpa3_al.explore.config import ExploreConfig
 from dpa3_al.label.config import LabelConfig
@@ -33,6 +32,8 @@ from dpa3_al.model.train.config import TrainConfig
 from dpa3_al.common.typed_config import ConfigError, field, from_dict, to_dict
 from dpa3_al.select import SelectConfig
 from dpa3_al.workflows.config import WorkflowConfig  # a plain dataclass module: imports no dflow
+from dpa3_al.workflows.rundir import check_run_name  # the rule 'submit' applies (imports no dflow)
+from dpa3_al.common.errors import UserError
 
 __all__ = ["RunConfig", "load_run_config", "read_yaml", "config_dict", "ConfigError"]
 
@@ -55,6 +56,10 @@ class RunConfig:
     seed: int = field(0, doc="seed of everything random that has no seed of its own")
 
     def __post_init__(self) -> None:
+        try:
+            check_run_name(self.name)
+        except UserError as err:
+            raise ConfigError("name", str(err)) from None
         if not self.explore.stages:
             raise ConfigError("explore.stages", "a run needs at least one exploration stage "
                               "(see templates/quickstart.yaml)")
@@ -75,17 +80,10 @@ class RunConfig:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML/JSON mapping; errors name the file and the line."""
+    """A YAML/JSON mapping read by the safe loader (UTF-8, bounded aliases and depth, no
+    repeated keys); errors name the file and the line."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("", "no such config file", source=str(path))
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ConfigError("", f"{where}not valid YAML ({getattr(err, 'problem', None) or err})",
-                          source=str(path)) from None
+    data = read_yaml_file(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -112,17 +110,82 @@ def load_run_config(path: Path) -> RunConfig:
             raise ConfigError("train.finetune.model", f"{ft} does not exist", source=str(path))
         train = dataclasses.replace(train, finetune=dataclasses.replace(train.finetune, model=ft))
     cfg = dataclasses.replace(cfg, init_data=init, train=train)
-    check_configurations(cfg, base, source=str(path))
+    elements = check_configurations(cfg, base, source=str(path))
+    cfg = resolve_type_map(cfg, elements, source=str(path))
+    check_label(cfg, source=str(path))
     return cfg
 
 
-def check_configurations(cfg: RunConfig, base: Path, *, source: str | None = None) -> None:
-    """Read every task group's starting structures now (not after the first training) and check
-    their elements against the model's type map."""
+def resolve_type_map(cfg: RunConfig, elements: set[str], *, source: str | None = None) -> RunConfig:
+    """An empty ``train.model.type_map`` (the default) becomes the elements of the starting
+    structures and of init_data, by atomic number; the run's config.yaml records the result, so
+    every iteration's model has the same type map. A fine-tune keeps its model's type map."""
+    from ase.data import atomic_numbers
+
+    if cfg.train.model.type_map or cfg.train.finetune.model is not None:
+        return cfg
+    found = set(elements) | _init_data_elements(cfg.init_data, source)
+    type_map = sorted(found, key=lambda e: atomic_numbers[e])
+    model = dataclasses.replace(cfg.train.model, type_map=type_map)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, model=model))
+
+
+def _init_data_elements(paths: list[Path], source: str | None) -> set[str]:
+    """Elements of the initial data: type_map.raw of npy systems (not their frames), other files read."""
+    from dpa3_al.common.errors import UserError
+    from dpa3_al.model.train.data import data_elements, find_npy_systems, load_systems
+
+    found: set[str] = set()
+    for path in paths:
+        try:
+            if not path.is_dir():
+                found |= set(data_elements(load_systems([path])))
+                continue
+            for system in find_npy_systems(path):
+                names = system / "type_map.raw"
+                if not names.is_file():
+                    raise ConfigError("train.model.type_map", f"is empty and {system} has no type_map.raw naming its "
+                                      "elements; list the elements, e.g. type_map: [O, H]", source=source)
+                found |= set(names.read_text(encoding="utf-8").split())
+        except ConfigError:
+            raise
+        except (UserError, OSError, ValueError) as err:
+            raise ConfigError("init_data", f"{path}: {err}", source=source) from None
+    return found
+
+
+def check_label(cfg: RunConfig, *, source: str | None = None) -> None:
+    """Checks of the label section that need an import: ``label.ase.calculator`` must name an
+    ASE calculator class (a config names code; nothing else is called). A module that cannot be
+    imported here is an error for the local engine only (other engines label elsewhere)."""
+    if cfg.label.kind != "ase":
+        return
+    from dpa3_al.label.inprocess import import_object, load_calculator_class
+    from dpa3_al.label.results import LabelerUnavailable
+
+    path = cfg.label.ase.calculator
+    try:
+        try:
+            import_object(path)
+        except LabelerUnavailable:
+            if cfg.workflow.engine != "local":
+                return
+            raise
+        load_calculator_class(path)
+    except LabelerUnavailable as err:
+        raise ConfigError("label.ase.calculator", str(err).removeprefix("label.ase.calculator: "),
+                          source=source) from None
+
+
+def check_configurations(cfg: RunConfig, base: Path, *, source: str | None = None) -> set[str]:
+    """Read every task group's starting structures now (not after the first training), check
+    their elements against the model's type map (when it is given) and return the elements."""
     from dpa3_al.explore.configurations import build_pool
     from dpa3_al.common.errors import UserError
 
-    type_map = set(cfg.train.model.type_map) if cfg.train.finetune.model is None else None
+    explicit = cfg.train.model.type_map and cfg.train.finetune.model is None
+    type_map = set(cfg.train.model.type_map) if explicit else None
+    found: set[str] = set()
     for i, stage in enumerate(cfg.explore.stages):
         for j, group in enumerate(stage.task_groups):
             key = f"explore.stages[{i}].task_groups[{j}].configurations"
@@ -131,9 +194,44 @@ def check_configurations(cfg: RunConfig, base: Path, *, source: str | None = Non
             except (UserError, OSError, ValueError) as err:
                 raise ConfigError(key, str(err), source=source) from None
             elements = {s for c in pool for s in c.atoms.get_chemical_symbols()}
+            found |= elements
             if type_map is not None and not elements <= type_map:
                 raise ConfigError(key, f"elements {sorted(elements - type_map)} are not in train.model.type_map "
                                   f"{cfg.train.model.type_map}; add them there", source=source)
+    return found
+
+
+def fill_seeds(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with a seed derived from the top-level ``seed`` wherever a section that takes
+    one has none of its own (seed 0 gives the sections' own defaults)."""
+    if not isinstance(data, dict) or not isinstance(data.get("seed", 0), int):
+        return data
+    seed = data.get("seed", 0)
+    out = dict(data)
+
+    def put(parent: Any, key: str, value: int) -> Any:
+        return {key: value, **parent} if isinstance(parent, dict) else parent
+
+    train = out.get("train") if isinstance(out.get("train"), dict) else {}
+    out["train"] = {**train, "training": put(train.get("training") or {}, "seed", 1 + 1000 * seed)}
+    out["select"] = put(out.get("select") or {}, "seed", seed)
+    if isinstance(out.get("bootstrap"), dict):
+        out["bootstrap"] = put(out["bootstrap"], "seed", seed)
+    explore = out.get("explore")
+    if isinstance(explore, dict) and isinstance(explore.get("stages"), list):
+        stages = [{**st, "task_groups": [put(g, "seed", seed) for g in st["task_groups"]]}
+                  if isinstance(st, dict) and isinstance(st.get("task_groups"), list) else st
+                  for st in explore["stages"]]
+        out["explore"] = {**explore, "stages": stages}
+    return out
+
+
+def _resolve_test_data(cfg: RunConfig, base: Path, source: str) -> list[Path]:
+    paths = [(p if p.is_absolute() else base / p).resolve() for p in cfg.test_data]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise ConfigError("test_data", f"{missing} do not exist (paths are relative to the config file)", source=source)
+    return paths
 
 
 def config_dict(cfg: RunConfig) -> dict[str, Any]:

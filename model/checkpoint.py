@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,32 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: frozen TorchScript models (.pth) cannot be imported; "
                               f"use the training checkpoint (model.ckpt*.pt) instead")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # torch's pickle-protocol notes about files that are not ours
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - corrupted, truncated, or not a torch file
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupted, truncated or not a torch file): "
-                              f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+        raise CheckpointError(f"{path}: not a valid checkpoint ({_load_failure(err)}); dpa3-al reads checkpoints "
+                              "as weights and plain data only and never runs code stored in a file: give a "
+                              "checkpoint written by dpa3-al or deepmd-kit (PyTorch)") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: not a model checkpoint (holds a {type(obj).__name__})")
     return obj
+
+
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch")
+
+
+def _load_failure(err: Exception) -> str:
+    """Why torch.load refused a file, without torch's advice to retry with weights_only=False
+    (which would run whatever code the file carries)."""
+    if "weights only load failed" in str(err).lower():
+        detail = next((line.strip() for line in str(err).splitlines() if line.strip()
+                       and not line.strip().startswith(_TORCH_BOILERPLATE)), "")
+        if "GLOBAL" in detail:
+            return f"it holds Python objects other than tensors and plain data: {detail}"
+        return "corrupted, truncated or not a torch file" + (f": {detail}" if detail else "")
+    text = str(err).strip().splitlines()
+    return f"corrupted, truncated or not a torch file: {type(err).__name__}" + (f": {text[0]}" if text else "")
 
 
 def load_model(path: str | os.PathLike, head: str | None = None, device: str | torch.device = "cpu") -> DPA3Model:

@@ -45,13 +45,13 @@ def cmd_schema(args) -> int:
 
 
 def cmd_template(args) -> int:
-    import yaml
+    from dpa3_al.common.yamlio import read_yaml_file
 
     root = templates_dir()
     names = sorted(p.stem for p in root.glob("*.yaml"))
     if not args.name:
         for name in names:
-            first = (yaml.safe_load((root / f"{name}.yaml").read_text()) or {}).get("description", "")
+            first = (read_yaml_file(root / f"{name}.yaml") or {}).get("description", "")
             print(f"{name:20s} {first}")
         print("\ncopy one: dpa3-al template NAME [-o FILE]; details: templates/README.md")
         return 0

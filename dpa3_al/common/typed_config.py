@@ -18,12 +18,19 @@ Field metadata keys understood here:
   ``unit``   unit string appended to range errors, e.g. ``"K"``
   ``gt/ge/lt/le``  numeric bounds
   ``aliases``  other accepted spellings of the key (e.g. deepmd-kit names)
+
+Every float must be finite (NaN or infinity in a temperature or a timestep would only fail
+later, inside a step) and every integer within +-MAX_INT (``numb_steps: 1e300`` is refused here,
+not by an overflow somewhere else). Keys of free-form mappings (``label.ase.kwargs``, INCAR tags,
+...) may not start with ``py/``: the workflow engine's serialiser (jsonpickle) treats such keys
+as its own and drops them on the way to a step.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -31,7 +38,14 @@ from typing import Any, Literal, Union
 
 from dpa3_al.common.errors import UserError
 
-__all__ = ["ConfigError", "from_dict", "to_dict", "schema", "field", "replace"]
+__all__ = ["ConfigError", "from_dict", "to_dict", "schema", "field", "replace", "MAX_INT"]
+
+MAX_INT = 10**12
+"""Largest integer (in absolute value) a config accepts: far above any count, seed or step
+number that can run, far below what overflows int64 or float64's exact integers."""
+
+RESERVED_KEY_PREFIX = "py/"
+"""Key prefix jsonpickle (dflow's parameter serialiser) claims for itself."""
 
 
 class ConfigError(UserError, ValueError):
@@ -107,6 +121,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     """Convert ``value`` to type ``tp`` or raise ConfigError naming ``path``."""
     origin = typing.get_origin(tp)
     if tp is Any:
+        _check_free_form(value, path)
         return value
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
@@ -145,6 +160,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
             raise ConfigError(path, f"expected a mapping, got {value!r}")
+        _check_free_form(value, path)
         return {_convert(key_tp, k, path): _convert(val_tp, v, _join(path, str(k))) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path=path)
@@ -153,20 +169,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             return value
         raise ConfigError(path, f"expected true or false, got {value!r}")
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(path, f"expected an integer, got {value!r}")
+        return _to_int(value, path)
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(path, f"expected a number, got {value!r}")
+        return _to_float(value, path)
     if tp is str:
         if isinstance(value, str):
             return value
@@ -178,6 +183,57 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if isinstance(value, tp):
         return value
     raise ConfigError(path, f"expected {_type_name(tp)}, got {value!r}")
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _to_int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(path, f"expected an integer, got {value!r}")
+    if isinstance(value, float) and not value.is_integer():
+        raise ConfigError(path, f"expected an integer, got {value!r}")
+    if abs(value) > MAX_INT:
+        raise ConfigError(path, f"{_short(value)} is beyond {MAX_INT:.0e}, the largest integer a config accepts; "
+                                "use a count that can run")
+    return int(value)
+
+
+def _to_float(value: Any, path: str) -> float:
+    number: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ConfigError(path, f"{_short(value)} is too large for a number") from None
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if number is None:
+        raise ConfigError(path, f"expected a number, got {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(path, f"{value!r} is not a finite number; give a real value")
+    return number
+
+
+def _check_free_form(value: Any, path: str) -> None:
+    """Refuse keys starting with ``py/`` anywhere inside a free-form value (iterative walk)."""
+    stack = [(value, path)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if isinstance(key, str) and key.startswith(RESERVED_KEY_PREFIX):
+                    raise ConfigError(_join(where, key), f"keys starting with {RESERVED_KEY_PREFIX!r} are "
+                                      "reserved by the workflow's serialiser (jsonpickle), which would drop "
+                                      "this one silently; rename it")
+                stack.append((item, _join(where, str(key))))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((item, _join(where, i)) for i, item in enumerate(node))
 
 
 def from_dict(cls: type, data: Any, *, path: str = "", source: str | None = None) -> Any:

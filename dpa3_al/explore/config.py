@@ -28,11 +28,26 @@ Shape of the section (YAML)::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Union
 
 from dpa3_al.common.typed_config import ConfigError, field
+
+_INDEX_RE = re.compile(r"\s*(-?\d+)\s*|\s*(-?\d+)?\s*:\s*(-?\d+)?\s*(?::\s*(-?\d+)?\s*)?")
+
+
+def check_index(index: str) -> str:
+    """``index`` if it is ASE index syntax (an integer or ``start:stop[:step]``); else ConfigError."""
+    match = _INDEX_RE.fullmatch(index)
+    if match is None:
+        raise ConfigError("index", f"{index!r} is not a frame index; use ASE index syntax: ':' (all), "
+                                   "'-1' (last), '3' (the fourth), '0:10:2' (start:stop:step)")
+    if match.group(4) is not None and int(match.group(4)) == 0:
+        raise ConfigError("index", f"{index!r}: the step of a slice cannot be 0")
+    return index
+
 
 Ensemble = Literal["nve", "nvt-langevin", "nvt-nhc", "npt-iso", "npt-full"]
 NPT_ENSEMBLES = ("npt-iso", "npt-full")
@@ -90,6 +105,7 @@ class ConfigurationSpec:
             raise ConfigError("", "give exactly one of `file` or `lattice` for a configuration source")
         if any(n < 1 for n in self.supercell):
             raise ConfigError("supercell", f"{list(self.supercell)} must be positive integers, e.g. [2, 2, 2]")
+        check_index(self.index)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ Lengths in Å.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,13 @@ from dpa3_al.common.errors import InputError
 from .config import ConfigurationSpec, LatticeSpec, PerturbSpec, SubstituteSpec
 
 log = logging.getLogger(__name__)
+
+MAX_ATOMS = 1_000_000
+"""Most atoms in one starting structure (checked before a supercell is built)."""
+
+MAX_POOL_ATOMS = 20_000_000
+"""Most atoms in all structures of one configuration source (copies included), checked before
+any copy is made: a supercell or copy count that would need tens of GiB is refused, not tried."""
 
 
 @dataclass(frozen=True)
@@ -59,10 +67,14 @@ def _apply_index(frames: list[Atoms], index: str, path: Path) -> list[Atoms]:
 
     try:
         picked = frames[string2index(index)]
-    except (ValueError, IndexError) as err:
+    except (ValueError, IndexError, TypeError) as err:
         raise InputError(f"{path}: index {index!r} does not fit its {len(frames)} frames ({err}); "
                          "use ASE index syntax such as ':' or '0:10'") from None
-    return picked if isinstance(picked, list) else [picked]
+    picked = picked if isinstance(picked, list) else [picked]
+    if not picked:
+        raise InputError(f"{path}: index {index!r} selects none of its {len(frames)} frames; "
+                         "use ASE index syntax such as ':' or '0:10'")
+    return picked
 
 
 def read_structures(path: Path, index: str = ":", fmt: str | None = None) -> list[Atoms]:
@@ -149,6 +161,9 @@ def _source(spec: ConfigurationSpec, base_dir: Path) -> list[Configuration]:
 def generate(spec: ConfigurationSpec, base_dir: Path, rng: np.random.Generator) -> list[Configuration]:
     """All structures of one configuration source, in a deterministic order for a given ``rng``."""
     confs = _source(spec, base_dir)
+    if not confs:
+        raise InputError(f"{spec.file or 'lattice'}: no structures selected by index {spec.index!r}")
+    check_size(spec, confs)
     if spec.supercell != (1, 1, 1):
         tag = "x".join(str(n) for n in spec.supercell)
         confs = [Configuration(c.atoms.repeat(spec.supercell), f"{c.label} {tag}") for c in confs]
@@ -164,6 +179,28 @@ def generate(spec: ConfigurationSpec, base_dir: Path, rng: np.random.Generator) 
             out.extend(Configuration(perturb(c.atoms, p, rng), f"{c.label} pert{j}") for j in range(p.copies))
         confs = out
     return confs
+
+
+def check_size(spec: ConfigurationSpec, confs: list[Configuration]) -> None:
+    """Refuse (before anything is allocated) structures over MAX_ATOMS atoms after the supercell,
+    and sources whose copies would hold over MAX_POOL_ATOMS atoms in all."""
+    reps = math.prod(spec.supercell)
+    largest = max(confs, key=lambda c: len(c.atoms))
+    atoms = len(largest.atoms) * reps
+    if atoms > MAX_ATOMS:
+        raise InputError(f"supercell {list(spec.supercell)} of {largest.label} ({len(largest.atoms)} atoms) makes "
+                         f"{atoms:,} atoms; the limit is {MAX_ATOMS:,} atoms per starting structure: "
+                         "use a smaller supercell")
+    copies = 1
+    for sub in spec.substitute:
+        copies *= sub.copies
+    if spec.perturb is not None:
+        copies *= spec.perturb.copies + int(spec.perturb.keep_original)
+    total = sum(len(c.atoms) for c in confs) * reps * copies
+    if total > MAX_POOL_ATOMS:
+        raise InputError(f"{len(confs) * copies:,} structures of up to {atoms:,} atoms ({total:,} atoms in all, "
+                         f"from {len(confs)} source structure(s) x {copies:,} copies) exceed the limit of "
+                         f"{MAX_POOL_ATOMS:,} atoms per configuration source; use fewer copies or a smaller supercell")
 
 
 def build_pool(specs: list[ConfigurationSpec], base_dir: Path, seed: int) -> list[Configuration]:

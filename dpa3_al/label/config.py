@@ -166,6 +166,15 @@ class LabelConfig:
         """The sub-section of the selected kind."""
         return getattr(self, self.kind)
 
+    def describe(self) -> str:
+        """One line for ``dpa3-al validate``: the kind and, for ``ase``, that the config names code."""
+        if self.kind == "ase":
+            return (f"ase calculator {self.ase.calculator} (Python code this config imports and runs in the "
+                    "labeling worker; only ASE calculator classes are accepted: run configs you trust)")
+        if self.kind == "model":
+            return f"model (teacher {self.model.checkpoint})"
+        return self.kind
+
     @property
     def argv(self) -> tuple[str, ...]:
         """The program argv: ``command`` or the kind's default, without the mpi prefix."""

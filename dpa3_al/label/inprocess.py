@@ -20,7 +20,8 @@ from .config import AseConfig, ModelLabelConfig, TbliteConfig
 from .results import LabelerUnavailable
 from .worker import BackendSpec, CalcWorker
 
-__all__ = ["WorkerLabeler", "TbliteLabeler", "AseLabeler", "ModelLabeler", "calculator_results", "import_object"]
+__all__ = ["WorkerLabeler", "TbliteLabeler", "AseLabeler", "ModelLabeler", "calculator_results", "import_object",
+           "load_calculator_class"]
 
 
 class WorkerLabeler(Labeler):
@@ -70,6 +71,25 @@ def import_object(path: str) -> Any:
                                  "give the import path of an ASE calculator class, e.g. ase.calculators.emt.EMT") from None
 
 
+def load_calculator_class(path: str) -> type:
+    """The ASE calculator class at import path ``path``, checked before anything is called.
+
+    A config names code: ``label.ase.calculator`` is imported, so it may name only a class
+    deriving from ASE's ``BaseCalculator`` (every ASE calculator: ``Calculator``,
+    ``FileIOCalculator``, tblite's, MACE's, ...). Any other importable object (a function such
+    as ``subprocess.run``, a module, an instance) is refused before it is ever called.
+    """
+    from ase.calculators.calculator import BaseCalculator
+
+    obj = import_object(path)
+    if not isinstance(obj, type) or not issubclass(obj, BaseCalculator):
+        kind = f"a {type(obj).__name__}" if not isinstance(obj, type) else "a class that is not an ASE calculator"
+        raise LabelerUnavailable(f"label.ase.calculator: {path!r} is {kind}; only ASE calculator classes "
+                                 "(subclasses of ase.calculators.calculator.BaseCalculator) are accepted, "
+                                 "e.g. ase.calculators.emt.EMT")
+    return obj
+
+
 # ---------------------------------------------------------------- tblite (GFN-xTB)
 
 
@@ -111,9 +131,7 @@ class AseLabeler(WorkerLabeler):
     kind = "ase"
 
     def check(self, elements: Iterable[str]) -> None:
-        cls = import_object(self.settings.calculator)
-        if not callable(cls):
-            raise LabelerUnavailable(f"label.ase.calculator: {self.settings.calculator!r} is not a class")
+        load_calculator_class(self.settings.calculator)
         if self.settings.calculator == "ase.calculators.emt.EMT":
             from ase.calculators.emt import parameters
 
@@ -126,7 +144,7 @@ class AseLabeler(WorkerLabeler):
 class _AseBackend:
     def __init__(self, settings: AseConfig):
         self.settings = settings
-        self.cls = import_object(settings.calculator)
+        self.cls = load_calculator_class(settings.calculator)
 
     def compute(self, atoms: Atoms, workdir: Path) -> Computed:
         kwargs = dict(self.settings.kwargs)
