@@ -193,12 +193,29 @@ def check_configurations(cfg: RunConfig, base: Path, *, source: str | None = Non
                 pool = build_pool(group.configurations, base, seed=0)
             except (UserError, OSError, ValueError) as err:
                 raise ConfigError(key, str(err), source=source) from None
+            if cfg.uses_bootstrap:
+                _check_bootstrap_copies(cfg, group.configurations, base, source)
             elements = {s for c in pool for s in c.atoms.get_chemical_symbols()}
             found |= elements
             if type_map is not None and not elements <= type_map:
                 raise ConfigError(key, f"elements {sorted(elements - type_map)} are not in train.model.type_map "
                                   f"{cfg.train.model.type_map}; add them there", source=source)
     return found
+
+
+def _check_bootstrap_copies(cfg: RunConfig, specs: list, base: Path, source: str | None) -> None:
+    """The bootstrap's perturbed copies of ``specs`` fit the size limits (checked before any copy)."""
+    from dpa3_al.common.errors import UserError
+    from dpa3_al.explore.config import PerturbSpec
+    from dpa3_al.explore.configurations import check_copies
+
+    boot = cfg.bootstrap or BootstrapConfig()
+    pert = PerturbSpec(copies=boot.copies, cell=boot.cell, atom=boot.atom, keep_original=boot.keep_original)
+    for spec in specs:
+        try:
+            check_copies(spec, base, pert)
+        except (UserError, OSError, ValueError) as err:
+            raise ConfigError("bootstrap.copies", f"{err}", source=source) from None
 
 
 def fill_seeds(data: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -201,6 +201,12 @@ def check_size(spec: ConfigurationSpec, confs: list[Configuration]) -> None:
         raise InputError(f"{len(confs) * copies:,} structures of up to {atoms:,} atoms ({total:,} atoms in all, "
                          f"from {len(confs)} source structure(s) x {copies:,} copies) exceed the limit of "
                          f"{MAX_POOL_ATOMS:,} atoms per configuration source; use fewer copies or a smaller supercell")
+
+
+def check_copies(spec: ConfigurationSpec, base_dir: Path, perturb: PerturbSpec) -> None:
+    """:func:`check_size` of ``spec`` with ``perturb`` in place of its own perturbation (the
+    bootstrap's copies), reading the source structures only."""
+    check_size(replace(spec, perturb=perturb), _source(spec, base_dir))
 
 
 def build_pool(specs: list[ConfigurationSpec], base_dir: Path, seed: int) -> list[Configuration]:

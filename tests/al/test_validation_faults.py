@@ -80,6 +80,8 @@ BAD = [
      "makes 4,000,000,000 atoms; the limit is 1,000,000"),
     ("a billion perturbed copies", _set(_base(), f"{C0}.perturb", {"copies": 10**9, "atom": 0.1}),
      "exceed the limit of 20,000,000 atoms"),
+    ("a billion bootstrap copies", {**_set(_base(), "init_data", []), "bootstrap": {"copies": 10**9}},
+     "bootstrap.copies: "),
     ("index abc", _set(_base(), f"{C0}.index", "abc"), f"{C0}.index: 'abc' is not a frame index"),
     ("index with step 0", _set(_base(), f"{C0}.index", "0:10:0"), "step of a slice cannot be 0"),
     ("index selecting no frame", _set(_base(), f"{C0}.index", "100:200"), "selects none of its"),
