@@ -11,6 +11,11 @@
   dflow workflow: succeeded steps are found by key and skipped, steps that were running
   start again. Argo submits a new workflow reusing the succeeded steps (``reuse_step``).
 - :func:`stop` ends the driver and every step process under it.
+
+Handshake: ``submit`` and ``resume`` return only when the new driver has taken the run and
+written its ``attempt`` number and pid into ``state.json`` (or has exited, which is an
+error naming ``driver.log``), so a :func:`wait` right after them follows the new driver and
+never reads the previous one's final status.
 """
 
 from __future__ import annotations
@@ -34,12 +39,13 @@ from .keys import STEP_NAMES
 from .rundir import RunDir
 from .runner import DRIVER_ENV
 from .spec import LoopSpec, Plan
-from .state import RunState
+from .state import CorruptState, RunState
 
 __all__ = ["submit", "resume", "stop", "status", "wait", "run_driver", "check_functions", "render", "make_engine"]
 
 log = logging.getLogger(__name__)
 ACTIVE = ("submitted", "running")
+HANDSHAKE_S = 120.0     # s a new driver may take to write its first state (a loaded machine)
 
 
 def check_functions(loop: LoopSpec) -> None:
@@ -70,25 +76,69 @@ def submit(parent: Path, name: str, plan: Plan, config: dict[str, Any] | None = 
 
 
 def resume(root: Path, *, wait: bool = False) -> RunDir:
-    """Start the driver of an existing run again (finished steps are reused)."""
+    """Start the driver of an existing run again (finished steps are reused).
+
+    Returns once the new driver has written its state (see the module doc). A corrupt
+    ``state.json`` of a local run is rebuilt from ``plan.json`` (the driver then reads every
+    step's phase from dflow's own records)."""
     run = RunDir(root)
-    state = run.read_state()
-    if run.holder() is not None:
-        raise UserError(f"run {run.root} is active (driver pid {run.holder()}); nothing to resume")
-    if state.status == "succeeded":
-        raise UserError(f"run {run.root} has finished; nothing to resume")
-    _launch(run, wait=wait, resume=True)
+    with run.lock():        # RunBusy when a driver holds the run
+        try:
+            state = run.read_state()
+        except CorruptState as err:
+            state = _rebuilt_state(run, err)
+        if state.status == "succeeded":
+            raise UserError(f"run {run.root} has finished; nothing to resume")
+        state.status, state.driver_pid, state.message = "submitted", None, "resuming"
+        run.write_state(state)
+    _launch(run, wait=wait, resume=True, attempt=state.attempt)
     return run
 
 
-def _launch(run: RunDir, *, wait: bool, resume: bool = False) -> subprocess.Popen:
+def _rebuilt_state(run: RunDir, err: CorruptState) -> RunState:
+    plan = Plan.read(run.plan_file)
+    if plan.workflow.engine == "argo":
+        raise UserError(f"{err}; an Argo run's workflow id is lost with it: submit the run again") from None
+    log.warning("%s; rebuilding it", err)
+    return RunState(name=run.name, engine=plan.workflow.engine, workflow_id=run.name, status="stopped")
+
+
+def _launch(run: RunDir, *, wait: bool, resume: bool = False, attempt: int = 0) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "dpa3_al.workflows.driver", str(run.root)] + (["--resume"] if resume else [])
     with open(run.log_file, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=run.root, start_new_session=True)
+    _handshake(run, proc, attempt)
     if wait:
         proc.wait()
     return proc
+
+
+def _handshake(run: RunDir, proc: subprocess.Popen, attempt: int, limit: float = HANDSHAKE_S) -> None:
+    """Wait until driver ``proc`` has written attempt ``attempt + 1`` with its pid into the
+    state; UserError (naming driver.log) when it exits before that."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            state = run.read_state()
+            if state.attempt > attempt and state.driver_pid == proc.pid:
+                return
+        except (UserError, OSError):
+            pass                        # being replaced right now: look again
+        code = proc.poll()
+        if code is not None:
+            raise UserError(f"the driver of {run.root} exited at once (exit status {code}): "
+                            f"{_last_line(run.log_file)}; see {run.log_file}")
+        time.sleep(0.05)
+    log.warning("the driver of %s (pid %d) has not written its state after %g s", run.root, proc.pid, limit)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no output"
+    return lines[-1][:300] if lines else "no output"
 
 
 def status(root: Path) -> RunState:
@@ -191,11 +241,13 @@ def run_driver(root: Path, resume: bool = False) -> RunState:
     """Body of the driver process: run the workflow of ``root`` (see module doc)."""
     run = RunDir(root)
     with run.lock():
-        plan = Plan.read(run.plan_file)
         state = run.read_state()
         state.driver_pid, state.status, state.message = os.getpid(), "running", ""
-        run.write_state(state)
+        state.attempt += 1
+        run.write_state(state)      # the handshake submit/resume wait for
         try:
+            plan = Plan.read(run.plan_file)
+            preflight_labeler(plan)
             if plan.workflow.engine == "argo":
                 from .argo_run import submit_argo
 
@@ -203,9 +255,25 @@ def run_driver(root: Path, resume: bool = False) -> RunState:
             return _run_local(run, plan, state)
         except BaseException as err:
             state.status = "stopped" if isinstance(err, KeyboardInterrupt) else "failed"
-            state.message = f"driver error: {type(err).__name__}: {err} (see {run.log_file})"
+            state.message = (str(err) if isinstance(err, UserError) else
+                             f"driver error: {type(err).__name__}: {err} (see {run.log_file})")
             run.write_state(state)
             raise
+
+
+def preflight_labeler(plan: Plan) -> None:
+    """At the start of a run (every driver): the project's labeler must be able to run where
+    run-label runs here (LabelerUnavailable otherwise), before anything is trained."""
+    call = plan.loop.calls.get("run-label")
+    wf = plan.workflow
+    here = wf.engine == "local" or (wf.engine == "dispatcher" and "run-label" not in wf.dispatcher.steps)
+    if call is None or call.func or not isinstance(call.config.get("label"), dict) or not here:
+        return
+    from dpa3_al.label import make_labeler
+
+    train = plan.loop.calls.get("train")
+    model = (train.config.get("model") or {}) if train is not None else {}
+    make_labeler(call.config["label"]).preflight(model.get("type_map") or ())
 
 
 def make_engine(cfg: WorkflowConfig, workdir: Path | None = None):

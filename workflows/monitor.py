@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from .keys import FANOUT_STEPS, STEP_NAMES, parse_step_key
 from .rundir import PUBLISH, RunDir
-from .runner import RECORD_NAME
+from .runner import RECORD_NAME, error_line
 from .state import RunState, StepState
 
 __all__ = ["Monitor", "step_states", "refresh", "summarise_failures"]
@@ -53,7 +53,23 @@ def _runner_reason(step_dir: Path) -> tuple[str, int | None]:
         return f"timed out after {record.get('timeout'):g} s ({tries})", n
     if last.get("orphaned"):
         return "stopped: the driver process died", n
-    return f"exit status {last.get('returncode')} ({tries})", n
+    why = f"exit status {last.get('returncode')}, {tries}"
+    if last.get("deterministic") and n <= int(record.get("retries") or 0):
+        why += "; not retried: it fails the same way every time"
+    error = last.get("error") or _log_error(step_dir)
+    return (f"{error} ({why})" if error else f"exit status {last.get('returncode')} ({tries})"), n
+
+
+def _log_error(step_dir: Path) -> str:
+    """The last exception line of a step's ``log.txt`` ("" when none)."""
+    try:
+        with open(step_dir / "log.txt", "rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(0, handle.tell() - 65536))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    return error_line(lines)[0]
 
 
 def _check_reason(step_dir: Path) -> str:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from dpa3_al.common.errors import UserError
-from dpa3_al.common.fileio import atomic_write_text
+from dpa3_al.common.fileio import atomic_write_text, replace_entry
 
 from .keys import StepKey, iteration_name
 from .spec import Plan
@@ -204,7 +204,7 @@ class RunDir:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         tmp.symlink_to(target)
-        os.replace(tmp, link)
+        replace_entry(tmp, link)
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -229,6 +229,6 @@ def publish_tree(source: Path, dest: Path) -> list[Path]:
             shutil.copytree(entry, tmp, symlinks=False, copy_function=_link_or_copy)
         else:
             _link_or_copy(str(entry.resolve()), str(tmp))
-        os.replace(tmp, dest / entry.name)
+        replace_entry(tmp, dest / entry.name)
         new.append(dest / entry.name)
     return new

@@ -10,8 +10,12 @@ dflow appends the step's generated script to the command. The runner starts the 
 its command line in a new process group, kills the whole group when the step runs past
 ``--timeout`` seconds (SIGTERM, then SIGKILL after ``--grace`` seconds), and starts it
 again up to ``--retries`` more times. Exit status 2 (dflow's ``FatalError``) is not
-retried. Each attempt is recorded in ``runner.json`` next to the script (the dflow step
-directory), which the run monitor reads to say why a step failed.
+retried, and neither is a failure that would repeat itself: the runner passes the step's
+output through (to dflow's ``log.txt``), keeps its tail, and reads the last exception line;
+an error of the input or the installation (``UserError``, ``ConfigError``,
+``LabelerUnavailable``, ``ImportError``, ... see :data:`DETERMINISTIC`) fails the step at
+once. Each attempt is recorded in ``runner.json`` next to the script (the dflow step
+directory) with that error line, which the run monitor shows as the step's reason.
 
 When the environment names a zygote (``DPA3_AL_ZYGOTE``, see :mod:`.zygote`), the step is
 forked from that preloaded interpreter instead of started afresh (same command, ~0.5 s
@@ -25,13 +29,16 @@ Stdlib only: this module starts once per step, so it must start fast.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +52,21 @@ RECORD_NAME = "runner.json"
 FATAL_EXIT = 2          # dflow.python.FatalError
 TIMEOUT_EXIT = 124      # as coreutils timeout(1)
 ORPHAN_EXIT = 137
+#: exception class names (the last part of the traceback's last line) that fail the same way on
+#: every attempt: bad input or configuration, a missing program, module or function
+DETERMINISTIC = frozenset({
+    "UserError", "ConfigError", "InputError", "CheckpointError", "MemoryEstimateError", "LabelerUnavailable",
+    "FunctionNotFound", "ImportError", "ModuleNotFoundError", "SyntaxError", "FatalError"})
+_ERROR_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Unavailable|NotFound|Exit))(?::\s.*)?$")
+
+
+def error_line(lines) -> tuple[str, str]:
+    """(the last exception line of a log, its class name), ("", "") when there is none."""
+    for line in reversed(list(lines)):
+        match = _ERROR_LINE.match(line.strip())
+        if match:
+            return line.strip()[:400], match.group(1)
+    return "", ""
 
 
 @dataclass
@@ -56,6 +78,8 @@ class Attempt:
     seconds: float
     timed_out: bool = False
     orphaned: bool = False
+    error: str = ""                  # the last exception line of the attempt's output
+    deterministic: bool = False      # that exception fails the same way every time: not retried
 
 
 @dataclass
@@ -68,9 +92,50 @@ class RunRecord:
     attempts: list[Attempt] = field(default_factory=list)
 
     def write(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        os.replace(tmp, path)
+        from dpa3_al.common.fileio import atomic_write_text
+
+        atomic_write_text(path, json.dumps(asdict(self), indent=1))
+
+
+class OutputTail:
+    """Passes this process's stdout/stderr (and so every child's) through a pipe, forwarding
+    everything to the original stdout and keeping the last lines of each attempt."""
+
+    def __init__(self, keep: int = 200) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self._marks: dict[str, threading.Event] = {}
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._out = os.dup(1)
+        read, write = os.pipe()
+        os.dup2(write, 1)
+        os.dup2(write, 2)
+        os.close(write)
+        self._reader = threading.Thread(target=self._pump, args=(read,), daemon=True)
+        self._reader.start()
+
+    def _pump(self, fd: int) -> None:
+        with os.fdopen(fd, "rb") as pipe:
+            for raw in pipe:
+                text = raw.decode("utf-8", "replace").rstrip("\n")
+                mark = next((m for m in list(self._marks) if text.endswith(m)), None)
+                if mark is not None:        # maybe after a last line that had no newline
+                    text, raw = text[:-len(mark)], text[:-len(mark)].encode() + b"\n"
+                if mark is None or text:
+                    self.lines.append(text)
+                    os.write(self._out, raw)
+                if mark is not None:
+                    self._marks.pop(mark).set()
+
+    def take(self, timeout: float = 5.0) -> list[str]:
+        """The lines seen since the last call (everything the exited child wrote is read first)."""
+        mark = f"\0dpa3-al-runner-mark-{time.monotonic_ns()}"
+        event = self._marks[mark] = threading.Event()
+        os.write(1, (mark + "\n").encode())
+        event.wait(timeout)
+        lines = list(self.lines)
+        self.lines.clear()
+        return lines
 
 
 def _proc_stat(pid: int) -> tuple[str, str] | None:
@@ -169,8 +234,9 @@ def _clean_outputs(script: Path) -> None:
 
 
 def run(cmd: list[str], timeout: float | None = None, retries: int = 0, grace: float = 5.0,
-        record: Path | None = None) -> int:
-    """Run a step command with retries and a timeout; returns the final exit status."""
+        record: Path | None = None, tail: OutputTail | None = None) -> int:
+    """Run a step command with retries and a timeout; returns the final exit status.
+    ``tail`` (the step's output) lets the runner see why an attempt failed."""
     driver = Driver(int(os.environ[DRIVER_ENV]) if os.environ.get(DRIVER_ENV) else None)
     rec = RunRecord(cmd, timeout, retries)
     rc = 0
@@ -179,13 +245,21 @@ def run(cmd: list[str], timeout: float | None = None, retries: int = 0, grace: f
             _clean_outputs(Path(cmd[-1]))
             log.warning("retrying step (attempt %d of %d)", number, retries + 1)
         attempt = run_once(cmd, timeout, grace, driver, number)
+        if tail is not None:
+            lines = tail.take()
+            if attempt.returncode not in (0, ORPHAN_EXIT) and not attempt.timed_out:
+                attempt.error, name = error_line(lines)
+                attempt.deterministic = name in DETERMINISTIC
         rec.attempts.append(attempt)
         if record is not None:
             rec.write(record)
         rc = attempt.returncode
         if rc == 0 or rc == FATAL_EXIT or attempt.orphaned:
             break
-        log.error("attempt %d failed with exit status %d", number, rc)
+        log.error("attempt %d failed with exit status %d%s", number, rc, f": {attempt.error}" if attempt.error else "")
+        if attempt.deterministic and number <= retries:
+            log.error("not retried: this error fails the same way every time (fix the input, then resume)")
+            break
     return rc
 
 
@@ -204,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     script = Path(cmd[-1])
     record = script.parent / RECORD_NAME if script.is_file() else None
-    return run(cmd, args.timeout, args.retries, args.grace, record)
+    return run(cmd, args.timeout, args.retries, args.grace, record, OutputTail())
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ from typing import Iterator
 __all__ = ["serve", "request", "preloaded", "ZygoteProcess", "ZYGOTE_ENV", "PRELOAD"]
 
 ZYGOTE_ENV = "DPA3_AL_ZYGOTE"
+FOLDER_PREFIX = "dpa3-al-"      # the socket's folder in the temporary directory (a short path)
+SOCKET_NAME = "zygote.sock"
 PRELOAD = ["dflow.python", "dflow.python.utils",
            "dpa3_al.workflows.ops.train", "dpa3_al.workflows.ops.prep_explore",
            "dpa3_al.workflows.ops.run_explore", "dpa3_al.workflows.ops.select_candidates",
@@ -89,6 +91,7 @@ def _run_script(argv: list[str]) -> int:
 def _child(conn: socket.socket) -> None:
     """In the forked child: take over the runner's request and run the script."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)       # the zygote's own handler is not the step's
     fds = array.array("i")
     msg, ancdata, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(3 * fds.itemsize))
     for level, kind, data in ancdata:
@@ -160,8 +163,9 @@ def preloaded(python: str, enabled: bool = True, extra: list[str] | tuple[str, .
     if not enabled:
         yield
         return
-    folder = Path(tempfile.mkdtemp(prefix="dpa3-al-"))
-    path = folder / "zygote.sock"
+    sweep_stale()
+    folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
+    path = folder / SOCKET_NAME
     proc = subprocess.Popen([python, "-m", "dpa3_al.workflows.zygote", "--socket", str(path),
                              "--parent", str(os.getpid()), "--preload", ",".join(extra)],
                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -229,19 +233,60 @@ def request(cmd: list[str], timeout: float = 5.0) -> ZygoteProcess | None:
     return ZygoteProcess(conn, int(reply["pid"]), buffer)
 
 
+def _remove_folder(socket_path: Path) -> None:
+    """Remove the socket and its folder (when it is one of ours and nothing else is in it)."""
+    with contextlib.suppress(OSError):
+        socket_path.unlink()
+    if socket_path.parent.name.startswith(FOLDER_PREFIX):
+        with contextlib.suppress(OSError):
+            socket_path.parent.rmdir()
+
+
+def sweep_stale(min_age: float = 60.0) -> list[Path]:
+    """Remove socket folders that zygotes killed with SIGKILL left behind: folders named
+    ``dpa3-al-*`` in the temporary directory, older than ``min_age`` s, holding nothing or a
+    socket nobody listens on. Returns the folders removed."""
+    import time
+
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(FOLDER_PREFIX + "*"):
+        try:
+            st = folder.lstat()
+            names = [p.name for p in folder.iterdir()]
+        except OSError:
+            continue
+        if not folder.is_dir() or folder.is_symlink() or st.st_uid != os.getuid() \
+                or time.time() - st.st_mtime < min_age or set(names) - {SOCKET_NAME}:
+            continue
+        if names and _listening(folder / SOCKET_NAME):
+            continue
+        _remove_folder(folder / SOCKET_NAME)
+        if not folder.exists():
+            removed.append(folder)
+    return removed
+
+
+def _listening(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dpa3_al.workflows.zygote", description=__doc__.split("\n\n")[0])
     parser.add_argument("--socket", required=True, help="Unix socket path to listen on")
     parser.add_argument("--parent", type=int, default=None, help="exit when this process is gone")
     parser.add_argument("--preload", default="", help="more modules to import, comma separated")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))   # stop/terminate: clean up below
     try:
         serve(args.socket, args.parent, PRELOAD + [m for m in args.preload.split(",") if m])
     finally:
-        try:
-            os.unlink(args.socket)
-        except OSError:
-            pass
+        _remove_folder(Path(args.socket))
     return 0
 
 

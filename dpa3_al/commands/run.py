@@ -88,14 +88,47 @@ def _load(path: Path):
     return cfg, plan_from_config(cfg, path.resolve().parent), config_dict(cfg)
 
 
+def label_runs_here(cfg) -> bool:
+    """Whether run-label runs on this machine (local engine, or not sent to the batch system)."""
+    wf = cfg.workflow
+    return wf.engine == "local" or (wf.engine == "dispatcher" and "run-label" not in wf.dispatcher.steps)
+
+
+def labeler_problem(cfg) -> str | None:
+    """Why the configured labeler cannot run here (program, package, calculator, pseudopotentials
+    of the type map's elements), None when it can: the same check the label step makes."""
+    from dpa3_al.label import LabelerUnavailable, make_labeler
+
+    try:
+        make_labeler(cfg.label).preflight(cfg.train.model.type_map)
+    except LabelerUnavailable as err:
+        return str(err)
+    return None
+
+
+def check_labeler(cfg) -> str:
+    """Refuse (UserError) a labeler that cannot run on this machine when run-label runs here;
+    otherwise one line saying what was found."""
+    from dpa3_al.common.errors import UserError
+
+    problem = labeler_problem(cfg)
+    if problem is None:
+        return f"labeler {cfg.label.kind}: available on this machine"
+    if label_runs_here(cfg):
+        raise UserError(problem)
+    return f"labeler {cfg.label.kind}: not available on this machine, where its steps do not run ({problem})"
+
+
 def cmd_validate(args) -> int:
     cfg, plan, _ = _load(args.config)
+    labeler = check_labeler(cfg)
     stages = ", ".join(f"stage {i}: {len(s.task_groups)} task group(s), max_iter {s.max_iter}"
                        for i, s in enumerate(cfg.explore.stages))
     start = (f"{len(cfg.init_data)} initial data path(s)" if cfg.init_data else "no initial data: bootstrap labels")
     ft = f", fine-tuning {cfg.train.finetune.model}" if cfg.train.finetune.model else ""
     print(f"{args.config}: OK\n  run name {cfg.name}; engine {cfg.workflow.engine}; committee of {cfg.committee}{ft}\n"
           f"  {start}; labeler {cfg.label.kind}\n  {stages}")
+    print(f"  {labeler}")
     return 0
 
 
@@ -104,6 +137,7 @@ def cmd_submit(args) -> int:
 
     cfg, plan, data = _load(args.config)
     name = args.name or cfg.name
+    check_labeler(cfg)                  # a missing program or calculator: refused before any work
     run = submit(args.runs, name, plan, data)
     print(f"submitted run {name!r}: {run.root}\n  follow it: dpa3-al status {run.root}   "
           f"(or: dpa3-al submit ... --wait)\n  stop it:   dpa3-al stop {run.root}; continue: dpa3-al resume {run.root}")
@@ -131,7 +165,7 @@ def cmd_status(args) -> int:
     from dpa3_al.workflows import status
 
     root = run_root(args.run, args.runs)
-    state = status(root)
+    state = status(root)        # a corrupt state.json: CorruptState, one line naming it and the fix
     if args.json:
         print(state.to_json())
         return 0
@@ -141,19 +175,30 @@ def cmd_status(args) -> int:
 
 def cmd_list(args) -> int:
     from dpa3_al.workflows import status
+    from dpa3_al.workflows.state import CorruptState
 
-    rows = []
+    rows, broken = [], []
     for root in sorted(p for p in args.runs.glob("*") if (p / "state.json").is_file()):
-        state = status(root)
-        rows.append((root.name, state.status, "-" if state.iteration is None else str(state.iteration),
+        try:
+            state = status(root)
+        except CorruptState as err:     # one bad run must not hide the others
+            rows.append((root.name, "unreadable", "-", "-", "-"))
+            broken.append(str(err))
+            continue
+        word = state.status
+        if word == "succeeded" and run_problems(root, state):
+            word = "succeeded with failures"
+        rows.append((root.name, word, "-" if state.iteration is None else str(state.iteration),
                      state.stage or "-", time.strftime("%Y-%m-%d %H:%M", time.localtime(state.updated))))
     if not rows:
         print(f"no runs under {args.runs}/")
         return 0
     widths = [max(len(r[i]) for r in rows + [("run", "status", "iter", "stage", "updated")]) for i in range(5)]
     for row in [("run", "status", "iter", "stage", "updated"), *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
-    return 0
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    for line in broken:
+        print(f"  {line}", file=sys.stderr)
+    return 1 if broken else 0
 
 
 def cmd_render(args) -> int:
@@ -210,11 +255,71 @@ def dataset_frames(root: Path) -> int | None:
     return total
 
 
+def _by_reason(counter) -> str:
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(counter.items()))
+
+
+def _label_problems(folder: Path) -> str | None:
+    """'6 of 8 labels failed (reason n, ...)' for one iteration folder, None when none failed."""
+    from collections import Counter
+
+    from dpa3_al.label.taskdir import LabelStatus
+
+    root = folder / "label"
+    ok, failed = 0, Counter()
+    for path in sorted({*root.glob("task-*/status.json"), *root.glob("*/task-*/status.json")}):
+        try:
+            record = LabelStatus.read(path.parent)
+        except (OSError, ValueError):
+            continue
+        if record.status == "ok":
+            ok += 1
+        else:
+            failed[str(record.reason or "unknown")] += 1
+    n = sum(failed.values())
+    return f"{n} of {n + ok} labels failed ({_by_reason(failed)})" if n else None
+
+
+def _explore_problems(folder: Path) -> str | None:
+    """'1 of 6 MD tasks stopped early (reason n)' for one iteration folder, None when none did."""
+    from collections import Counter
+
+    from dpa3_al.explore.status import task_outcome
+
+    tasks = sorted(p for p in (folder / "explore").glob("task-*") if p.is_dir())
+    stopped = Counter(o.split(":", 1)[1] for o in map(task_outcome, tasks) if o.startswith("stopped_early:"))
+    n = sum(stopped.values())
+    return f"{n} of {len(tasks)} MD tasks stopped early ({_by_reason(stopped)})" if n else None
+
+
+def run_problems(root: Path, state) -> list[str]:
+    """What went wrong in a run without failing it, one line per iteration: labels that failed,
+    MD tasks that stopped early, fan-out tasks that failed (tolerated by the success ratio)."""
+    lines = []
+    for folder in sorted(root.glob("iter-*")):
+        try:
+            index = int(folder.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        found = [p for p in (_label_problems(folder), _explore_problems(folder)) if p]
+        groups = [s for s in state.steps.values() if s.iteration == index and s.tasks_total and s.phase == "Succeeded"]
+        for name in sorted({s.name for s in groups}):
+            mine = [s for s in groups if s.name == name]
+            n = sum(s.tasks_total - (s.tasks_ok or 0) for s in mine)
+            if n > 0:
+                found.append(f"{name}: {n} of {sum(s.tasks_total for s in mine)} tasks failed (tolerated)")
+        if found:
+            lines.append(f"iteration {index}: " + "; ".join(found))
+    return lines
+
+
 def describe(root: Path, state) -> list[str]:
     """Human-readable status lines of a run."""
     where = "not started" if state.iteration is None else f"iteration {state.iteration}, step {state.stage}"
     counts = ", ".join(f"{n} {phase.lower()}" for phase, n in sorted(state.counts().items()))
-    lines = [f"run {state.name} ({state.engine}): {state.status}; {where}", f"  steps: {counts or 'none yet'}"]
+    problems = run_problems(root, state)
+    word = "succeeded with failures" if state.status == "succeeded" and problems else state.status
+    lines = [f"run {state.name} ({state.engine}): {word}; {where}", f"  steps: {counts or 'none yet'}"]
     running = [s for s in state.steps.values() if s.phase == "Running" and s.tasks_total]
     for s in running[:4]:
         lines.append(f"  {s.key}: {s.tasks_ok or 0}/{s.tasks_total} tasks")
@@ -222,14 +327,16 @@ def describe(root: Path, state) -> list[str]:
     if sel:
         it, data = sel
         lv = data.levels
-        lines.append(f"  iteration {it} exploration: {data.n_frames} frames; accurate {data.ratio('accurate'):.2f}, "
-                     f"candidate {data.ratio('candidate'):.2f}, failed {data.ratio('failed'):.2f}; trust levels "
+        ratios = (f"accurate {data.ratio('accurate'):.2f}, candidate {data.ratio('candidate'):.2f}, "
+                  f"failed {data.ratio('failed'):.2f}" if data.n_frames else "no frames recorded")
+        lines.append(f"  iteration {it} exploration: {data.n_frames} frames; {ratios}; trust levels "
                      f"f_lo {lv.f_lo} f_hi {lv.f_hi} eV/Å; selected {data.n_selected}")
     frames = dataset_frames(root)
     if frames is not None:
         lines.append(f"  dataset: {frames} labeled frames ({root / 'dataset'})")
     if state.message:
         lines.append(f"  {state.message}")
+    lines += [f"  {line}" for line in problems]
     for f in state.failures[:5]:
         lines.append(f"  failed: {f.key}: {f.reason} (log: {f.log})")
     return lines

@@ -1,6 +1,10 @@
-"""Atomic file writes: a temporary file in the same folder, fsync, then ``os.replace``.
+"""Atomic file writes: a temporary file in the same folder, fsync, ``os.replace``, fsync of the folder.
 
-A reader (or a crash) never sees a half-written file. Files get the usual permissions
+The one implementation for every file of state or data (run state, plans, step records,
+labels, datasets, checkpoints, reports). A reader (or a crash) never sees a half-written
+file, and once a write has returned, the new file survives a power loss (the folder's entry
+is on disk too). :func:`replace_entry` does the last two steps for an entry made another way
+(a folder filled in place, a symlink). Files get the usual permissions
 (0666 minus the umask), not mkstemp's private 0600, so run directories stay readable by the
 group on a cluster. Lives in the lowest room so that the model, the active-learning code and
 the workflows share one implementation.
@@ -16,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 __all__ = ["replacing", "atomic_write", "atomic_write_path", "atomic_write_bytes", "atomic_write_text",
-           "atomic_write_json", "json_default"]
+           "atomic_write_json", "json_default", "fsync_dir", "replace_entry"]
 
 
 def _umask() -> int:
@@ -39,10 +43,33 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        replace_entry(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Flush a folder's entries (a rename or a new file in it) to disk; a no-op where folders
+    cannot be opened (some file systems, Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_entry(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Move a complete ``tmp`` (file, folder or symlink, same folder as ``dest``) onto ``dest``
+    with ``os.replace`` and flush the folder entry. The caller has written (and, for a file,
+    fsynced) ``tmp``."""
+    os.replace(tmp, dest)
+    fsync_dir(Path(dest).parent)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:

@@ -63,6 +63,17 @@ class Labeler(ABC):
     def compute(self, atoms: Atoms, task_dir: Path) -> Computed:
         """Label one frame inside ``task_dir``; raise :class:`LabelError` on failure."""
 
+    def preflight(self, elements: Iterable[str] = ()) -> None:
+        """The availability check before any work (``validate``, ``submit``, the start of a run):
+        :meth:`check` for ``elements`` (empty: the program, package or calculator only), its
+        :class:`LabelerUnavailable` saying that nothing has run yet."""
+        try:
+            self.check(set(elements))
+        except LabelerUnavailable as err:
+            raise LabelerUnavailable(f"{err} (found before any work: nothing has run)") from None
+        finally:
+            self.close()
+
     def close(self) -> None:
         """Release worker processes; the labeler can still be used afterwards."""
 

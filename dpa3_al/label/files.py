@@ -1,8 +1,9 @@
 """Atomic file writes and small hashing helpers shared by the labelers and the dataset.
 
-Every file that another process may read is written to a temporary file in the same
-directory and moved into place with :func:`os.replace`, so a reader sees either the old
-file or the complete new one, never half of it.
+The writers are :mod:`dpa3_al.common.fileio`'s (the one implementation: temporary file in
+the same directory, fsync, ``os.replace``, fsync of the directory), re-exported with the
+labelers' names and sorted-key JSON, so a reader sees either the old file or the complete
+new one, and a finished write survives a crash.
 """
 
 from __future__ import annotations

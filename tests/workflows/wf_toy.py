@@ -7,6 +7,7 @@ files. Behaviour is steered by each step's ``config``:
 - ``fail``: list of task names whose call raises (a crashing task);
 - ``fail_first``: list of task names that fail on their first attempt only (transient);
 - ``hang``: list of task names that sleep for an hour (a hung task);
+- ``user_error``: list of task names whose call raises a UserError (bad input: the same every time);
 - ``sleep``: seconds every call sleeps (to interrupt a run in the middle);
 - ``n_tasks`` (prep steps), ``stop_after`` (decide: stop when iteration >= this).
 
@@ -43,6 +44,10 @@ def _misbehave(config: dict, name: str, workdir: Path) -> None:
         time.sleep(3600)
     if name in config.get("fail", []):
         raise RuntimeError(f"toy failure of {name}")
+    if name in config.get("user_error", []):
+        from dpa3_al.common.errors import UserError
+
+        raise UserError(f"toy input error of {name}: fix toy.value")
     marker = workdir / ".attempted"
     if name in config.get("fail_first", []) and not marker.exists():
         marker.write_text("1")
@@ -88,7 +93,7 @@ def run_explore(config, task, models, workdir):
     (workdir / "status.json").write_text(json.dumps({"ok": True, "models": len(models), "x2": spec["x"] ** 2}))
 
 
-def select(config, explored, models, iteration, workdir):  # noqa: ARG001
+def select(config, explored, models, iteration, workdir, calibration=None):  # noqa: ARG001
     _ledger("select", "-", iteration)
     _misbehave(config, "select", workdir)
     _stamp(workdir)
@@ -134,6 +139,19 @@ def collect(config, dataset, labeled, iteration, workdir):
     for folder in labeled:
         for frame in Path(folder).glob("*.frame"):
             shutil.copy(frame, root / frame.name)
+    return workdir
+
+
+def evaluate(config, models, selection, labeled, dataset, init_data, test_data, calibration, iteration, final,
+             workdir):  # noqa: ARG001
+    name = "final" if final else "-"
+    _ledger("evaluate", name, iteration)
+    _misbehave(config, f"evaluate-{name}", workdir)
+    previous = json.loads((Path(calibration) / "calibration.json").read_text()) if calibration else []
+    (workdir / ("final.json" if final else "calibration.json")).write_text(
+        json.dumps([*previous, iteration] if not final else {"models": sorted(Path(m).name for m in models)}))
+    (workdir / "test.json").write_text(json.dumps({"iteration": iteration, "models": len(models),
+                                                   "test_data": len(test_data)}))
     return workdir
 
 
