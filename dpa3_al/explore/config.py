@@ -93,7 +93,7 @@ class ConfigurationSpec:
 
     file: Path | None = field(None, doc="structure file (extxyz, POSCAR, CIF, anything ASE or pymatgen reads) "
                               "or a deepmd npy system directory; relative to the config file")
-    index: str = field(":", doc="frames of the file to use, ASE index syntax (':' all, '-1' last, '0:10:2')")
+    index: str | int = field(":", doc="frames of the file to use, ASE index syntax (':' all, -1 last, '0:10:2')")
     format: str | None = field(None, doc="file format for ASE (or 'deepmd/npy'); null = guess from the name")
     lattice: LatticeSpec | None = field(None, doc="generate a crystal instead of reading a file")
     supercell: tuple[int, int, int] = field((1, 1, 1), doc="replication along the three cell vectors")
@@ -105,7 +105,7 @@ class ConfigurationSpec:
             raise ConfigError("", "give exactly one of `file` or `lattice` for a configuration source")
         if any(n < 1 for n in self.supercell):
             raise ConfigError("supercell", f"{list(self.supercell)} must be positive integers, e.g. [2, 2, 2]")
-        check_index(self.index)
+        object.__setattr__(self, "index", check_index(str(self.index)))
 
 
 @dataclass(frozen=True)

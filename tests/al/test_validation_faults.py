@@ -158,6 +158,17 @@ def test_validate_and_submit_refuse_the_same_bad_input_with_the_same_line(tmp_pa
     assert not Path("pwned").exists() and not (tmp_path / "pwned").exists()
 
 
+def test_frame_index_may_be_an_integer_or_a_slice(tmp_path):
+    for index, frames in [(-1, 1), ("3", 1), ("0:12:4", 3), (":", None)]:
+        path = _write(tmp_path, _set(_base(), f"{C0}.index", index))
+        spec = load_run_config(path).explore.stages[0].task_groups[0].configurations[0]
+        assert spec.index == str(index)
+        from dpa3_al.explore.configurations import build_pool
+
+        pool = build_pool([spec], tmp_path, seed=0)
+        assert frames is None and len(pool) > 3 or len(pool) == frames
+
+
 def test_validate_and_submit_accept_the_same_good_config(tmp_path, capsys, no_launch):
     path = _write(tmp_path, _base())
     assert main(["validate", str(path)]) == 0
