@@ -33,16 +33,11 @@ def register(subparsers: Any) -> None:
 
 def load_section(path: Path, section: str, cls: type) -> Any:
     """Read ``cls`` from YAML ``path``: its ``section`` key when present, else the whole file."""
-    import yaml
-
-    from dpa3_al.common.typed_config import from_dict
+    from dpa3_al.common.yamlio import read_section
 
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if isinstance(data, dict) and section in data:
-        return from_dict(cls, data[section], path=section, source=str(path))
-    return from_dict(cls, data, source=str(path))
+    return read_section(path, section, cls)
 
 
 def _drive(value: str | None, default: int | str) -> int | str:

@@ -25,15 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def load_label_config(path: Path):
     """The LabelConfig of a YAML file (its ``label:`` section, or the whole file)."""
-    import yaml
-
+    from dpa3_al.common.yamlio import read_section
     from dpa3_al.label import LabelConfig
-    from dpa3_al.common.typed_config import from_dict
 
-    data = yaml.safe_load(path.read_text()) or {}
-    if isinstance(data, dict) and "label" in data:
-        return from_dict(LabelConfig, data["label"], path="label", source=str(path))
-    return from_dict(LabelConfig, data, source=str(path))
+    return read_section(path, "label", LabelConfig)
 
 
 def _run(args: argparse.Namespace) -> int:

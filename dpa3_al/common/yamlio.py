@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from .typed_config import ConfigError
+from .typed_config import ConfigError, from_dict
 
-__all__ = ["MAX_DEPTH", "MAX_VALUES", "MAX_BYTES", "load_yaml_text", "read_yaml_file"]
+__all__ = ["MAX_DEPTH", "MAX_VALUES", "MAX_BYTES", "load_yaml_text", "read_yaml_file", "read_section"]
 
 MAX_DEPTH = 64
 """Deepest nesting of mappings and lists accepted (real configs use fewer than 10 levels)."""
@@ -156,3 +156,11 @@ def read_yaml_file(path: Path) -> Any:
         raise ConfigError("", f"byte offset {err.start} (line {line}): byte 0x{raw[err.start]:02x} is not UTF-8; "
                           "save the file as UTF-8", source=str(path)) from None
     return load_yaml_text(text, str(path))
+
+
+def read_section(path: Path, section: str, cls: type) -> Any:
+    """``cls`` (a typed config) from YAML ``path``: its ``section`` key when present, else the whole file."""
+    data = read_yaml_file(path) or {}
+    if isinstance(data, dict) and section in data:
+        return from_dict(cls, data[section], path=section, source=str(path))
+    return from_dict(cls, data, source=str(path))

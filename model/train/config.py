@@ -209,13 +209,10 @@ def load_train_config(path: Path) -> TrainConfig:
 
     Relative data and model paths are taken relative to the file's directory.
     """
-    import yaml
+    from dpa3_al.common.yamlio import read_yaml_file
 
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError("", f"not valid YAML/JSON: {err}", source=str(path)) from None
+    data = read_yaml_file(path) or {}
     if not isinstance(data, dict):
         raise ConfigError("", "expected a mapping of training sections", source=str(path))
     if "train" in data and isinstance(data["train"], dict):
