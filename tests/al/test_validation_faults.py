@@ -286,3 +286,16 @@ def test_ase_backend_refuses_a_non_calculator_before_calling_it(tmp_path):
 
     assert load_calculator_class("ase.calculators.emt.EMT") is EMT
     assert "run configs you trust" in LabelConfig(kind="ase").describe()
+
+
+@pytest.mark.parametrize("verb", ["train", "label"])
+def test_every_verb_reads_its_config_through_the_safe_loader(tmp_path, capsys, verb):
+    """`dpa3-al train/label CONFIG` refuse a repeated key (yaml.safe_load keeps the last one)."""
+    config = tmp_path / "in.yaml"
+    config.write_text("label:\n  kind: emt\n  kind: ase\n" if verb == "label" else
+                      "training:\n  numb_steps: 10\n  numb_steps: 20\n")
+    argv = [verb, str(config), "-o", str(tmp_path / "out")] if verb == "train" else \
+        [verb, str(tmp_path / "frames.extxyz"), "--config", str(config), "--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "in.yaml" in err and "given twice" in err and "lines 2 and 3" in err, err
