@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dpa3_al.common.yamlio import read_yaml_file
+from dpa3_al.calibration import TargetConfig
 from dpa3_al.explore.bootstrap import BootstrapConfig
 from dpa3_al.explore.config import ExploreConfig
 from dpa3_al.label.config import LabelConfig
@@ -53,7 +54,13 @@ class RunConfig:
     select: SelectConfig = field(default_factory=SelectConfig, doc="which explored frames get labeled")
     label: LabelConfig = field(default_factory=LabelConfig, doc="the reference method")
     workflow: WorkflowConfig = field(default_factory=WorkflowConfig, doc="engine, fan-out, retries, timeouts")
-    seed: int = field(0, doc="seed of everything random that has no seed of its own")
+    seed: int = field(0, doc="seed of everything random that has no seed of its own: train.training.seed "
+                      "(1 + 1000 seed), each task group's seed, select.seed, bootstrap.seed (seed)", ge=0)
+    test_data: list[Path] = field(default_factory=list, doc="labeled systems (as init_data) each iteration's "
+                                  "committee is tested on: report/learning_curve.csv")
+    target: TargetConfig | None = field(None, doc="the accuracy wanted; the trust levels follow from it by "
+                                        "calibration against each iteration's labels (docs/report.md)")
+
 
     def __post_init__(self) -> None:
         try:
@@ -95,7 +102,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def load_run_config(path: Path) -> RunConfig:
     """Read and validate a run config; relative paths become absolute (relative to the file)."""
     path = Path(path).resolve()
-    cfg = from_dict(RunConfig, read_yaml(path), source=str(path))
+    raw = read_yaml(path)
+    cfg = from_dict(RunConfig, fill_seeds(raw), source=str(path))
     base = path.parent
     init = [(p if p.is_absolute() else base / p).resolve() for p in cfg.init_data]
     missing = [str(p) for p in init if not p.exists()]
@@ -109,7 +117,9 @@ def load_run_config(path: Path) -> RunConfig:
         if not ft.is_file():
             raise ConfigError("train.finetune.model", f"{ft} does not exist", source=str(path))
         train = dataclasses.replace(train, finetune=dataclasses.replace(train.finetune, model=ft))
-    cfg = dataclasses.replace(cfg, init_data=init, train=train)
+    cfg = dataclasses.replace(cfg, init_data=init, train=train, test_data=_resolve_test_data(cfg, base, str(path)))
+    if cfg.target is not None and {"f_lo", "f_hi"} & set(raw.get("select") or {}):
+        cfg = dataclasses.replace(cfg, target=dataclasses.replace(cfg.target, explicit_levels=True))
     elements = check_configurations(cfg, base, source=str(path))
     cfg = resolve_type_map(cfg, elements, source=str(path))
     check_label(cfg, source=str(path))
@@ -216,6 +226,39 @@ def _check_bootstrap_copies(cfg: RunConfig, specs: list, base: Path, source: str
             check_copies(spec, base, pert)
         except (UserError, OSError, ValueError) as err:
             raise ConfigError("bootstrap.copies", f"{err}", source=source) from None
+
+
+def fill_seeds(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with a seed derived from the top-level ``seed`` wherever a section that takes
+    one has none of its own (seed 0 gives the sections' own defaults)."""
+    if not isinstance(data, dict) or not isinstance(data.get("seed", 0), int):
+        return data
+    seed = data.get("seed", 0)
+    out = dict(data)
+
+    def put(parent: Any, key: str, value: int) -> Any:
+        return {key: value, **parent} if isinstance(parent, dict) else parent
+
+    train = out.get("train") if isinstance(out.get("train"), dict) else {}
+    out["train"] = {**train, "training": put(train.get("training") or {}, "seed", 1 + 1000 * seed)}
+    out["select"] = put(out.get("select") or {}, "seed", seed)
+    if isinstance(out.get("bootstrap"), dict):
+        out["bootstrap"] = put(out["bootstrap"], "seed", seed)
+    explore = out.get("explore")
+    if isinstance(explore, dict) and isinstance(explore.get("stages"), list):
+        stages = [{**st, "task_groups": [put(g, "seed", seed) for g in st["task_groups"]]}
+                  if isinstance(st, dict) and isinstance(st.get("task_groups"), list) else st
+                  for st in explore["stages"]]
+        out["explore"] = {**explore, "stages": stages}
+    return out
+
+
+def _resolve_test_data(cfg: RunConfig, base: Path, source: str) -> list[Path]:
+    paths = [(p if p.is_absolute() else base / p).resolve() for p in cfg.test_data]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise ConfigError("test_data", f"{missing} do not exist (paths are relative to the config file)", source=source)
+    return paths
 
 
 def fill_seeds(data: dict[str, Any]) -> dict[str, Any]:

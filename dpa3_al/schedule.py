@@ -13,7 +13,10 @@ Convergence of a stage:
 - fixed levels: the accurate ratio (accurate frames / all recorded frames) >= ``conv_accuracy``;
 - adaptive lower level: the level stopped moving, i.e. over the last ``level_n_checked``
   iterations (max - min) <= ``level_rtol`` x max.
-An iteration with no recorded frames never converges.
+An iteration with no recorded frames never converges. With an accuracy target (``target:``,
+:mod:`dpa3_al.calibration`), an iteration whose levels were not calibrated against true errors
+(``target.json`` beside ``selection.json`` says ``calibrated: false``) never converges either:
+the accurate ratio then says nothing about the target.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from dpa3_al.calibration import TargetLevels
 from dpa3_al.common.errors import UserError
 from dpa3_al.explore.config import StageConfig
 from dpa3_al.explore.tasks import atomic_write_json
@@ -47,12 +51,14 @@ class IterationOutcome:
     n_frames: int
     f_lo: float | None = None
     adaptive: bool = False
+    calibrated: bool | None = None     # None: no accuracy target; else whether the levels were calibrated
 
     @classmethod
-    def from_selection(cls, selection: SelectionReport) -> "IterationOutcome":
-        """From a select step's result (``selection.json``)."""
+    def from_selection(cls, selection: SelectionReport, target: TargetLevels | None = None) -> "IterationOutcome":
+        """From a select step's result (``selection.json``, and its ``target.json`` if any)."""
         return cls(accurate_ratio=selection.ratio("accurate"), n_frames=selection.n_frames,
-                   f_lo=selection.levels.f_lo, adaptive=selection.levels.adaptive)
+                   f_lo=selection.levels.f_lo, adaptive=selection.levels.adaptive,
+                   calibrated=None if target is None or target.explicit else target.calibrated)
 
 
 @dataclass(frozen=True)
@@ -121,12 +127,16 @@ def stage_converged(stage: StageConfig, history: Sequence[IterationOutcome]) -> 
     last = history[-1]
     if last.n_frames == 0 or math.isnan(last.accurate_ratio):
         return False, "no frames were recorded in this iteration"
+    if last.calibrated is False:
+        return False, (f"accurate ratio {last.accurate_ratio:.4f} at levels not yet calibrated against the "
+                       "accuracy target (too few labeled frames): not judged")
     if last.adaptive:
         return _level_converged(stage, [h.f_lo for h in history if h.adaptive])
     ratio = last.accurate_ratio
+    levels = " (levels calibrated to the accuracy target)" if last.calibrated else ""
     if ratio >= stage.conv_accuracy:
-        return True, f"accurate ratio {ratio:.4f} >= conv_accuracy {stage.conv_accuracy:g}"
-    return False, f"accurate ratio {ratio:.4f} < conv_accuracy {stage.conv_accuracy:g}"
+        return True, f"accurate ratio {ratio:.4f} >= conv_accuracy {stage.conv_accuracy:g}{levels}"
+    return False, f"accurate ratio {ratio:.4f} < conv_accuracy {stage.conv_accuracy:g}{levels}"
 
 
 def judge(stages: Sequence[StageConfig], state: ScheduleState,
@@ -240,7 +250,8 @@ def decide(stages: Sequence[StageConfig], schedule: Path | None, selection: Path
     previous = None if schedule is None else Path(schedule)
     previous = previous / SCHEDULE_JSON if previous is not None and previous.is_dir() else previous
     record = ScheduleRecord.read(previous) if previous is not None and previous.is_file() else ScheduleRecord()
-    outcome = IterationOutcome.from_selection(SelectionReport.read(Path(selection)))
+    folder = Path(selection) if Path(selection).is_dir() else Path(selection).parent
+    outcome = IterationOutcome.from_selection(SelectionReport.read(Path(selection)), TargetLevels.read(folder))
     decision, state = judge(stages, record.state, outcome)
     decision = replace(decision, loop_iteration=iteration)
     ScheduleRecord(state, (*record.decisions, decision)).write(Path(workdir))

@@ -14,6 +14,7 @@ function with typed arguments and paths. Nothing below this module sees a config
     prep-label    label (LabelConfig)                  dpa3_al.label.tasks.prepare_tasks
     run-label     label (LabelConfig)                  dpa3_al.label.run.run_task
     collect       collect (CollectConfig)              dpa3_al.dataset.collect
+    evaluate      target (TargetConfig)                dpa3_al.evaluation (test set, calibration, final model)
     decide        explore (ExploreConfig: stages)      dpa3_al.schedule.decide
     bootstrap     explore, bootstrap (BootstrapConfig) dpa3_al.explore.bootstrap.write_bootstrap
 """
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 __all__ = ["train_member", "prepare_explore", "run_explore", "select_candidates", "prepare_label", "run_label",
-           "collect", "decide", "bootstrap"]
+           "collect", "evaluate", "decide", "bootstrap"]
 
 
 def section(config: Mapping[str, Any] | None, name: str) -> tuple[dict[str, Any], Path]:
@@ -113,13 +114,15 @@ def run_explore(config: dict[str, Any], task: Path, models: list[Path], workdir:
 
 
 def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteration: int, workdir: Path,
-                      models: Sequence[Path] | None = None) -> int:
+                      models: Sequence[Path] | None = None, calibration: Path | None = None) -> int:
     """select: classify, filter and cap the frames of the explored task folders (those without
     ``task.json`` are ignored) into ``workdir``; returns the number of frames selected.
 
     ``config``: the ``select`` section (or a dict holding it); ``models``, ``head``, ``device``
     may sit in it or beside it. ``models`` (this iteration's committee) wins over the config's;
-    model 0 gives the descriptors of strategy ``diversity``.
+    model 0 gives the descriptors of strategy ``diversity``. A ``target`` beside ``select`` (the
+    run's accuracy target) sets f_lo/f_hi from the previous iterations' ``calibration``
+    (``calibration.json`` or its folder) and writes ``target.json`` beside ``selection.json``.
     """
     from dpa3_al.explore.tasks import TASK_JSON
     from dpa3_al.select import SelectConfig, select
@@ -131,6 +134,9 @@ def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteratio
     head = data.pop("head", None) or outer.get("head")
     device = data.pop("device", None) or outer.get("device") or "cpu"
     cfg = from_dict(SelectConfig, data, path="select")
+    levels = None
+    if outer.get("target") is not None and cfg.adaptive is None:
+        cfg, levels = _target_levels(cfg, outer["target"], calibration)
     descriptor_fn = None
     if found:
         from dpa3_al.model import DPA3Calculator
@@ -138,7 +144,24 @@ def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteratio
         descriptor_fn = DPA3Calculator(str(found[0]), head=head, device=device).get_descriptor
     dirs = sorted((Path(d) for d in explored if (Path(d) / TASK_JSON).is_file()), key=lambda d: d.name)
     log.info("iteration %d: selecting from %d task folders", iteration, len(dirs))
-    return select(dirs, cfg, Path(workdir), descriptor_fn=descriptor_fn).n_selected
+    n = select(dirs, cfg, Path(workdir), descriptor_fn=descriptor_fn).n_selected
+    if levels is not None:
+        levels.write(Path(workdir))
+    return n
+
+
+def _target_levels(cfg, target: dict[str, Any], calibration: Path | None):
+    """(select config with the levels the target and calibration give, the TargetLevels)."""
+    import dataclasses
+
+    from dpa3_al.calibration import CalibrationRecord, TargetConfig, derive_levels
+
+    tcfg = from_dict(TargetConfig, target, path="target")
+    levels = derive_levels(tcfg, CalibrationRecord.read(calibration).pairs, cfg.f_lo, cfg.f_hi)
+    log.info("trust levels: f_lo %.4g, f_hi %.4g eV/Å (%s)", levels.f_lo, levels.f_hi, levels.reason)
+    if levels.calibrated:
+        cfg = dataclasses.replace(cfg, f_lo=levels.f_lo, f_hi=levels.f_hi)
+    return cfg, levels
 
 
 def prepare_label(config: dict[str, Any], selection: Path, iteration: int, workdir: Path) -> list[Path]:
@@ -166,6 +189,38 @@ def collect(config: dict[str, Any] | None, dataset: Path | None, labeled: Sequen
 
     cfg, _ = _parse(CollectConfig, config, "collect")
     return collect_labels(cfg, dataset, [Path(p) for p in labeled], iteration, Path(workdir))
+
+
+def evaluate(config: dict[str, Any] | None, models: Sequence[Path], selection: Path | None,
+             labeled: Sequence[Path], dataset: Path | None, init_data: Sequence[Path], test_data: Sequence[Path],
+             calibration: Path | None, iteration: int, final: bool, workdir: Path) -> Path:
+    """evaluate: the committee of this iteration (``models``: its model files; with ``final``, the
+    final training's member folders) on the test set (``test.json``, labels = frames of
+    ``init_data`` + ``dataset``); without ``final``, the true error on this iteration's labels
+    against their selection deviation, appended to ``calibration.json``; with ``final``, the final
+    model (``model.pt``, ``committee/``, ``final.json``). Returns ``workdir``."""
+    from dpa3_al.calibration import CalibrationRecord, TargetConfig
+    from dpa3_al.evaluation import calibration_pairs, committee_errors, count_frames, pick_final, write_test
+    from dpa3_al.select import SelectionReport
+
+    wd = Path(workdir)
+    wd.mkdir(parents=True, exist_ok=True)
+    target = (config or {}).get("target")
+    confidence = from_dict(TargetConfig, target, path="target").confidence if target else 0.9
+    labels = count_frames([*init_data, *([dataset] if dataset is not None else [])])
+    if final:
+        info = pick_final([Path(m) for m in models], wd)
+        files = [wd / name for name in info["committee"]]
+    else:
+        files = checkpoints(models)
+    rows = committee_errors(files, test_data) if test_data else []
+    write_test(wd, "final" if final else iteration, labels, rows)
+    if not final:
+        selected = SelectionReport.read(Path(selection)).selected if selection is not None else []
+        pairs = calibration_pairs(files, selected, labeled, iteration)
+        CalibrationRecord.read(calibration).with_iteration(iteration, pairs).write(wd, confidence)
+    log.info("iteration %s: %d labels; test rows %d", "final" if final else iteration, labels, len(rows))
+    return wd
 
 
 def decide(config: dict[str, Any], schedule: Path | None, selection: Path, dataset: Path | None, iteration: int,

@@ -18,16 +18,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["STEP_NAMES", "FANOUT_STEPS", "HEAVY_STEPS", "BOOTSTRAP_STEPS", "CALL_NAMES", "base_step",
+__all__ = ["STEP_NAMES", "FANOUT_STEPS", "HEAVY_STEPS", "BOOTSTRAP_STEPS", "FINAL_STEPS", "CALL_NAMES", "base_step",
            "StepKey", "step_key", "parse_step_key",
            "iteration_name"]
 
 #: The steps of one iteration block, in execution order.
 STEP_NAMES = ("train", "prep-explore", "run-explore", "select", "prep-label", "run-label",
-              "collect", "decide")
+              "collect", "evaluate", "decide")
 #: Steps before iteration 0 of a run without initial data: perturbed starting structures,
 #: labeled by the labeling steps (same OPs and functions as in the loop, prefixed names).
 BOOTSTRAP_STEPS = ("bootstrap", "bootstrap-prep-label", "bootstrap-run-label", "bootstrap-collect")
+#: Steps after the last iteration's decide (keyed in that iteration): the committee trains on
+#: every label, then the final model is chosen (same OPs and functions as train and evaluate).
+FINAL_STEPS = ("final-train", "final-evaluate")
 #: Names a run config may give a function or settings for (``LoopSpec.calls``).
 CALL_NAMES = STEP_NAMES + ("bootstrap",)
 #: Steps that fan out over tasks (one dflow slice per group of ``group_size`` tasks).
@@ -53,8 +56,11 @@ class StepKey:
 
 def base_step(name: str) -> str:
     """The loop step whose OP, function, settings and policy a step uses
-    (``"bootstrap-run-label"`` -> ``"run-label"``; other names unchanged)."""
-    return name[len("bootstrap-"):] if name.startswith("bootstrap-") else name
+    (``"bootstrap-run-label"`` -> ``"run-label"``, ``"final-train"`` -> ``"train"``; other names unchanged)."""
+    for prefix in ("bootstrap-", "final-"):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
 
 
 def iteration_name(iteration: int | str) -> str:

@@ -5,8 +5,10 @@ One *iteration block* (a dflow ``Steps`` template) per pass::
     train (sliced: one step per committee member)
       -> prep-explore -> run-explore (sliced over MD tasks, grouped by group_size)
       -> select -> prep-label -> run-label (sliced over label tasks, grouped)
-      -> collect -> decide
+      -> collect -> evaluate (test set, calibration of the deviation) -> decide
       -> next-iteration: the block calls itself, when decide says "not done"
+      -> final-train (sliced over members: the committee on every label) -> final-evaluate
+         (the final model), when decide says "done"
 
 Every step has a stable key from :func:`~dpa3_al.workflows.keys.step_key`
 (``iter-000003--run-explore-000017``; for a grouped fan-out the index is the group's).
@@ -39,10 +41,10 @@ def _key(name: str, index: str | None = None) -> str:
 
 
 def _simple(engine: Engine, spec: LoopSpec, name: str, parameters: dict, artifacts: dict,
-            iteration: int | str = ITER) -> LeanStep:
+            iteration: int | str = ITER, when: str | None = None) -> LeanStep:
     template = engine.template(name, op_class(name))
     return engine.step(name, template, parameters={**spec.call_params(name), **parameters},
-                       artifacts=artifacts, key=step_key(iteration, name))
+                       artifacts=artifacts, key=step_key(iteration, name), **({"when": when} if when else {}))
 
 
 def _fanout(engine: Engine, spec: LoopSpec, name: str, prep: LeanStep, parameters: dict, artifacts: dict,
@@ -76,19 +78,38 @@ def _bootstrap(engine: Engine, spec: LoopSpec, main: Steps) -> LeanStep:
     return collect
 
 
-def _train(engine: Engine, spec: LoopSpec, block: Steps) -> LeanStep:
+def _train(engine: Engine, spec: LoopSpec, block: Steps, name: str = "train", init_models=None, dataset=None,
+           when: str | None = None, iteration=None) -> LeanStep:
+    """The committee's training, one slice per member (``final-train``: on every label, after the
+    last decide, as the training an iteration after the last would start with)."""
     slices = Slices("int('{{item}}')", input_parameter=["member"], output_artifact=["model", "member_dir"])
-    template = engine.template("train", op_class("train"), slices=slices)
+    template = engine.template(name, op_class(name), slices=slices)
     ins = block.inputs
     return engine.step(
-        "train", template,
-        parameters={**spec.call_params("train"), "member": list(range(spec.n_models)),
-                    "iteration": ins.parameters["iteration"]},
-        artifacts={"init_data": ins.artifacts["init_data"], "init_models": ins.artifacts["init_models"],
-                   "dataset": ins.artifacts["dataset"]},
+        name, template,
+        parameters={**spec.call_params(name), "member": list(range(spec.n_models)),
+                    "iteration": ins.parameters["iteration"] if iteration is None else iteration},
+        artifacts={"init_data": ins.artifacts["init_data"],
+                   "init_models": ins.artifacts["init_models"] if init_models is None else init_models,
+                   "dataset": ins.artifacts["dataset"] if dataset is None else dataset},
         with_sequence=argo_sequence(spec.n_models, format=SEQ_FORMAT),
-        key=_key("train", INDEX),
+        key=_key(name, INDEX), **({"when": when} if when else {}),
     )
+
+
+def _final(engine: Engine, spec: LoopSpec, block: Steps, train: LeanStep, collect: LeanStep,
+           decide: LeanStep) -> list[LeanStep]:
+    """After the last iteration: the committee continues on every label, then the final model."""
+    ins, out = block.inputs, decide.outputs
+    when = "%s == true" % out.parameters["done"]
+    dataset = collect.outputs.artifacts["dataset"]
+    final_train = _train(engine, spec, block, "final-train", train.outputs.artifacts["model"], dataset, when,
+                         iteration=out.parameters["next_iteration"])
+    final_eval = _simple(engine, spec, "final-evaluate", {"iteration": ins.parameters["iteration"], "final": True},
+                         {"models": final_train.outputs.artifacts["member_dir"], "dataset": dataset,
+                          "init_data": ins.artifacts["init_data"], "test_data": ins.artifacts["test_data"]},
+                         when=when)
+    return [final_train, final_eval]
 
 
 def build_block(engine: Engine, spec: LoopSpec) -> Steps:
@@ -96,7 +117,7 @@ def build_block(engine: Engine, spec: LoopSpec) -> Steps:
     block = Steps(name="iteration-block", inputs=Inputs(
         parameters={"iteration": InputParameter(type=int), "iter_name": InputParameter(type=str)},
         artifacts={name: InputArtifact(optional=True)
-                   for name in ("init_data", "init_models", "dataset", "schedule")}))
+                   for name in ("init_data", "init_models", "dataset", "schedule", "test_data", "calibration")}))
     ins = block.inputs
     it = {"iteration": ins.parameters["iteration"]}
     train = _train(engine, spec, block)
@@ -104,22 +125,33 @@ def build_block(engine: Engine, spec: LoopSpec) -> Steps:
     run_explore = _fanout(engine, spec, "run-explore", prep_explore, {},
                           {"models": train.outputs.artifacts["model"]})
     select = _simple(engine, spec, "select", it, {"explored": run_explore.outputs.artifacts["result"],
-                                                   "models": train.outputs.artifacts["model"]})
+                                                   "models": train.outputs.artifacts["model"],
+                                                   "calibration": ins.artifacts["calibration"]})
     prep_label = _simple(engine, spec, "prep-label", it, {"selection": select.outputs.artifacts["result"]})
     run_label = _fanout(engine, spec, "run-label", prep_label, {}, {})
     collect = _simple(engine, spec, "collect", it, {"dataset": ins.artifacts["dataset"],
                                                      "labeled": run_label.outputs.artifacts["result"]})
+    evaluate = _simple(engine, spec, "evaluate", it, {
+        "models": train.outputs.artifacts["model"], "selection": select.outputs.artifacts["result"],
+        "labeled": run_label.outputs.artifacts["result"], "dataset": ins.artifacts["dataset"],
+        "init_data": ins.artifacts["init_data"], "test_data": ins.artifacts["test_data"],
+        "calibration": ins.artifacts["calibration"]})
     decide = _simple(engine, spec, "decide", {**it, "max_iterations": engine.cfg.max_iterations},
                      {"schedule": ins.artifacts["schedule"], "selection": select.outputs.artifacts["result"],
-                      "dataset": collect.outputs.artifacts["dataset"]})
-    for step in (train, prep_explore, run_explore, select, prep_label, run_label, collect, decide):
+                      "dataset": collect.outputs.artifacts["dataset"],
+                      "evaluation": evaluate.outputs.artifacts["result"]})
+    for step in (train, prep_explore, run_explore, select, prep_label, run_label, collect, evaluate, decide):
         block.add(step)
     out = decide.outputs
+    if spec.final_training:
+        for step in _final(engine, spec, block, train, collect, decide):
+            block.add(step)
     block.add(LeanStep(
         "next-iteration", block,
         parameters={"iteration": out.parameters["next_iteration"], "iter_name": out.parameters["next_iter_name"]},
         artifacts={"init_data": ins.artifacts["init_data"], "init_models": train.outputs.artifacts["model"],
-                   "dataset": collect.outputs.artifacts["dataset"], "schedule": out.artifacts["schedule"]},
+                   "dataset": collect.outputs.artifacts["dataset"], "schedule": out.artifacts["schedule"],
+                   "test_data": ins.artifacts["test_data"], "calibration": evaluate.outputs.artifacts["result"]},
         when="%s == false" % out.parameters["done"],
         key=_key("next-iteration"),
     ))
@@ -135,7 +167,8 @@ def build_entry(engine: Engine, spec: LoopSpec) -> Steps:
         parameters={"iteration": 0, "iter_name": iteration_name(0)},
         artifacts={"init_data": engine.input_artifact("init_data", list(spec.init_data)),
                    "init_models": engine.input_artifact("init_models", list(spec.init_models)),
-                   "dataset": dataset, "schedule": None},
+                   "dataset": dataset, "schedule": None, "calibration": None,
+                   "test_data": engine.input_artifact("test_data", list(spec.test_data))},
         key=step_key(0, "iteration"),
     ))
     return main

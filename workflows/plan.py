@@ -19,20 +19,22 @@ def plan_from_config(cfg, base_dir: Path) -> Plan:
     base = str(Path(base_dir).resolve())
     explore = to_dict(cfg.explore)
     label = {"label": to_dict(cfg.label), "base_dir": base}
+    target = {"target": to_dict(cfg.target)} if cfg.target is not None else {}
     calls = {
         "train": StepCall(config=to_dict(cfg.train)),
         "prep-explore": StepCall(config={"explore": explore, "base_dir": base}),
         "run-explore": StepCall(config={"explore": {"drive": cfg.explore.drive},
                                         "memory": cfg.train.model.memory}),
-        "select": StepCall(config={"select": to_dict(cfg.select)}),
+        "select": StepCall(config={"select": to_dict(cfg.select), **target}),
         "prep-label": StepCall(config=label),
         "run-label": StepCall(config=label),
         "collect": StepCall(config={"dedup_tol": 1e-3}),
+        "evaluate": StepCall(config=target),
         "decide": StepCall(config={"explore": explore, "base_dir": base}),
         "bootstrap": StepCall(config={"explore": explore, "base_dir": base,
-                                      "bootstrap": to_dict(cfg.bootstrap or BootstrapConfig())}),
+                                      "bootstrap": to_dict(cfg.bootstrap or BootstrapConfig(seed=cfg.seed))}),
     }
     ft = cfg.train.finetune.model
     loop = LoopSpec(n_models=cfg.committee, init_data=list(cfg.init_data), init_models=[ft] if ft else [],
-                    calls=calls, bootstrap=cfg.uses_bootstrap)
+                    calls=calls, bootstrap=cfg.uses_bootstrap, test_data=list(cfg.test_data))
     return Plan(workflow=cfg.workflow, loop=loop)

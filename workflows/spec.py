@@ -48,6 +48,10 @@ class LoopSpec:
     calls: dict[str, StepCall] = field(default_factory=dict, doc="per-step function and config, by step name")
     bootstrap: bool = field(False, doc="label perturbed starting structures before iteration 0 (runs "
                             "without initial data); steps bootstrap, bootstrap-prep-label, ...")
+    test_data: list[Path] = field(default_factory=list, doc="labeled systems the evaluate step tests every "
+                                  "iteration's committee on (report/learning_curve.csv)")
+    final_training: bool = field(True, doc="after the last iteration, train the committee on every label "
+                                 "(final-train) and choose the final model (final-evaluate)")
 
     def __post_init__(self) -> None:
         for name in self.calls:

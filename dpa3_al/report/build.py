@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .accuracy import LEARNING_CURVE_CSV, accuracy_blocks, learning_curve_csv
 from .data import IterationData, RunData, load_run
 from .document import Bullets, Heading, Para, Table, counts_text, fmt, place, to_html, to_markdown
 from .plots import iteration_figures, overview_figures
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["build_report", "write_report", "build_document"]
 
-PLOT_RE = re.compile(r"^(overview-[a-z]+|iter-\d{6}-(lcurve|devi-[fv]))\.png$")   # the report's own PNG names
+PLOT_RE = re.compile(r"^(overview-[a-z]+|accuracy-[a-z-]+|iter-\d{6}-(lcurve|devi-[fv]))\.png$")   # the report's own PNG names
 CLASSES = ("accurate", "candidate", "failed")
 
 
@@ -209,6 +210,7 @@ def build_document(run: RunData) -> tuple[list[Any], dict[str, bytes]]:
     blocks += [Heading(2, "Stages", "stages")] + ([Table(
         ("stage", "iterations", "last accurate ratio", "conv_accuracy", "decision", "converged", "reason"),
         tuple(stage_rows))] if stage_rows else [Para("No stage known yet.")])
+    blocks += accuracy_blocks(run, images)
     for it in run.iterations:
         blocks += _iteration_blocks(run, it, images)
     return blocks, images
@@ -233,6 +235,11 @@ def write_report(run: RunData, out_dir: Path) -> Path:
     for stale in out_dir.glob("*.png"):
         if PLOT_RE.match(stale.name) and stale.name not in images:
             stale.unlink(missing_ok=True)
+    curve = learning_curve_csv(run)
+    if curve is not None:
+        atomic_write_bytes(out_dir / LEARNING_CURVE_CSV, curve.encode("utf-8"))
+    else:
+        (out_dir / LEARNING_CURVE_CSV).unlink(missing_ok=True)
     atomic_write_bytes(out_dir / "report.md", to_markdown(blocks).encode("utf-8"))
     atomic_write_bytes(out_dir / "report.html", to_html(blocks, images, f"dpa3-al run {run.name}").encode("utf-8"))
     log.debug("report of %s: %s (%d plots)", run.root, out_dir, len(images))

@@ -22,7 +22,9 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
+from dpa3_al.calibration import CalibrationPair, CalibrationRecord, TargetLevels
 from dpa3_al.common.errors import UserError
+from dpa3_al.evaluation import FINAL_JSON, read_test
 from dpa3_al.explore.status import TaskStatus
 from dpa3_al.label.taskdir import LabelStatus
 from dpa3_al.schedule import Decision, ScheduleRecord
@@ -83,6 +85,9 @@ class IterationData:
     label: LabelData | None = None
     dataset: DatasetData | None = None
     decision: Decision | None = None
+    test: dict[str, Any] | None = None                  # decide/test.json (the evaluate step's)
+    calibration: list[CalibrationPair] = field(default_factory=list)   # this iteration's pairs
+    target: TargetLevels | None = None                  # select/target.json (runs with a target)
     failed_steps: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -109,6 +114,8 @@ class RunData:
     n_models: int | None = None
     conv_accuracy: dict[int, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    final: dict[str, Any] | None = None          # final/final.json: the final model
+    final_test: dict[str, Any] | None = None     # final/test.json: the final committee on the test set
 
     @property
     def status(self) -> str:
@@ -289,7 +296,16 @@ def _load_iteration(root: Path, index: int, n_models: int | None, steps: dict[st
         it.notes.append("dataset: not collected yet")
     if it.decision is None:
         it.notes.append("decide: no schedule.json yet")
+    _load_accuracy(it, folder)
     return it
+
+
+def _load_accuracy(it: IterationData, folder: Path) -> None:
+    """The evaluate step's test.json and calibration.json (beside schedule.json) and target.json."""
+    it.test = read_test(folder / "decide")
+    record = _read(CalibrationRecord.read, folder / "decide" / "calibration.json", it.notes)
+    it.calibration = record.iteration(it.index) if record is not None else []
+    it.target = _read(TargetLevels.read, folder / "select", it.notes)
 
 
 @dataclass(frozen=True)
@@ -351,4 +367,5 @@ def load_run(run_dir: Path) -> RunData:
     cache: dict[tuple, tuple] = {}
     iterations = [_load_iteration(root, i, n_models, steps, cache) for i in range(last + 1)]
     name = str((state or {}).get("name") or root.resolve().name)
-    return RunData(root, name, state, iterations, n_models, thresholds, notes)
+    final = _json(root / "final" / FINAL_JSON, notes)
+    return RunData(root, name, state, iterations, n_models, thresholds, notes, final, read_test(root / "final"))

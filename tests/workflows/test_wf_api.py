@@ -33,11 +33,13 @@ OP_CALLS = {
     "train": ("config", "data", "init_model", "member", "iteration", "workdir"),
     "prep-explore": ("config", "schedule", "iteration", "workdir"),
     "run-explore": ("config", "task", "models", "workdir"),
-    "select": ("config", "explored", "models", "iteration", "workdir"),
+    "select": ("config", "explored", "models", "calibration", "iteration", "workdir"),
     "bootstrap": ("config", "workdir"),
     "prep-label": ("config", "selection", "iteration", "workdir"),
     "run-label": ("config", "task", "workdir"),
     "collect": ("config", "dataset", "labeled", "iteration", "workdir"),
+    "evaluate": ("config", "models", "selection", "labeled", "dataset", "init_data", "test_data", "calibration",
+                 "iteration", "final", "workdir"),
     "decide": ("config", "schedule", "selection", "dataset", "iteration", "workdir"),
 }
 CONFIG = {"temps": [300.0, 600.0], "nested": {"k": 1}}
@@ -143,8 +145,8 @@ CASES = [
     _case("run-explore", {"task": "t7", "task_name": "task-000007", "models": ["m0", None, "m2"]},
           {"task": "t7", "models": ["m0", "m2"], "workdir": "task-000007"},
           lambda kw: None, {"result": "task-000007"}),
-    _case("select", {"iteration": 4, "explored": ["e0", None, "e2"], "models": None},
-          {"explored": ["e0", "e2"], "models": [], "iteration": 4, "workdir": "select"},
+    _case("select", {"iteration": 4, "explored": ["e0", None, "e2"], "models": None, "calibration": "ev"},
+          {"explored": ["e0", "e2"], "models": [], "calibration": "ev", "iteration": 4, "workdir": "select"},
           lambda kw: 5, {"result": "select", "n_candidates": 5}),
     _case("bootstrap", {}, {"workdir": "bootstrap"}, lambda kw: 3, {"result": "bootstrap", "n_frames": 3}),
     _case("prep-label", {"iteration": 0, "selection": "sel"},
@@ -156,13 +158,18 @@ CASES = [
     _case("collect", {"iteration": 2, "dataset": None, "labeled": ["l0", None, "l2"]},
           {"dataset": None, "labeled": ["l0", "l2"], "iteration": 2, "workdir": "dataset"},
           lambda kw: str(kw["workdir"] / "root"), {"dataset": "dataset/root"}),
+    _case("evaluate", {"iteration": 2, "models": ["m0", None, "m2"], "selection": "sel", "labeled": ["l0", None],
+                       "dataset": "ds", "init_data": ["a"], "test_data": ["b"], "calibration": "ev"},
+          {"models": ["m0", "m2"], "selection": "sel", "labeled": ["l0"], "dataset": "ds", "init_data": ["a"],
+           "test_data": ["b"], "calibration": "ev", "iteration": 2, "final": False, "workdir": "evaluate"},
+          lambda kw: kw["workdir"], {"result": "evaluate"}),
     _case("decide", {"iteration": 2, "max_iterations": 10, "schedule": None, "selection": "sel", "dataset": "ds"},
           {"schedule": None, "selection": "sel", "dataset": "ds", "iteration": 2, "workdir": "decide"},
           _schedule, {"done": False, "next_iteration": 3, "next_iter_name": "iter-000003",
                       "schedule": "decide/schedule.json", "result": "decide"}),
 ]
 ARTIFACT_NAMES = ("init_data", "dataset", "init_models", "schedule", "task", "models", "explored",
-                  "selection", "labeled")
+                  "selection", "labeled", "calibration", "test_data", "evaluation")
 PATH_KEYWORDS = (*ARTIFACT_NAMES, "data", "init_model", "workdir")     # call keywords holding paths
 
 
@@ -184,7 +191,7 @@ def _execute(name: str, inputs: dict, monkeypatch, reply):
 def test_op_calls_its_function_with_the_documented_keywords_and_packs_the_reply(
         name, inputs, expect, reply, outputs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _paths(tmp_path, "a", "b", "ds", "m0", "m1", "m2", "t7", "t2", "e0", "e2", "sel", "l0", "l2")
+    _paths(tmp_path, "a", "b", "ds", "m0", "m1", "m2", "t7", "t2", "e0", "e2", "sel", "l0", "l2", "ev")
     (tmp_path / "sched.json").write_text("{}")
     out = _execute(name, inputs, monkeypatch, reply)
     assert len(wf_spy.CALLS) == 1, "the OP must call its function exactly once"

@@ -60,6 +60,13 @@ def test_two_runs_side_by_side_loop_until_decide_stops(tmp_path, toy_env, monkey
         assert [(s.tasks_ok, s.tasks_total) for s in groups] == [(2, 2), (1, 1)]
     assert a.steps[step_key(0, "next-iteration")].phase == "Succeeded"
     assert step_key(1, "next-iteration") not in a.steps       # decide said stop
+    # after the last decide: the committee trains on every label, then the final model is chosen
+    for key in [step_key(1, "final-train", 0), step_key(1, "final-train", 1), step_key(1, "final-evaluate")]:
+        assert a.steps[key].phase == "Succeeded", key
+    assert step_key(0, "final-train", 0) not in a.steps and step_key(0, "final-evaluate") not in a.steps
+    # evaluate's files travel with the decision; its calibration record is chained across iterations
+    assert json.loads((alpha.root / "iter-000001" / "decide" / "calibration.json").read_text()) == [0, 1]
+    assert json.loads((alpha.root / "iter-000000" / "decide" / "test.json").read_text())["models"] == 2
     assert step_key(2, "train", 0) not in a.steps
 
     # published run directory: committee lineage, explore/label folders, growing dataset
@@ -78,6 +85,8 @@ def test_two_runs_side_by_side_loop_until_decide_stops(tmp_path, toy_env, monkey
         counts = Counter(ledger_lines(toy_env, name))
         assert max(counts.values()) == 1, counts
         assert sum(1 for s, _, _ in counts if s == "run-label") == n_labels
+    alpha_calls = Counter(ledger_lines(toy_env, "alpha"))
+    assert {("train", "member-0", "2"), ("train", "member-1", "2"), ("evaluate", "final", "1")} <= set(alpha_calls)
     record = json.loads(Path(a.steps[step_key(0, "select")].log).with_name("runner.json").read_text())
     assert record["command"][0] == sys.executable
 

@@ -16,6 +16,7 @@ OP_MODULES = {
     "prep-label": ("dpa3_al.workflows.ops.prep_label", "PrepLabel"),
     "run-label": ("dpa3_al.workflows.ops.run_label", "RunLabel"),
     "collect": ("dpa3_al.workflows.ops.collect", "Collect"),
+    "evaluate": ("dpa3_al.workflows.ops.evaluate", "Evaluate"),
     "decide": ("dpa3_al.workflows.ops.decide", "Decide"),
 }
 

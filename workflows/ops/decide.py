@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from dflow.python import OP, OPIO, Artifact, OPIOSign, Parameter
@@ -15,7 +16,9 @@ STATE_FILE = "schedule.json"
 
 class Decide(OP):
     """The function returns True to stop and writes ``workdir/schedule.json`` (the schedule
-    state the next iteration's prep-explore reads). The loop also stops at max_iterations."""
+    state the next iteration's prep-explore reads). The loop also stops at max_iterations.
+    The evaluate step's files (``evaluation``: test.json, calibration.json) are copied beside
+    schedule.json, so the iteration's verdict and the measurements behind it are published together."""
 
     @classmethod
     def get_input_sign(cls):
@@ -23,7 +26,7 @@ class Decide(OP):
             "func": Parameter(str, default=FUNC), "config": Parameter(dict, default={}),
             "iteration": int, "max_iterations": int,
             "schedule": Artifact(Path, optional=True), "selection": Artifact(Path),
-            "dataset": Artifact(Path),
+            "dataset": Artifact(Path), "evaluation": Artifact(Path, optional=True),
         })
 
     @classmethod
@@ -36,7 +39,16 @@ class Decide(OP):
         wd, it = workdir("decide"), int(ip["iteration"])
         done = call(ip["func"], config=ip["config"], schedule=ip["schedule"], selection=ip["selection"],
                     dataset=ip["dataset"], iteration=it, workdir=wd)
+        _keep_evaluation(ip.get("evaluation"), wd)
         if not (wd / STATE_FILE).is_file():
             raise FileNotFoundError(f"{ip['func']} did not write {wd / STATE_FILE} (the schedule state)")
         return OPIO({"done": bool(done) or it + 1 >= ip["max_iterations"], "next_iteration": it + 1,
                      "next_iter_name": iteration_name(it + 1), "schedule": wd / STATE_FILE, "result": wd})
+
+
+def _keep_evaluation(evaluation: Path | None, wd: Path) -> None:
+    """Copy the evaluate step's JSON files into the decide folder (published as iter-N/decide/)."""
+    if evaluation is None or not Path(evaluation).is_dir():
+        return
+    for src in sorted(Path(evaluation).glob("*.json")):
+        shutil.copy2(src, wd / src.name)

@@ -1,4 +1,4 @@
-"""Pick the frames to label: ``func(config, explored, models, iteration, workdir) -> int``."""
+"""Pick the frames to label: ``func(config, explored, models, calibration, iteration, workdir) -> int``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ FUNC = "dpa3_al.steps:select_candidates"
 
 class Select(OP):
     """Writes ``select/candidates.extxyz`` and ``select/selection.json``; returns the
-    number of candidate frames."""
+    number of candidate frames. ``calibration``: the previous evaluate step's folder (its
+    ``calibration.json`` sets the levels of a run with an accuracy target), absent at first."""
 
     @classmethod
     def get_input_sign(cls):
@@ -22,6 +23,7 @@ class Select(OP):
             "func": Parameter(str, default=FUNC), "config": Parameter(dict, default={}),
             "iteration": int, "explored": Artifact(List[Path]),
             "models": Artifact(List[Path], optional=True),
+            "calibration": Artifact(Path, optional=True),
         })
 
     @classmethod
@@ -32,5 +34,6 @@ class Select(OP):
     def execute(self, ip: OPIO) -> OPIO:
         wd = workdir("select")
         n = call(ip["func"], config=ip["config"], explored=present(ip["explored"]),
-                 models=present(ip["models"] or []), iteration=ip["iteration"], workdir=wd)
+                 models=present(ip["models"] or []), calibration=ip.get("calibration"), iteration=ip["iteration"],
+                 workdir=wd)
         return OPIO({"result": wd, "n_candidates": int(n)})

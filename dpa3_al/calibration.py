@@ -1,0 +1,201 @@
+"""Trust levels that mean an accuracy: the committee's deviation calibrated against true errors.
+
+Each iteration labels exactly the frames the committee was unsure about. Before those labels
+are trained on, the committee's mean prediction on them is compared with the labels
+(:mod:`dpa3_al.evaluation`): one *calibration pair* per labeled frame, the selection-time
+``max_devi_f`` d (eV/Å) and the true force error of the committee mean on that frame: its
+force RMSE e (components, eV/Å) and its largest per-atom error norm e_max (eV/Å).
+
+A user states the accuracy wanted (``target: {f_rmse: 0.05}``, eV/Å). The ratio e / d over the
+latest ``window`` iterations' pairs gives, at quantile ``confidence`` (default 0.9), a factor
+k such that e <= k d for that share of the labeled frames. The lower trust level is then
+
+    f_lo = f_rmse / k          f_hi = hi_factor * f_lo
+
+so a frame called *accurate* (d < f_lo) has, with the stated confidence, a force RMSE below
+the target, and a stage that converges (accurate ratio >= conv_accuracy) has reached the
+target on that share of its explored frames. Until ``min_frames`` pairs exist (the first
+iteration) the configured ``select.f_lo`` / ``f_hi`` are used and the levels are marked
+*uncalibrated*: a stage with a target does not converge on uncalibrated levels. Levels the
+user wrote explicitly in ``select`` win over the derived ones (``explicit_levels``).
+The ratio is measured on candidates (f_lo <= d < f_hi); applying it below f_lo assumes the
+error stays proportional to the deviation there, which the report's calibration plot shows.
+
+Files: ``calibration.json`` (every iteration's pairs, cumulative; written by the evaluate step)
+and ``target.json`` (the levels one select step derived, beside ``selection.json``), each with
+its one writer and reader here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from dpa3_al.common.fileio import atomic_write_text
+from dpa3_al.common.typed_config import field
+
+__all__ = ["TargetConfig", "CalibrationPair", "CalibrationFit", "TargetLevels", "CalibrationRecord",
+           "fit", "derive_levels", "CALIBRATION_JSON", "TARGET_JSON"]
+
+CALIBRATION_JSON = "calibration.json"
+TARGET_JSON = "target.json"
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """The accuracy a run aims at; the trust levels follow from it (the ``target:`` section)."""
+
+    f_rmse: float = field(0.05, doc="force RMSE wanted on explored frames; f_lo = f_rmse / k where e <= k "
+                          "max_devi_f holds for `confidence` of the labeled frames", unit="eV/Å", gt=0)
+    confidence: float = field(0.9, doc="share of calibration frames whose true force RMSE must lie within the "
+                              "target at the derived lower level", gt=0, lt=1)
+    window: int = field(2, doc="calibrate on the labels of the latest this many iterations", ge=1)
+    min_frames: int = field(5, doc="fewer calibration frames than this: keep select.f_lo/f_hi (uncalibrated)", ge=1)
+    hi_factor: float = field(3.0, doc="f_hi = hi_factor * f_lo", gt=1)
+    explicit_levels: bool = field(False, doc="set by the loader when select.f_lo or f_hi are written in the "
+                                  "config: those win and the target only judges convergence")
+
+
+@dataclass(frozen=True)
+class CalibrationPair:
+    """One labeled frame: selection-time deviation vs the committee mean's true error (eV/Å)."""
+
+    iteration: int
+    frame: str
+    max_devi_f: float
+    true_f_rmse: float
+    true_f_max: float
+
+
+@dataclass(frozen=True)
+class CalibrationFit:
+    """What a set of pairs says (NaN where undefined)."""
+
+    n: int
+    ratio_q: float         # quantile `confidence` of true_f_rmse / max_devi_f
+    ratio_median: float    # median of true_f_rmse / max_devi_f
+    slope_max: float       # least squares true_f_max = slope * max_devi_f (through the origin)
+    corr_max: float        # Pearson correlation of max_devi_f and true_f_max
+    confidence: float
+
+
+def fit(pairs: Sequence[CalibrationPair], confidence: float = 0.9) -> CalibrationFit:
+    """Fit the pairs with a finite, positive deviation and finite errors."""
+    rows = [(p.max_devi_f, p.true_f_rmse, p.true_f_max) for p in pairs
+            if math.isfinite(p.max_devi_f) and p.max_devi_f > 0 and math.isfinite(p.true_f_rmse)
+            and math.isfinite(p.true_f_max)]
+    if not rows:
+        return CalibrationFit(0, math.nan, math.nan, math.nan, math.nan, confidence)
+    d, e, emax = (np.array(c, dtype=np.float64) for c in zip(*rows))
+    ratio = e / d
+    corr = float(np.corrcoef(d, emax)[0, 1]) if len(d) > 1 and d.std() > 0 and emax.std() > 0 else math.nan
+    return CalibrationFit(n=len(d), ratio_q=float(np.quantile(ratio, confidence)),
+                          ratio_median=float(np.median(ratio)), slope_max=float(d @ emax / (d @ d)),
+                          corr_max=corr, confidence=confidence)
+
+
+@dataclass(frozen=True)
+class TargetLevels:
+    """The levels one select step used and why (``target.json``)."""
+
+    f_rmse: float
+    confidence: float
+    calibrated: bool
+    f_lo: float
+    f_hi: float
+    reason: str
+    fit: CalibrationFit | None = None
+    explicit: bool = False      # the configured levels were used because the user wrote them
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / TARGET_JSON
+        atomic_write_text(path, json.dumps(_nan_to_none(asdict(self)), indent=1))
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> "TargetLevels | None":
+        """The levels in ``path`` (a select folder or its target.json); None when there is none."""
+        path = Path(path)
+        path = path / TARGET_JSON if path.is_dir() else path
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            fitted = data.get("fit")
+            return cls(**{**_none_to_nan({k: v for k, v in data.items() if k != "fit"}),
+                          "fit": None if fitted is None else CalibrationFit(**_none_to_nan(fitted))})
+        except (AttributeError, TypeError) as err:
+            raise ValueError(f"not a target.json ({err})") from None
+
+
+def derive_levels(target: TargetConfig, pairs: Sequence[CalibrationPair], f_lo: float, f_hi: float) -> TargetLevels:
+    """The levels for the next selection from the pairs of the latest ``target.window`` iterations;
+    ``f_lo``/``f_hi`` (the configured ones) when too few pairs exist or the user set them."""
+    recent = sorted({p.iteration for p in pairs})[-target.window:]
+    fitted = fit([p for p in pairs if p.iteration in recent], target.confidence)
+    if target.explicit_levels:
+        return TargetLevels(target.f_rmse, target.confidence, False, f_lo, f_hi,
+                            "select.f_lo/f_hi are set in the config and win over the target", fitted, explicit=True)
+    if fitted.n < target.min_frames or not (fitted.ratio_q > 0 and math.isfinite(fitted.ratio_q)):
+        return TargetLevels(target.f_rmse, target.confidence, False, f_lo, f_hi,
+                            f"{fitted.n} calibration frames (< {target.min_frames}): configured levels, "
+                            "uncalibrated", fitted)
+    lo = target.f_rmse / fitted.ratio_q
+    reason = (f"f_lo = target {target.f_rmse:g} / k {fitted.ratio_q:.3g} (true force RMSE <= k max_devi_f on "
+              f"{100 * target.confidence:g}% of {fitted.n} labeled frames of iterations {recent})")
+    return TargetLevels(target.f_rmse, target.confidence, True, lo, target.hi_factor * lo, reason, fitted)
+
+
+@dataclass(frozen=True)
+class CalibrationRecord:
+    """``calibration.json``: every iteration's pairs so far (the evaluate step appends its own)."""
+
+    pairs: tuple[CalibrationPair, ...] = ()
+
+    def with_iteration(self, iteration: int, new: Sequence[CalibrationPair]) -> "CalibrationRecord":
+        """This record with ``iteration``'s pairs replaced by ``new`` (a rerun never duplicates)."""
+        return CalibrationRecord((*(p for p in self.pairs if p.iteration != iteration), *new))
+
+    def iteration(self, iteration: int) -> list[CalibrationPair]:
+        return [p for p in self.pairs if p.iteration == iteration]
+
+    def write(self, folder: Path, confidence: float = 0.9) -> Path:
+        fits = {str(i): asdict(fit(self.iteration(i), confidence)) for i in sorted({p.iteration for p in self.pairs})}
+        data = {"units": "eV/Å", "fits": fits, "pairs": [asdict(p) for p in self.pairs]}
+        path = Path(folder) / CALIBRATION_JSON
+        atomic_write_text(path, json.dumps(_nan_to_none(data), indent=1))
+        return path
+
+    @classmethod
+    def read(cls, path: Path | None) -> "CalibrationRecord":
+        """The record in ``path`` (a folder holding calibration.json, or the file); empty when absent."""
+        if path is None:
+            return cls()
+        path = Path(path)
+        path = path / CALIBRATION_JSON if path.is_dir() else path
+        if not path.is_file():
+            return cls()
+        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            return cls(tuple(CalibrationPair(**_none_to_nan(p)) for p in data.get("pairs", [])))
+        except (AttributeError, TypeError) as err:
+            raise ValueError(f"not a calibration.json ({err})") from None
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+def _none_to_nan(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: (math.nan if v is None else v) for k, v in data.items()}

@@ -1,0 +1,147 @@
+"""Trust levels from an accuracy target (dpa3_al/calibration.py) and the convergence they give
+(dpa3_al/schedule.py): calibrated levels from a known calibration, the configured levels while
+too few labels exist, explicit levels winning, and a stage that converges once the committee
+is accurate and not before."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dpa3_al.calibration import (CalibrationPair, CalibrationRecord, TargetConfig, TargetLevels, derive_levels,
+                                 fit)
+from dpa3_al.explore.config import StageConfig
+from dpa3_al.common.typed_config import from_dict
+from dpa3_al.schedule import IterationOutcome, ScheduleRecord, decide, judge, ScheduleState
+from dpa3_al.select import Levels, SelectionReport, classify
+
+
+def _pairs(devi, ratio, iteration=0, max_factor=2.0):
+    return [CalibrationPair(iteration, f"f{i}", float(d), float(r * d), float(max_factor * r * d))
+            for i, (d, r) in enumerate(zip(devi, ratio))]
+
+
+def test_fit_of_a_known_calibration():
+    devi = np.linspace(0.1, 1.0, 10)
+    ratio = np.linspace(0.2, 0.65, 10)                       # e / d from 0.2 to 0.65
+    f = fit(_pairs(devi, ratio), confidence=0.9)
+    assert f.n == 10
+    assert f.ratio_q == pytest.approx(np.quantile(ratio, 0.9))
+    assert f.ratio_median == pytest.approx(np.median(ratio))
+    emax = 2.0 * ratio * devi
+    assert f.slope_max == pytest.approx(devi @ emax / (devi @ devi))
+    assert f.corr_max == pytest.approx(np.corrcoef(devi, emax)[0, 1])
+    # NaN or zero deviations are left out, not propagated
+    bad = [CalibrationPair(0, "x", math.nan, 0.1, 0.2), CalibrationPair(0, "y", 0.0, 0.1, 0.2)]
+    assert fit([*_pairs(devi, ratio), *bad]).n == 10
+    assert fit([]).n == 0 and math.isnan(fit([]).ratio_q)
+
+
+def test_levels_follow_the_target_through_the_calibration():
+    target = TargetConfig(f_rmse=0.04, confidence=0.8, window=2, min_frames=5, hi_factor=3.0)
+    # iteration 0: e = 0.5 d (old committee), iterations 1-2: e = 0.25 d exactly
+    pairs = [*_pairs([0.1] * 6, [0.5] * 6, 0), *_pairs(np.linspace(0.1, 0.3, 6), [0.25] * 6, 1),
+             *_pairs(np.linspace(0.1, 0.3, 6), [0.25] * 6, 2)]
+    levels = derive_levels(target, pairs, f_lo=0.05, f_hi=0.15)
+    assert levels.calibrated and not levels.explicit
+    assert levels.f_lo == pytest.approx(0.04 / 0.25)         # only the latest `window` iterations count
+    assert levels.f_hi == pytest.approx(3 * 0.04 / 0.25)
+    assert levels.fit.n == 12 and "iterations [1, 2]" in levels.reason
+    # a frame just below f_lo has a true RMSE below the target by construction (e = 0.25 d)
+    assert 0.25 * (levels.f_lo * 0.999) < target.f_rmse
+
+
+def test_too_few_labels_keep_the_configured_levels_uncalibrated():
+    levels = derive_levels(TargetConfig(f_rmse=0.05, min_frames=5), _pairs([0.2] * 4, [0.5] * 4), 0.05, 0.15)
+    assert (levels.calibrated, levels.f_lo, levels.f_hi) == (False, 0.05, 0.15)
+    assert "4 calibration frames" in levels.reason
+
+
+def test_explicit_levels_win():
+    target = TargetConfig(f_rmse=0.05, explicit_levels=True)
+    levels = derive_levels(target, _pairs([0.2] * 10, [0.5] * 10), 0.07, 0.2)
+    assert (levels.f_lo, levels.f_hi, levels.explicit, levels.calibrated) == (0.07, 0.2, True, False)
+
+
+def test_files_round_trip_and_a_rerun_replaces_its_iteration(tmp_path):
+    record = CalibrationRecord().with_iteration(0, _pairs([0.1, 0.2], [0.5, 0.5], 0))
+    record = record.with_iteration(1, _pairs([0.3], [0.4], 1)).with_iteration(1, _pairs([0.3, 0.4], [0.4, 0.4], 1))
+    record.write(tmp_path)
+    back = CalibrationRecord.read(tmp_path)
+    assert [p.iteration for p in back.pairs] == [0, 0, 1, 1] and back.pairs == record.pairs
+    assert CalibrationRecord.read(tmp_path / "nothing-here").pairs == ()
+    levels = derive_levels(TargetConfig(min_frames=1), back.pairs, 0.05, 0.15)
+    levels.write(tmp_path)
+    assert TargetLevels.read(tmp_path) == levels
+    (tmp_path / "calibration.json").write_text('{"pairs": [{"nonsense": 1}]}')
+    with pytest.raises(ValueError):
+        CalibrationRecord.read(tmp_path)
+
+
+def test_target_section_errors_name_the_key():
+    with pytest.raises(Exception, match=r"target.confidence"):
+        from_dict(TargetConfig, {"confidence": 1.5}, path="target")
+
+
+# -- convergence: a stage that converges when the committee is accurate, and not before -------------
+STAGE = from_dict(StageConfig, {"max_iter": 10, "conv_accuracy": 0.9, "task_groups": [
+    {"configurations": [{"lattice": {"symbols": "Cu", "crystal": "fcc", "a": 3.6}}], "temps": [300]}]})
+
+
+def _explored(rng, true_rmse, ratio=0.25, n=400):
+    """Deviations of explored frames of a committee whose frame force RMSE is spread around
+    ``true_rmse`` and whose deviation tracks it (true = ratio * devi, +-10 %)."""
+    true = rng.lognormal(np.log(true_rmse), 0.3, n)
+    return true / (ratio * rng.uniform(0.9, 1.1, n)), true
+
+
+def _outcome(target, pairs, devi):
+    lv = derive_levels(target, pairs, f_lo=0.05, f_hi=5.0)       # configured levels: until calibrated
+    classes = classify(devi, None, Levels(lv.f_lo, lv.f_hi))
+    return IterationOutcome(accurate_ratio=float(np.mean(classes == 0)), n_frames=len(devi), f_lo=lv.f_lo,
+                            calibrated=lv.calibrated), lv
+
+
+def test_a_stage_converges_once_the_committee_reaches_the_target_and_not_before():
+    rng = np.random.default_rng(0)
+    target = TargetConfig(f_rmse=0.05, confidence=0.9, min_frames=5)
+    state, history = ScheduleState(), []
+    pairs: list[CalibrationPair] = []
+    # the committee's typical true error falls iteration by iteration: 0.2, 0.1, 0.05, 0.025, 0.02 eV/Å
+    for it, rmse in enumerate([0.2, 0.1, 0.05, 0.025, 0.02]):
+        devi, true = _explored(rng, rmse)
+        outcome, levels = _outcome(target, pairs, devi)
+        decision, state = judge([STAGE], state, outcome)
+        history.append((rmse, outcome.accurate_ratio, decision.converged, levels.calibrated))
+        if state.finished:
+            break
+        # label 12 of the candidates (between the levels): their true error calibrates the next levels
+        cand = np.flatnonzero((devi >= levels.f_lo) & (devi < levels.f_hi))[:12]
+        pairs += [CalibrationPair(it, str(i), float(devi[i]), float(true[i]), float(2 * true[i])) for i in cand]
+    rmses = [h[0] for h in history]
+    assert history[0][3] is False and history[0][2] is False          # iteration 0: levels not calibrated
+    assert all(calibrated for *_, calibrated in history[1:])
+    # not converged (accurate ratio far below 0.9) while the explored frames are not better than the target ...
+    assert all(not conv and ratio < 0.6 for rmse, ratio, conv, _ in history if rmse >= 0.05)
+    # ... converged once ~all of them are better, at calibrated levels
+    assert history[-1][2] is True and history[-1][3] is True and history[-1][1] >= 0.9
+    assert rmses[-1] < 0.05
+
+
+def test_decide_reads_target_json_beside_the_selection(tmp_path):
+    sel = tmp_path / "select"
+    sel.mkdir()
+    SelectionReport(Levels(0.05, 0.15), {"accurate": 95, "candidate": 5, "failed": 0, "failed_nan": 0}, {}, {}
+                    ).write(sel)
+    stages = [STAGE]
+    TargetLevels(0.05, 0.9, False, 0.05, 0.15, "uncalibrated").write(sel)
+    assert decide(stages, None, sel, 0, tmp_path / "d0") is False
+    assert "not yet calibrated" in ScheduleRecord.read(tmp_path / "d0").decisions[-1].reason
+    TargetLevels(0.05, 0.9, True, 0.2, 0.6, "calibrated").write(sel)
+    assert decide(stages, None, sel, 0, tmp_path / "d1") is True
+    TargetLevels(0.05, 0.9, False, 0.05, 0.15, "explicit", explicit=True).write(sel)
+    assert decide(stages, None, sel, 0, tmp_path / "d2") is True      # explicit levels: judged as usual
+    (sel / "target.json").unlink()
+    assert decide(stages, None, sel, 0, tmp_path / "d3") is True      # no target: as before
