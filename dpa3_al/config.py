@@ -61,7 +61,6 @@ class RunConfig:
     target: TargetConfig | None = field(None, doc="the accuracy wanted; the trust levels follow from it by "
                                         "calibration against each iteration's labels (docs/report.md)")
 
-
     def __post_init__(self) -> None:
         try:
             check_run_name(self.name)
@@ -226,39 +225,6 @@ def _check_bootstrap_copies(cfg: RunConfig, specs: list, base: Path, source: str
             check_copies(spec, base, pert)
         except (UserError, OSError, ValueError) as err:
             raise ConfigError("bootstrap.copies", f"{err}", source=source) from None
-
-
-def fill_seeds(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with a seed derived from the top-level ``seed`` wherever a section that takes
-    one has none of its own (seed 0 gives the sections' own defaults)."""
-    if not isinstance(data, dict) or not isinstance(data.get("seed", 0), int):
-        return data
-    seed = data.get("seed", 0)
-    out = dict(data)
-
-    def put(parent: Any, key: str, value: int) -> Any:
-        return {key: value, **parent} if isinstance(parent, dict) else parent
-
-    train = out.get("train") if isinstance(out.get("train"), dict) else {}
-    out["train"] = {**train, "training": put(train.get("training") or {}, "seed", 1 + 1000 * seed)}
-    out["select"] = put(out.get("select") or {}, "seed", seed)
-    if isinstance(out.get("bootstrap"), dict):
-        out["bootstrap"] = put(out["bootstrap"], "seed", seed)
-    explore = out.get("explore")
-    if isinstance(explore, dict) and isinstance(explore.get("stages"), list):
-        stages = [{**st, "task_groups": [put(g, "seed", seed) for g in st["task_groups"]]}
-                  if isinstance(st, dict) and isinstance(st.get("task_groups"), list) else st
-                  for st in explore["stages"]]
-        out["explore"] = {**explore, "stages": stages}
-    return out
-
-
-def _resolve_test_data(cfg: RunConfig, base: Path, source: str) -> list[Path]:
-    paths = [(p if p.is_absolute() else base / p).resolve() for p in cfg.test_data]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise ConfigError("test_data", f"{missing} do not exist (paths are relative to the config file)", source=source)
-    return paths
 
 
 def fill_seeds(data: dict[str, Any]) -> dict[str, Any]:

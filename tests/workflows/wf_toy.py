@@ -155,19 +155,6 @@ def evaluate(config, models, selection, labeled, dataset, init_data, test_data, 
     return workdir
 
 
-def evaluate(config, models, selection, labeled, dataset, init_data, test_data, calibration, iteration, final,
-             workdir):  # noqa: ARG001
-    name = "final" if final else "-"
-    _ledger("evaluate", name, iteration)
-    _misbehave(config, f"evaluate-{name}", workdir)
-    previous = json.loads((Path(calibration) / "calibration.json").read_text()) if calibration else []
-    (workdir / ("final.json" if final else "calibration.json")).write_text(
-        json.dumps([*previous, iteration] if not final else {"models": sorted(Path(m).name for m in models)}))
-    (workdir / "test.json").write_text(json.dumps({"iteration": iteration, "models": len(models),
-                                                   "test_data": len(test_data)}))
-    return workdir
-
-
 def decide(config, schedule, selection, dataset, iteration, workdir):
     _ledger("decide", "-", iteration)
     n_frames = len(list((Path(dataset) / "frames").glob("*.frame")))
