@@ -8,11 +8,12 @@ bash scripts/setup-env.sh
 DPA3="${DPA3_AL_VENV:-.venv}/bin/dpa3-al"
 RUN=runs/quickstart
 if [ -f "$RUN/state.json" ]; then
-  if "$DPA3" status "$RUN" | head -1 | grep -q ": succeeded"; then
-    echo "[quickstart] $RUN already finished"
-  else
-    "$DPA3" resume "$RUN" --wait || true
-  fi
+  first=$("$DPA3" status "$RUN" 2>&1 | head -n 1 || true)
+  case "$first" in
+    *": succeeded"*) echo "[quickstart] $RUN already finished" ;;
+    # resume returns once the new driver runs, so --wait follows the run to its end
+    *) "$DPA3" resume "$RUN" --wait || true ;;
+  esac
 else
   "$DPA3" submit templates/quickstart.yaml --runs runs --wait || true
 fi

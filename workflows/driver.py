@@ -46,6 +46,12 @@ __all__ = ["submit", "resume", "stop", "status", "wait", "run_driver", "check_fu
 log = logging.getLogger(__name__)
 ACTIVE = ("submitted", "running")
 HANDSHAKE_S = 120.0     # s a new driver may take to write its first state (a loaded machine)
+#: environment defaults of a run's driver and so of every step under it (a value the user set
+#: wins). OpenMP threads that spin while waiting steal the cores of a loaded machine (shared
+#: nodes, the loop's own parallel steps): PASSIVE was 2-6x faster there and no slower when idle
+#: (bench/results/waitpolicy.txt). libgomp reads it once, when torch loads it: it must be in
+#: the environment of a process before it starts, which is why it is set here.
+RUN_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def check_functions(loop: LoopSpec) -> None:
@@ -105,9 +111,10 @@ def _rebuilt_state(run: RunDir, err: CorruptState) -> RunState:
 
 def _launch(run: RunDir, *, wait: bool, resume: bool = False, attempt: int = 0) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "dpa3_al.workflows.driver", str(run.root)] + (["--resume"] if resume else [])
+    env = {**RUN_ENV_DEFAULTS, **os.environ}
     with open(run.log_file, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=run.root, start_new_session=True)
+                                cwd=run.root, start_new_session=True, env=env)
     _handshake(run, proc, attempt)
     if wait:
         proc.wait()

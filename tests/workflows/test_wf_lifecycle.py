@@ -51,10 +51,11 @@ def _stopped_toy_run(tmp_path: Path, toy_env: Path, name: str):
     return run
 
 
-def test_resume_wait_follows_the_new_driver_to_the_end(tmp_path, toy_env):
+def test_resume_wait_follows_the_new_driver_to_the_end(tmp_path, toy_env, monkeypatch):
     """Was: 'dpa3-al resume RUN --wait' printed the old 'stopped' state and returned 1 within a
     second while the run went on. Now resume returns once the new driver has written its state,
     and --wait follows it to 'succeeded'."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     run = _stopped_toy_run(tmp_path, toy_env, "handshake")
     before = status(run.root)
     assert before.status == "stopped" and before.attempt == 1
@@ -67,15 +68,19 @@ def test_resume_wait_follows_the_new_driver_to_the_end(tmp_path, toy_env):
     final = status(run.root)
     assert (final.status, final.attempt) == ("succeeded", 2)
     assert final.steps[step_key(0, "decide")].phase == "Succeeded"
+    # the steps' OpenMP threads do not spin (driver.RUN_ENV_DEFAULTS)
+    assert json.loads((run.iteration_dir(0) / "select" / "where.json").read_text())["omp_wait_policy"] == "PASSIVE"
 
 
-def test_resume_returns_with_the_new_driver_holding_the_run(tmp_path, toy_env):
+def test_resume_returns_with_the_new_driver_holding_the_run(tmp_path, toy_env, monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")          # the user's choice wins over the default
     run = _stopped_toy_run(tmp_path, toy_env, "holder")
     resume(run.root)
     state = status(run.root)       # right after resume: the new driver's state, never the old one
     assert state.status == "running" and state.attempt == 2
     assert state.driver_pid == run.holder() and state.driver_pid is not None
     assert wait(run.root, TIMEOUT, 0.3).status == "succeeded"
+    assert json.loads((run.iteration_dir(0) / "select" / "where.json").read_text())["omp_wait_policy"] == "ACTIVE"
 
 
 def test_corrupt_state_is_one_line_per_run_and_resume_rebuilds_it(tmp_path, toy_env, capsys):

@@ -57,7 +57,8 @@ def _misbehave(config: dict, name: str, workdir: Path) -> None:
 def _stamp(workdir: Path) -> None:
     """Where the call ran: the Slurm job (if any) and the process."""
     (workdir / "where.json").write_text(json.dumps({"slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                                                    "pid": os.getpid()}))
+                                                    "pid": os.getpid(),
+                                                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}))
 
 
 def train(config, data, init_model, member, iteration, workdir):
