@@ -17,11 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     summary.add_argument("--json", action="store_true", help="print the summary as JSON")
     summary.set_defaults(func=_summary)
 
-    imp = verbs.add_parser("import", help="add labeled data (deepmd npy dirs, extxyz, dpdata formats)")
-    imp.add_argument("sources", type=Path, nargs="+", help="files or directories (deepmd npy searched recursively)")
+    imp = verbs.add_parser("import", help="add labeled data (deepmd npy/mixed/raw dirs, .h5, extxyz, dpdata formats)")
+    imp.add_argument("sources", type=Path, nargs="+", help="files or directories (deepmd npy, npy/mixed and raw "
+                     "systems searched recursively; deepmd/hdf5 .h5 files, file.h5#/group)")
     imp.add_argument("--to", type=Path, required=True, dest="dest", help="dataset directory (created if missing)")
-    imp.add_argument("--fmt", default=None, help="dpdata format, e.g. vasp/outcar, abacus/scf, qe/pw/scf "
-                                                 "(default: deepmd/npy for directories, extxyz for .xyz/.extxyz)")
+    imp.add_argument("--fmt", default=None, help="dpdata format of other files, e.g. vasp/outcar, abacus/scf, "
+                     "qe/pw/scf (deepmd systems, .h5 and .xyz/.extxyz are recognised without it)")
     imp.add_argument("--iteration", type=int, default=None, help="iteration to record (default: initial data)")
     imp.set_defaults(func=_import)
 

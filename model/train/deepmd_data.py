@@ -147,10 +147,11 @@ def read_hdf5(path: Path | str) -> list[DataSystem]:
 # ---------------------------------------------------------------------------- one system
 
 
-def read_deepmd_system(path: Path, sets: Sequence[str] | None = None) -> list[DataSystem]:
+def read_deepmd_system(path: Path, sets: Sequence[str] | None = None, labels: bool = True) -> list[DataSystem]:
     """One deepmd system directory (npy, npy/mixed or raw); ``sets`` reads only those set.NNN.
-    One DataSystem, or one per atom-type row for mixed data."""
-    return _read_node(_DirNode(Path(path)), sets)
+    One DataSystem, or one per atom-type row for mixed data. ``labels=False`` reads structures
+    (energy and forces optional, zero when absent: for starting structures, never for training)."""
+    return _read_node(_DirNode(Path(path)), sets, labels)
 
 
 def read_npy_system(path: Path) -> DataSystem:
@@ -161,15 +162,15 @@ def read_npy_system(path: Path) -> DataSystem:
     return systems[0]
 
 
-def _read_node(node, sets: Sequence[str] | None = None) -> list[DataSystem]:
+def _read_node(node, sets: Sequence[str] | None = None, labels: bool = True) -> list[DataSystem]:
     types = _read_types(node)
     elements = node.text("type_map.raw") if node.has("type_map.raw") else None
     periodic = not node.has("nopbc")
     set_names = list(sets) if sets is not None else node.sets()
     if set_names:
-        parts = [_read_set(node.child(s), ".npy", len(types), periodic) for s in set_names]
+        parts = [_read_set(node.child(s), ".npy", len(types), periodic, labels) for s in set_names]
     elif node.has("coord.raw"):
-        parts = [_read_set(node, ".raw", len(types), periodic)]
+        parts = [_read_set(node, ".raw", len(types), periodic, labels)]
     else:
         raise InputError(f"{node.label}: empty system: no set.* folder (deepmd/npy) and no coord.raw (deepmd/raw)")
     if sum(p["coord"].shape[0] for p in parts) == 0:
@@ -240,7 +241,7 @@ def _load(node, name: str, required: bool) -> np.ndarray | None:
         raise InputError(f"{node.label}/{name}: not a readable numeric array ({err})") from None
 
 
-def _read_set(node, ext: str, nat: int, periodic: bool) -> dict[str, Any]:
+def _read_set(node, ext: str, nat: int, periodic: bool, labels: bool = True) -> dict[str, Any]:
     """Arrays of one set (or of a deepmd/raw system), checked against coord's frame count."""
     for key, why in REFUSED.items():
         if node.has(key + ext):
@@ -249,8 +250,10 @@ def _read_set(node, ext: str, nat: int, periodic: bool) -> dict[str, Any]:
                              f"it) or use deepmd-kit for this data")
     coord = _load(node, "coord" + ext, True)
     nf = coord.shape[0] if coord.ndim >= 1 else 0
-    arrays = {"coord": (coord, nat * 3), "energy": (_load(node, "energy" + ext, True), 1),
-              "force": (_load(node, "force" + ext, True), nat * 3)}
+    arrays = {"coord": (coord, nat * 3)}
+    for key, width in (("energy", 1), ("force", nat * 3)):
+        arr = _load(node, key + ext, labels)
+        arrays[key] = (np.zeros(nf * width) if arr is None else arr, width)
     for key, required in (("box", periodic), ("virial", False)):
         arr = _load(node, key + ext, required)
         if arr is not None:

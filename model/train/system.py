@@ -68,9 +68,10 @@ class DataSystem:
                           None if self.cells is None else self.cells[f], self.energy[f], self.forces[f],
                           self.virial[f], self.has_virial[f])
 
-    def to_atoms(self) -> list:
+    def to_atoms(self, labels: bool = True) -> list:
         """The frames as ASE Atoms with their labels (a SinglePointCalculator: energy, forces and,
-        where a virial is labeled and the frame periodic, stress = -virial / volume)."""
+        where a virial is labeled and the frame periodic, stress = -virial / volume); structures
+        only with ``labels=False``."""
         from ase import Atoms
         from ase.calculators.singlepoint import SinglePointCalculator
 
@@ -82,9 +83,11 @@ class DataSystem:
         for i in range(self.n_frames):
             cell = self.cells[i] if self.cells is not None else np.zeros((3, 3))
             atoms = Atoms(symbols, positions=self.coords[i], cell=cell, pbc=self.cells is not None)
+            frames.append(atoms)
+            if not labels:
+                continue
             results = {"energy": float(self.energy[i]), "forces": self.forces[i].copy()}
             if self.has_virial[i] and self.cells is not None:
                 results["stress"] = -self.virial[i] / atoms.get_volume()
             atoms.calc = SinglePointCalculator(atoms, **results)
-            frames.append(atoms)
         return frames

@@ -96,6 +96,10 @@ def test_hdf5_is_recognised_without_a_format(tmp_path, water, original):
     group = next(s.name for s in systems if s.n_frames == N).split("#", 1)[1]
     (picked,) = load_systems([f"{tmp_path / 'multi.hdf5'}#{group}"])     # deepmd-kit's file.h5#/group
     _assert_same(picked, original)
+    multi.to("deepmd/hdf5/mixed", str(tmp_path / "mixed.h5"), comp_prec=np.float64)
+    split = load_systems([tmp_path / "mixed.h5"])                         # mixed types inside HDF5 too
+    assert [s.n_frames for s in split] == [N, 3]
+    _assert_same(split[0], original)
 
 
 # ---------------------------------------------------------------------------- refusals
@@ -143,6 +147,20 @@ def test_mixed_types_outside_the_type_map_are_refused(tmp_path):
         load_systems([system])
 
 
+def test_structures_without_labels_are_read_only_when_asked(tmp_path, original):
+    from dpa3_al.model.train.data import read_deepmd_system
+
+    system = _copy(tmp_path)
+    (system / "set.000" / "energy.npy").unlink()
+    (system / "set.000" / "force.npy").unlink()
+    with pytest.raises(InputError, match=r"energy\.npy: missing"):
+        load_systems([system])                                   # training data must carry labels
+    (structures,) = read_deepmd_system(system, labels=False)     # starting structures need not
+    frames = structures.to_atoms(labels=False)
+    assert len(frames) == 80 and frames[0].calc is None
+    assert np.array_equal(frames[3].positions, original.coords[3]) and frames[3].get_chemical_formula() == "H128O64"
+
+
 def test_type_raw_without_frames_names_both_layouts(tmp_path):
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "type.raw").write_text("0\n1\n")
@@ -188,6 +206,32 @@ def test_dpa3_al_test_on_mixed_gives_the_npy_errors_and_dp_test_detail_files(tmp
     assert not (tmp_path / "npy" / "detail.v.out").exists()           # no virial labels: no virial file
     headers = [ln for ln in (tmp_path / "mixed" / "detail.e.out").read_text().splitlines() if ln.startswith("#")]
     assert len(headers) == 2                                          # one block per composition, as dp test appends
+
+
+def test_detail_files_carry_the_virial_as_dp_test_writes_it(tmp_path):
+    rng = np.random.default_rng(4)
+    system = tmp_path / "cells"
+    (system / "set.000").mkdir(parents=True)
+    (system / "type.raw").write_text("0\n1\n1\n0\n1\n1\n")
+    (system / "type_map.raw").write_text("O\nH\n")
+    frames = 3
+    coords = rng.uniform(0, 4, (frames, 18))
+    labels = {"coord": coords, "box": np.tile(4.5 * np.eye(3).reshape(9), (frames, 1)),
+              "energy": rng.normal(size=frames), "force": rng.normal(size=(frames, 18)),
+              "virial": rng.normal(size=(frames, 9))}
+    for name, array in labels.items():
+        np.save(system / "set.000" / f"{name}.npy", array)
+    model = tmp_path / "model.pt"
+    save_model(build_model(ModelConfig.tiny(type_map=["O", "H"]), seed=2), model)
+    assert main(["test", str(model), str(system), "--plot", str(tmp_path / "p.png"), "-d",
+                 str(tmp_path / "out" / "detail")]) == 0
+    v = np.loadtxt(tmp_path / "out" / "detail.v.out")
+    assert v.shape == (frames, 18) and np.array_equal(v[:, :9], labels["virial"])
+    assert np.allclose(np.loadtxt(tmp_path / "out" / "detail.v_peratom.out"), v / 6, rtol=1e-14)
+    header = (tmp_path / "out" / "detail.v.out").read_text().splitlines()[0]
+    assert header.endswith(": data_vxx data_vxy data_vxz data_vyx data_vyy data_vyz data_vzx data_vzy data_vzz "
+                           "pred_vxx pred_vxy pred_vxz pred_vyx pred_vyy pred_vyz pred_vzx pred_vzy pred_vzz")
+    assert not np.allclose(v[:, 9:], 0)
 
 
 def test_data_import_of_mixed_keeps_the_composition(tmp_path, mixed_water):
