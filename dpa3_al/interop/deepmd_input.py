@@ -69,7 +69,9 @@ class Unmapped:
         return f"  {self.key}: {self.reason}"
 
 
-class _Notes(list):
+class Notes(list):
+    """The unmapped keys collected while converting (a list of :class:`Unmapped`)."""
+
     def add(self, key: str, reason: str) -> None:
         self.append(Unmapped(key, reason))
 
@@ -91,7 +93,7 @@ def convert_deepmd_input(data: dict, base: Path, out_dir: Path, *, with_data: bo
     if "model_dict" in data.get("model", {}) or "loss_dict" in data:
         raise UserError("multi-task deepmd-kit inputs (model_dict/loss_dict) are not converted: train each task's "
                         "branch as its own input, or fine-tune from the multi-task checkpoint with --head")
-    notes = _Notes()
+    notes = Notes()
     out: dict[str, Any] = {"model": _model(data.get("model", {}), notes)}
     out["loss"] = _loss(data.get("loss", {}), notes)
     out["learning_rate"] = _learning_rate(data.get("learning_rate", {}), notes)
@@ -105,7 +107,7 @@ def convert_deepmd_input(data: dict, base: Path, out_dir: Path, *, with_data: bo
     return out, list(notes)
 
 
-def _model(model: dict, notes: _Notes) -> dict[str, Any]:
+def _model(model: dict, notes: Notes) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "type_map" in model:
         out["type_map"] = list(model["type_map"])
@@ -148,7 +150,7 @@ def _model(model: dict, notes: _Notes) -> dict[str, Any]:
     return out
 
 
-def _loss(loss: dict, notes: _Notes) -> dict[str, Any]:
+def _loss(loss: dict, notes: Notes) -> dict[str, Any]:
     if loss.get("type", "ener") != "ener":
         notes.add("loss.type", f"{loss['type']!r}: only the energy loss exists here (ener prefactors used)")
     out = {k: float(loss.get(k, v)) for k, v in LOSS_DEFAULTS.items()}
@@ -161,7 +163,7 @@ def _loss(loss: dict, notes: _Notes) -> dict[str, Any]:
     return out
 
 
-def _learning_rate(lr: dict, notes: _Notes) -> dict[str, Any]:
+def _learning_rate(lr: dict, notes: Notes) -> dict[str, Any]:
     if lr.get("type", "exp") != "exp":
         notes.add("learning_rate.type", f"{lr['type']!r}: only the exponential decay exists here")
     out = {"start_lr": float(lr.get("start_lr", LR_DEFAULTS["start_lr"])),
@@ -172,7 +174,7 @@ def _learning_rate(lr: dict, notes: _Notes) -> dict[str, Any]:
     return out
 
 
-def _optimizer(opt: dict, training: dict, notes: _Notes) -> dict[str, Any]:
+def _optimizer(opt: dict, training: dict, notes: Notes) -> dict[str, Any]:
     kind = opt.get("type", training.get("opt_type", "Adam"))
     if kind not in ("Adam", "AdamW"):
         notes.add("optimizer.type", f"{kind!r} is not available (Adam or AdamW): Adam is used")
@@ -187,7 +189,7 @@ def _optimizer(opt: dict, training: dict, notes: _Notes) -> dict[str, Any]:
     return out
 
 
-def _training(training: dict, base: Path, out_dir: Path, notes: _Notes, with_data: bool
+def _training(training: dict, base: Path, out_dir: Path, notes: Notes, with_data: bool
               ) -> tuple[dict[str, Any], dict[str, Any]]:
     out: dict[str, Any] = {}
     for key in ("numb_steps", "seed", "disp_freq", "save_freq"):

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .deepmd_input import _Notes
+from .deepmd_input import Notes
 
 
 def _abs(path: Path) -> str:
@@ -23,7 +23,7 @@ FP_KINDS = {"vasp": "vasp", "abacus": "abacus", "cp2k": "cp2k", "qe": "espresso"
             "espresso": "espresso"}
 
 
-def convert_fp(fp: dict, base: Path, out_dir: Path, notes: _Notes) -> tuple[dict[str, Any], int | None]:
+def convert_fp(fp: dict, base: Path, out_dir: Path, notes: Notes) -> tuple[dict[str, Any], int | None]:
     kind = FP_KINDS.get(str(fp.get("type", "")).lower())
     top = {"type", "task_max", "run_config", "config", "inputs_config"}
     nested = "inputs_config" in fp
@@ -43,7 +43,7 @@ def convert_fp(fp: dict, base: Path, out_dir: Path, notes: _Notes) -> tuple[dict
     return label, fp.get("task_max")
 
 
-def _files_by_element(files: dict, key: str, notes: _Notes) -> tuple[str | None, dict[str, str]]:
+def _files_by_element(files: dict, key: str, notes: Notes) -> tuple[str | None, dict[str, str]]:
     """{element: path} -> (their common folder, {element: file name}); None when they are in several folders."""
     paths = {el: Path(p) for el, p in files.items()}
     folders = {p.parent for p in paths.values()}
@@ -81,7 +81,7 @@ def _number(value: str) -> Any:
     return value
 
 
-def _vasp(config: dict, base: Path, out_dir: Path, notes: _Notes) -> dict[str, Any]:
+def _vasp(config: dict, base: Path, out_dir: Path, notes: Notes) -> dict[str, Any]:
     vasp: dict[str, Any] = {}
     if config.get("incar"):
         incar = _key_values((base / config["incar"]).read_text())
@@ -104,7 +104,7 @@ def _vasp(config: dict, base: Path, out_dir: Path, notes: _Notes) -> dict[str, A
     return {"kind": "vasp", "vasp": vasp}
 
 
-def _abacus(config: dict, base: Path, out_dir: Path, notes: _Notes) -> dict[str, Any]:
+def _abacus(config: dict, base: Path, out_dir: Path, notes: Notes) -> dict[str, Any]:
     abacus: dict[str, Any] = {}
     if config.get("input_file"):
         abacus["input"] = _key_values((base / config["input_file"]).read_text(), skip=("INPUT_PARAMETERS",))
@@ -121,7 +121,7 @@ def _abacus(config: dict, base: Path, out_dir: Path, notes: _Notes) -> dict[str,
     return {"kind": "abacus", "abacus": abacus}
 
 
-def _cp2k(config: dict, base: Path, out_dir: Path, notes: _Notes) -> dict[str, Any]:
+def _cp2k(config: dict, base: Path, out_dir: Path, notes: Notes) -> dict[str, Any]:
     cp2k: dict[str, Any] = {}
     if config.get("inp_file"):
         cp2k["inp"] = (base / config["inp_file"]).read_text()
@@ -130,7 +130,7 @@ def _cp2k(config: dict, base: Path, out_dir: Path, notes: _Notes) -> dict[str, A
     return {"kind": "cp2k", "cp2k": cp2k}
 
 
-def _espresso(config: dict, base: Path, out_dir: Path, notes: _Notes) -> dict[str, Any]:
+def _espresso(config: dict, base: Path, out_dir: Path, notes: Notes) -> dict[str, Any]:
     espresso: dict[str, Any] = {}
     if config.get("pp_files"):
         where, files = _files_by_element({el: base / p for el, p in config["pp_files"].items()}, "fp.pp_files", notes)

@@ -35,7 +35,7 @@ from typing import Any
 
 from dpa3_al.common.errors import UserError
 
-from .deepmd_input import Unmapped, _Notes, convert_deepmd_input
+from .deepmd_input import Unmapped, Notes, convert_deepmd_input
 from .dpgen2_fp import convert_fp
 
 ENSEMBLES = {"nvt": "nvt-nhc", "npt": "npt-iso", "npt-i": "npt-iso", "npt-iso": "npt-iso", "npt-a": "npt-full",
@@ -54,7 +54,7 @@ def convert_dpgen2_input(data: dict, base: Path, out_dir: Path, name: str = "run
     Paths become relative to ``out_dir`` (where the YAML goes)."""
     if not isinstance(data, dict):
         raise UserError("a dpgen2 input must be a JSON object with inputs, train, explore, fp")
-    notes = _Notes()
+    notes = Notes()
     inputs = data.get("inputs", {})
     run: dict[str, Any] = {"name": name, "description": "converted from a dpgen2 input"}
     run["init_data"] = _data_paths(inputs, "init_data", base, out_dir, notes)
@@ -80,7 +80,7 @@ def convert_dpgen2_input(data: dict, base: Path, out_dir: Path, name: str = "run
     return run, list(notes)
 
 
-def _workflow(data: dict, notes: _Notes) -> dict[str, Any]:
+def _workflow(data: dict, notes: Notes) -> dict[str, Any]:
     """A dpdispatcher executor (default_step_config first, else a step's) -> workflow engine dispatcher."""
     steps = data.get("step_configs") or {}
     candidates = [("default_step_config", data.get("default_step_config") or {})]
@@ -109,7 +109,7 @@ def _workflow(data: dict, notes: _Notes) -> dict[str, Any]:
     return out
 
 
-def _data_paths(inputs: dict, kind: str, base: Path, out_dir: Path, notes: _Notes) -> list[str]:
+def _data_paths(inputs: dict, kind: str, base: Path, out_dir: Path, notes: Notes) -> list[str]:
     systems = inputs.get(f"{kind}_sys") or []
     prefix = inputs.get(f"{kind}_prefix") or ""
     found: list[str] = []
@@ -131,7 +131,7 @@ def _rel(path: Path, out_dir: Path) -> str:
 # ---------------------------------------------------------------------------- train
 
 
-def _train(train: dict, inputs: dict, base: Path, out_dir: Path, notes: _Notes) -> dict[str, Any]:
+def _train(train: dict, inputs: dict, base: Path, out_dir: Path, notes: Notes) -> dict[str, Any]:
     if train.get("type", "dp") != "dp":
         notes.add("train.type", f"{train['type']!r}: only deepmd-kit training (dp) is mapped")
     template = train.get("template_script", {})
@@ -153,7 +153,7 @@ def _train(train: dict, inputs: dict, base: Path, out_dir: Path, notes: _Notes) 
     return out
 
 
-def _init_model(config: dict, out: dict, notes: _Notes) -> None:
+def _init_model(config: dict, out: dict, notes: Notes) -> None:
     """dpgen2's init-model settings as our continuation factors (steps and lr relative to a fresh run)."""
     policy = str(config.get("init_model_policy", "no"))
     if policy == "no":
@@ -172,7 +172,7 @@ def _init_model(config: dict, out: dict, notes: _Notes) -> None:
 # ---------------------------------------------------------------------------- explore
 
 
-def _explore(explore: dict, type_map: list[str], base: Path, out_dir: Path, notes: _Notes
+def _explore(explore: dict, type_map: list[str], base: Path, out_dir: Path, notes: Notes
              ) -> tuple[dict[str, Any], dict[str, Any]]:
     if explore.get("type", "lmp") != "lmp":
         notes.add("explore.type", f"{explore['type']!r}: only LAMMPS-style MD exploration (lmp) is mapped")
@@ -195,7 +195,7 @@ def _explore(explore: dict, type_map: list[str], base: Path, out_dir: Path, note
     return {"stages": stages}, select
 
 
-def _trust_levels(explore: dict, notes: _Notes) -> tuple[dict[str, Any], dict[str, Any]]:
+def _trust_levels(explore: dict, notes: Notes) -> tuple[dict[str, Any], dict[str, Any]]:
     conv = explore.get("convergence", {})
     kind = conv.get("type", "fixed-levels")
 
@@ -235,7 +235,7 @@ def _trust_levels(explore: dict, notes: _Notes) -> tuple[dict[str, Any], dict[st
     return select, convergence
 
 
-def _configurations(explore: dict, type_map: list[str], base: Path, out_dir: Path, notes: _Notes
+def _configurations(explore: dict, type_map: list[str], base: Path, out_dir: Path, notes: Notes
                     ) -> list[list[dict[str, Any]]]:
     """Each dpgen2 configuration entry as the list of our configuration specs it stands for."""
     prefix = explore.get("configuration_prefix") or ""
@@ -253,7 +253,7 @@ def _configurations(explore: dict, type_map: list[str], base: Path, out_dir: Pat
     return out
 
 
-def _file_confs(conf: dict, key: str, base: Path, out_dir: Path, notes: _Notes) -> list[dict[str, Any]]:
+def _file_confs(conf: dict, key: str, base: Path, out_dir: Path, notes: Notes) -> list[dict[str, Any]]:
     fmt = conf.get("fmt", "auto")
     if fmt not in FORMATS:
         notes.add(f"{key}.fmt", f"{fmt!r}: not a format mapped here (ASE guesses from the file name)")
@@ -271,7 +271,7 @@ def _file_confs(conf: dict, key: str, base: Path, out_dir: Path, notes: _Notes) 
     return [{"file": _rel(Path(f), out_dir), **spec} for f in files]
 
 
-def _alloy_confs(conf: dict, key: str, type_map: list[str], notes: _Notes) -> list[dict[str, Any]]:
+def _alloy_confs(conf: dict, key: str, type_map: list[str], notes: Notes) -> list[dict[str, Any]]:
     lattice = conf.get("lattice", ["fcc", None])
     crystal, a = lattice[0], (float(lattice[1]) if len(lattice) > 1 and lattice[1] is not None else None)
     concentrations = conf.get("concentration") or [[1.0] + [0.0] * (len(type_map) - 1)]
@@ -297,7 +297,7 @@ def _alloy_confs(conf: dict, key: str, type_map: list[str], notes: _Notes) -> li
     return specs
 
 
-def _task_group(task: dict, key: str, confs: list[list[dict]], base: Path, notes: _Notes) -> dict | None:
+def _task_group(task: dict, key: str, confs: list[list[dict]], base: Path, notes: Notes) -> dict | None:
     kind = task.get("type", "lmp-md")
     idx = task.get("conf_idx", task.get("sys_idx", list(range(len(confs)))))
     group: dict[str, Any] = {"configurations": [spec for i in idx for spec in confs[i]]}
@@ -313,7 +313,7 @@ def _task_group(task: dict, key: str, confs: list[list[dict]], base: Path, notes
     return group
 
 
-def _md_fields(task: dict, key: str, group: dict, notes: _Notes) -> None:
+def _md_fields(task: dict, key: str, group: dict, notes: Notes) -> None:
     """dpgen2's lmp-md settings (its defaults: nve, 100 steps, dt 1 fs, tau_t 50 fs, tau_p 500 fs) in fs."""
     pick = lambda *names, default=None: next((task[n] for n in names if task.get(n) is not None), default)  # noqa: E731
     ensemble = str(pick("ensemble", "ens", default="nve")).lower()
@@ -334,7 +334,7 @@ def _md_fields(task: dict, key: str, group: dict, notes: _Notes) -> None:
     notes.rest(task, f"{key}.", MD_KEYS)
 
 
-def _template_fields(task: dict, key: str, group: dict, base: Path, notes: _Notes) -> None:
+def _template_fields(task: dict, key: str, group: dict, base: Path, notes: Notes) -> None:
     """lmp-template: the revisions that name a temperature, pressure or step count become MD settings."""
     notes.add(f"{key}.lmp", "the LAMMPS template's own commands (fixes, PLUMED, dumps) are not run: MD here is the "
               "ASE engine with the settings below taken from the revisions")
@@ -360,7 +360,7 @@ def _template_fields(task: dict, key: str, group: dict, base: Path, notes: _Note
     if values.get("press"):
         md["press"] = values["press"]
         md["ensemble"] = "npt" if ensemble == "nvt" else ensemble
-    _md_fields(md, key, group, _Notes())
+    _md_fields(md, key, group, Notes())
     for extra in ("plm", "plm_template"):
         if task.get(extra):
             notes.add(f"{key}.{extra}", "PLUMED is not available in the ASE engine")

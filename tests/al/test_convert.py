@@ -15,7 +15,7 @@ from dpa3_al.common.errors import UserError
 from dpa3_al.common.typed_config import from_dict
 from dpa3_al.config import load_run_config
 from dpa3_al.explore.config import ExploreConfig
-from dpa3_al.interop.deepmd_input import convert_deepmd_input
+from dpa3_al.interop.deepmd_input import Notes, convert_deepmd_input
 from dpa3_al.interop.dpgen2_input import convert_dpgen2_input
 from dpa3_al.model import load_model
 from dpa3_al.model.train.config import TrainConfig, load_train_config
@@ -182,3 +182,36 @@ def test_interop_defaults_table_is_complete_and_true(tmp_path):
     assert set(table) == differ
     for key, (our_value, deepmd_value) in table.items():
         assert (ours[key], deepmd[key]) == (our_value, deepmd_value), key
+
+
+def test_dpgen2_fp_of_abacus_cp2k_and_qe_become_our_labelers(tmp_path):
+    from dpa3_al.interop.dpgen2_fp import convert_fp
+    from dpa3_al.label.config import LabelConfig
+
+    (tmp_path / "pp").mkdir()
+    (tmp_path / "INPUT").write_text("INPUT_PARAMETERS\necutwfc 80   # Ry\nbasis_type lcao\npseudo_dir ./pp\n"
+                                    "scf_thr 1e-7\n")
+    (tmp_path / "cp2k.inp").write_text("&GLOBAL\n  PRINT_LEVEL LOW\n&END GLOBAL\n")
+    cases = {
+        "abacus": {"type": "abacus", "run_config": {"command": "abacus"},
+                   "inputs_config": {"input_file": "INPUT", "pp_files": {"O": "pp/O.upf", "H": "pp/H.upf"},
+                                     "orb_files": {"O": "pp/O.orb", "H": "pp/H.orb"}, "kpt_file": "KPT"}},
+        "cp2k": {"type": "cp2k", "inputs_config": {"inp_file": "cp2k.inp"}},
+        "qe": {"type": "qe", "inputs_config": {"pp_files": {"O": "pp/O.UPF", "H": "pp/H.UPF"}, "kspacing": 0.3,
+                                               "ecut": 60}},
+    }
+    labels = {}
+    for name, fp in cases.items():
+        notes = Notes()
+        section, _ = convert_fp(fp, tmp_path, tmp_path, notes)
+        labels[name] = (from_dict(LabelConfig, section, path="label"), {n.key: n.reason for n in notes})
+    abacus, notes = labels["abacus"]
+    assert abacus.kind == "abacus" and abacus.command == ("abacus",)
+    assert abacus.abacus.input == {"ecutwfc": 80, "basis_type": "lcao", "scf_thr": 1e-7}
+    assert abacus.abacus.pseudo_dir == (tmp_path / "pp").resolve() and abacus.abacus.pseudopotentials["O"] == "O.upf"
+    assert abacus.abacus.orbitals == {"O": "O.orb", "H": "H.orb"} and "fp.kpt_file" in notes
+    cp2k, notes = labels["cp2k"]
+    assert cp2k.kind == "cp2k" and "PRINT_LEVEL LOW" in cp2k.cp2k.inp and "fp.inp_file" in notes
+    qe, notes = labels["qe"]
+    assert qe.kind == "espresso" and qe.espresso.pseudopotentials == {"O": "O.UPF", "H": "H.UPF"}
+    assert qe.espresso.kspacing == 0.3 and "fp.inputs_config.ecut" in notes
