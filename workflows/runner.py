@@ -278,7 +278,13 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     script = Path(cmd[-1])
     record = script.parent / RECORD_NAME if script.is_file() else None
-    return run(cmd, args.timeout, args.retries, args.grace, record, OutputTail())
+    tail = OutputTail()
+    try:
+        return run(cmd, args.timeout, args.retries, args.grace, record, tail)
+    finally:
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        tail.take()             # forward what the runner itself printed last before exiting
 
 
 if __name__ == "__main__":

@@ -90,3 +90,29 @@ def test_runner_as_a_module_passes_output_through(tmp_path):
                          capture_output=True, text=True, env={**os.environ, "DPA3_AL_DRIVER_PID": ""})
     assert out.returncode == 0
     assert "hello from the step" in out.stdout
+
+
+def _runner_process(tmp_path: Path, body: str, retries: int) -> tuple[subprocess.CompletedProcess, dict]:
+    """The runner as dflow starts it (its own process: it passes its output through a pipe)."""
+    script = tmp_path / "script"
+    script.write_text(body)
+    done = subprocess.run([sys.executable, "-m", "dpa3_al.workflows.runner", "--retries", str(retries), "--",
+                           sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    return done, json.loads((tmp_path / "runner.json").read_text())
+
+
+def test_an_input_error_is_not_retried_and_its_line_is_recorded(tmp_path):
+    done, record = _runner_process(tmp_path, "print('working on it')\nclass ConfigError(Exception):\n    pass\n"
+                                             "raise ConfigError('label.kind: bad value; use one of a, b')\n", 2)
+    assert done.returncode == 1 and len(record["attempts"]) == 1
+    attempt = record["attempts"][0]
+    assert attempt["deterministic"] is True
+    assert attempt["error"] == "ConfigError: label.kind: bad value; use one of a, b"
+    # the step's output still reaches dflow's log (the runner's stdout), traceback included
+    assert "working on it" in done.stdout and "Traceback" in done.stdout and "not retried" in done.stdout
+
+
+def test_another_error_is_retried_and_recorded_each_time(tmp_path):
+    done, record = _runner_process(tmp_path, "raise RuntimeError('disk hiccup')\n", 2)
+    assert done.returncode == 1
+    assert [(a["error"], a["deterministic"]) for a in record["attempts"]] == [("RuntimeError: disk hiccup", False)] * 3
