@@ -65,27 +65,32 @@ class DeviCsvWriter:
     flushed after each row (a killed task leaves whole rows). A new (or emptied) CSV starts a new
     ``model_devi.out`` too, so the two files always hold the same frames."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, deepmd_out: bool = True):
         self.path = path
         new = not path.exists() or path.stat().st_size == 0
         self._fh = open(path, "a", newline="")
-        self._out = open(path.with_name(OUT_FILE), "w" if new else "a")
+        # an engine whose MD code writes model_devi.out itself (LAMMPS) passes deepmd_out=False
+        self._out = open(path.with_name(OUT_FILE), "w" if new else "a") if deepmd_out else None
         if new:
             self._fh.write(",".join(DEVI_COLUMNS) + "\n")
             self._fh.flush()
-            self._out.write(OUT_HEADER + "\n")
+            self._write_out(OUT_HEADER)
+
+    def _write_out(self, line: str) -> None:
+        if self._out is not None:
+            self._out.write(line + "\n")
             self._out.flush()
 
     def write(self, step: int, devi: dict[str, float]) -> None:
         row = [str(int(step))] + [repr(float(devi[k])) for k in DEVI_KEYS]
         self._fh.write(",".join(row) + "\n")
         self._fh.flush()
-        self._out.write(out_row(step, devi) + "\n")
-        self._out.flush()
+        self._write_out(out_row(step, devi))
 
     def close(self) -> None:
         self._fh.close()
-        self._out.close()
+        if self._out is not None:
+            self._out.close()
 
 
 def read_model_devi(path: Path) -> tuple[np.ndarray, np.ndarray]:
