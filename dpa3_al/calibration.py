@@ -15,9 +15,12 @@ k such that e <= k d for that share of the labeled frames. The lower trust level
 so a frame called *accurate* (d < f_lo) has, with the stated confidence, a force RMSE below
 the target, and a stage that converges (accurate ratio >= conv_accuracy) has reached the
 target on that share of its explored frames. Until ``min_frames`` pairs exist (the first
-iteration) the configured ``select.f_lo`` / ``f_hi`` are used and the levels are marked
-*uncalibrated*: a stage with a target does not converge on uncalibrated levels. Levels the
-user wrote explicitly in ``select`` win over the derived ones (``explicit_levels``).
+iteration) the levels are *uncalibrated*: f_lo = 0 and f_hi = 1e9 eV/Å, so every explored frame
+that passes the filters is a candidate and the capped selection (``max_select``, its strategy)
+labels a spread of them, whatever their deviation: the labels that calibrate the next levels.
+A stage with a target does not converge on uncalibrated levels. Levels the user wrote
+explicitly in ``select`` win over the derived ones (``explicit_levels``): the target then only
+reports.
 The ratio is measured on candidates (f_lo <= d < f_hi); applying it below f_lo assumes the
 error stays proportional to the deviation there, which the report's calibration plot shows.
 
@@ -55,7 +58,8 @@ class TargetConfig:
     confidence: float = field(0.9, doc="share of calibration frames whose true force RMSE must lie within the "
                               "target at the derived lower level", gt=0, lt=1)
     window: int = field(2, doc="calibrate on the labels of the latest this many iterations", ge=1)
-    min_frames: int = field(5, doc="fewer calibration frames than this: keep select.f_lo/f_hi (uncalibrated)", ge=1)
+    min_frames: int = field(5, doc="fewer calibration frames than this: uncalibrated levels (f_lo 0, f_hi 1e9: "
+                            "every explored frame is a candidate)", ge=1)
     hi_factor: float = field(3.0, doc="f_hi = hi_factor * f_lo", gt=1)
     explicit_levels: bool = field(False, doc="set by the loader when select.f_lo or f_hi are written in the "
                                   "config: those win and the target only judges convergence")
@@ -133,18 +137,22 @@ class TargetLevels:
             raise ValueError(f"not a target.json ({err})") from None
 
 
+UNCALIBRATED = (0.0, 1.0e9)      # f_lo, f_hi (eV/Å) before any calibration: every frame a candidate
+
+
 def derive_levels(target: TargetConfig, pairs: Sequence[CalibrationPair], f_lo: float, f_hi: float) -> TargetLevels:
     """The levels for the next selection from the pairs of the latest ``target.window`` iterations;
-    ``f_lo``/``f_hi`` (the configured ones) when too few pairs exist or the user set them."""
+    the configured ``f_lo``/``f_hi`` when the user wrote them, :data:`UNCALIBRATED` when too few
+    pairs exist."""
     recent = sorted({p.iteration for p in pairs})[-target.window:]
     fitted = fit([p for p in pairs if p.iteration in recent], target.confidence)
     if target.explicit_levels:
         return TargetLevels(target.f_rmse, target.confidence, False, f_lo, f_hi,
                             "select.f_lo/f_hi are set in the config and win over the target", fitted, explicit=True)
     if fitted.n < target.min_frames or not (fitted.ratio_q > 0 and math.isfinite(fitted.ratio_q)):
-        return TargetLevels(target.f_rmse, target.confidence, False, f_lo, f_hi,
-                            f"{fitted.n} calibration frames (< {target.min_frames}): configured levels, "
-                            "uncalibrated", fitted)
+        return TargetLevels(target.f_rmse, target.confidence, False, *UNCALIBRATED,
+                            f"{fitted.n} calibration frames (< {target.min_frames}): uncalibrated, every explored "
+                            "frame is a candidate (labels to calibrate on)", fitted)
     lo = target.f_rmse / fitted.ratio_q
     reason = (f"f_lo = target {target.f_rmse:g} / k {fitted.ratio_q:.3g} (true force RMSE <= k max_devi_f on "
               f"{100 * target.confidence:g}% of {fitted.n} labeled frames of iterations {recent})")

@@ -53,10 +53,11 @@ def test_levels_follow_the_target_through_the_calibration():
     assert 0.25 * (levels.f_lo * 0.999) < target.f_rmse
 
 
-def test_too_few_labels_keep_the_configured_levels_uncalibrated():
+def test_before_calibration_every_explored_frame_is_a_candidate():
     levels = derive_levels(TargetConfig(f_rmse=0.05, min_frames=5), _pairs([0.2] * 4, [0.5] * 4), 0.05, 0.15)
-    assert (levels.calibrated, levels.f_lo, levels.f_hi) == (False, 0.05, 0.15)
+    assert (levels.calibrated, levels.f_lo, levels.f_hi) == (False, 0.0, 1.0e9)
     assert "4 calibration frames" in levels.reason
+    assert classify(np.array([0.0, 0.3, 50.0]), None, Levels(levels.f_lo, levels.f_hi)).tolist() == [1, 1, 1]
 
 
 def test_explicit_levels_win():
@@ -98,7 +99,7 @@ def _explored(rng, true_rmse, ratio=0.25, n=400):
 
 
 def _outcome(target, pairs, devi):
-    lv = derive_levels(target, pairs, f_lo=0.05, f_hi=5.0)       # configured levels: until calibrated
+    lv = derive_levels(target, pairs, f_lo=0.05, f_hi=0.15)
     classes = classify(devi, None, Levels(lv.f_lo, lv.f_hi))
     return IterationOutcome(accurate_ratio=float(np.mean(classes == 0)), n_frames=len(devi), f_lo=lv.f_lo,
                             calibrated=lv.calibrated), lv
@@ -136,7 +137,7 @@ def test_decide_reads_target_json_beside_the_selection(tmp_path):
     SelectionReport(Levels(0.05, 0.15), {"accurate": 95, "candidate": 5, "failed": 0, "failed_nan": 0}, {}, {}
                     ).write(sel)
     stages = [STAGE]
-    TargetLevels(0.05, 0.9, False, 0.05, 0.15, "uncalibrated").write(sel)
+    TargetLevels(0.05, 0.9, False, 0.0, 1e9, "uncalibrated").write(sel)
     assert decide(stages, None, sel, 0, tmp_path / "d0") is False
     assert "not yet calibrated" in ScheduleRecord.read(tmp_path / "d0").decisions[-1].reason
     TargetLevels(0.05, 0.9, True, 0.2, 0.6, "calibrated").write(sel)
