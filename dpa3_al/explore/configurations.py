@@ -44,21 +44,23 @@ def _clean(atoms: Atoms) -> Atoms:
 
 
 def _is_deepmd_dir(path: Path, fmt: str | None) -> bool:
-    return fmt in ("deepmd/npy", "deepmd") or (path.is_dir() and (path / "type.raw").is_file())
+    """A deepmd system, or a folder of them (a dataset, dpdata's mixed layout), by format or by its files."""
+    from dpa3_al.model.train.data import find_npy_systems
+
+    return fmt in ("deepmd/npy", "deepmd") or (path.is_dir() and bool(find_npy_systems(path)))
 
 
 def _read_deepmd(path: Path, index: str) -> list[Atoms]:
-    """Frames of a deepmd npy system, or of every system below ``path`` (e.g. a dataset folder,
-    in sorted order); ``index`` picks among all of them."""
-    import dpdata
-
-    from dpa3_al.model.train.data import find_npy_systems
+    """Frames of a deepmd system (npy, npy/mixed or raw), or of every system below ``path`` (e.g. a
+    dataset folder, in sorted order); ``index`` picks among all of them. The project's one deepmd
+    reader (dpdata would turn mixed data into one composition)."""
+    from dpa3_al.model.train.data import find_npy_systems, read_deepmd_system
 
     systems = [path] if (path / "type.raw").is_file() else find_npy_systems(path)
     if not systems:
         raise InputError(f"{path}: no deepmd npy system (a folder with type.raw and set.*/coord.npy) in it or "
                          "below it; check `file:` and `format:`")
-    frames = [a for system in systems for a in dpdata.System(str(system), fmt="deepmd/npy").to("ase/structure")]
+    frames = [a for p in systems for s in read_deepmd_system(p, labels=False) for a in s.to_atoms(labels=False)]
     return _apply_index(frames, index, path)
 
 

@@ -238,3 +238,14 @@ def test_data_import_of_mixed_keeps_the_composition(tmp_path, mixed_water):
     assert main(["data", "import", str(mixed_water), "--to", str(tmp_path / "ds")]) == 0
     systems = LabeledDataset(tmp_path / "ds").summary().systems
     assert systems == {"H128FO63-novirial": 3, "H128O64-novirial": N}     # not "O192", as before
+
+
+def test_exploration_starts_from_mixed_data_with_each_frames_composition(mixed_water, original):
+    """Starting structures read through the same reader (dpdata made mixed data one composition)."""
+    from dpa3_al.explore.configurations import read_structures
+
+    frames = read_structures(mixed_water, ":")
+    assert len(frames) == N + 3
+    assert frames[0].get_chemical_symbols() == original.symbols()
+    assert frames[N].get_chemical_symbols()[5] == "F" and frames[N].get_chemical_symbols().count("F") == 1
+    assert np.allclose(frames[N].positions, original.coords[0]) and frames[0].pbc.all()
