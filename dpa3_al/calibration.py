@@ -10,7 +10,7 @@ A user states the accuracy wanted (``target: {f_rmse: 0.05}``, eV/Å). The ratio
 latest ``window`` iterations' pairs gives, at quantile ``confidence`` (default 0.9), a factor
 k such that e <= k d for that share of the labeled frames. The lower trust level is then
 
-    f_lo = f_rmse / k          f_hi = hi_factor * f_lo
+    f_lo = f_rmse / k          f_hi = max(select.f_hi, hi_factor * f_lo)
 
 so a frame called *accurate* (d < f_lo) has, with the stated confidence, a force RMSE below
 the target, and a stage that converges (accurate ratio >= conv_accuracy) has reached the
@@ -18,9 +18,13 @@ target on that share of its explored frames. Until ``min_frames`` pairs exist (t
 iteration) the levels are *uncalibrated*: f_lo = 0 and f_hi = 1e9 eV/Å, so every explored frame
 that passes the filters is a candidate and the capped selection (``max_select``, its strategy)
 labels a spread of them, whatever their deviation: the labels that calibrate the next levels.
-A stage with a target does not converge on uncalibrated levels. Levels the user wrote
-explicitly in ``select`` win over the derived ones (``explicit_levels``): the target then only
-reports.
+A stage with a target does not converge on uncalibrated levels. The upper level keeps its
+meaning (frames too far out to be worth a label: ``select.f_hi``) unless the derived lower
+level comes close to it. A lower level the user wrote explicitly in ``select`` wins over the
+derived one (``explicit_levels``): the target then only reports.
+
+A committee trained too little has deviations far below its true errors (k >> 1): its derived
+f_lo is tiny, every frame below f_hi is a candidate, and the calibration table says so.
 The ratio is measured on candidates (f_lo <= d < f_hi); applying it below f_lo assumes the
 error stays proportional to the deviation there, which the report's calibration plot shows.
 
@@ -60,9 +64,9 @@ class TargetConfig:
     window: int = field(2, doc="calibrate on the labels of the latest this many iterations", ge=1)
     min_frames: int = field(5, doc="fewer calibration frames than this: uncalibrated levels (f_lo 0, f_hi 1e9: "
                             "every explored frame is a candidate)", ge=1)
-    hi_factor: float = field(3.0, doc="f_hi = hi_factor * f_lo", gt=1)
-    explicit_levels: bool = field(False, doc="set by the loader when select.f_lo or f_hi are written in the "
-                                  "config: those win and the target only judges convergence")
+    hi_factor: float = field(3.0, doc="f_hi = max(select.f_hi, hi_factor * f_lo)", gt=1)
+    explicit_levels: bool = field(False, doc="set by the loader when select.f_lo is written in the config: "
+                                  "the configured levels win and the target only reports")
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ def derive_levels(target: TargetConfig, pairs: Sequence[CalibrationPair], f_lo: 
     fitted = fit([p for p in pairs if p.iteration in recent], target.confidence)
     if target.explicit_levels:
         return TargetLevels(target.f_rmse, target.confidence, False, f_lo, f_hi,
-                            "select.f_lo/f_hi are set in the config and win over the target", fitted, explicit=True)
+                            "select.f_lo is set in the config and wins over the target", fitted, explicit=True)
     if fitted.n < target.min_frames or not (fitted.ratio_q > 0 and math.isfinite(fitted.ratio_q)):
         return TargetLevels(target.f_rmse, target.confidence, False, *UNCALIBRATED,
                             f"{fitted.n} calibration frames (< {target.min_frames}): uncalibrated, every explored "
@@ -156,7 +160,7 @@ def derive_levels(target: TargetConfig, pairs: Sequence[CalibrationPair], f_lo: 
     lo = target.f_rmse / fitted.ratio_q
     reason = (f"f_lo = target {target.f_rmse:g} / k {fitted.ratio_q:.3g} (true force RMSE <= k max_devi_f on "
               f"{100 * target.confidence:g}% of {fitted.n} labeled frames of iterations {recent})")
-    return TargetLevels(target.f_rmse, target.confidence, True, lo, target.hi_factor * lo, reason, fitted)
+    return TargetLevels(target.f_rmse, target.confidence, True, lo, max(f_hi, target.hi_factor * lo), reason, fitted)
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ def load_run_config(path: Path) -> RunConfig:
             raise ConfigError("train.finetune.model", f"{ft} does not exist", source=str(path))
         train = dataclasses.replace(train, finetune=dataclasses.replace(train.finetune, model=ft))
     cfg = dataclasses.replace(cfg, init_data=init, train=train, test_data=_resolve_test_data(cfg, base, str(path)))
-    if cfg.target is not None and {"f_lo", "f_hi"} & set(raw.get("select") or {}):
+    if cfg.target is not None and "f_lo" in (raw.get("select") or {}):
         cfg = dataclasses.replace(cfg, target=dataclasses.replace(cfg.target, explicit_levels=True))
     elements = check_configurations(cfg, base, source=str(path))
     cfg = resolve_type_map(cfg, elements, source=str(path))

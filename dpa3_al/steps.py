@@ -159,7 +159,7 @@ def _target_levels(cfg, target: dict[str, Any], calibration: Path | None):
     tcfg = from_dict(TargetConfig, target, path="target")
     levels = derive_levels(tcfg, CalibrationRecord.read(calibration).pairs, cfg.f_lo, cfg.f_hi)
     log.info("trust levels: f_lo %.4g, f_hi %.4g eV/Å (%s)", levels.f_lo, levels.f_hi, levels.reason)
-    if levels.calibrated:
+    if not levels.explicit:
         cfg = dataclasses.replace(cfg, f_lo=levels.f_lo, f_hi=levels.f_hi)
     return cfg, levels
 

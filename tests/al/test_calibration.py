@@ -6,6 +6,7 @@ is accurate and not before."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,7 +48,8 @@ def test_levels_follow_the_target_through_the_calibration():
     levels = derive_levels(target, pairs, f_lo=0.05, f_hi=0.15)
     assert levels.calibrated and not levels.explicit
     assert levels.f_lo == pytest.approx(0.04 / 0.25)         # only the latest `window` iterations count
-    assert levels.f_hi == pytest.approx(3 * 0.04 / 0.25)
+    assert levels.f_hi == pytest.approx(3 * 0.04 / 0.25)      # above select.f_hi 0.15: raised
+    assert derive_levels(target, pairs, f_lo=0.05, f_hi=0.9).f_hi == 0.9     # select.f_hi kept
     assert levels.fit.n == 12 and "iterations [1, 2]" in levels.reason
     # a frame just below f_lo has a true RMSE below the target by construction (e = 0.25 d)
     assert 0.25 * (levels.f_lo * 0.999) < target.f_rmse
@@ -146,3 +148,78 @@ def test_decide_reads_target_json_beside_the_selection(tmp_path):
     assert decide(stages, None, sel, 0, tmp_path / "d2") is True      # explicit levels: judged as usual
     (sel / "target.json").unlink()
     assert decide(stages, None, sel, 0, tmp_path / "d3") is True      # no target: as before
+
+
+@pytest.mark.slow
+def test_a_real_loop_calibrates_its_levels_from_the_first_labels(tmp_path):
+    """The loop with tiny models trained for real and EMT labels, 2 iterations with a target:
+    iteration 0 labels on uncalibrated levels, iteration 1's levels come from iteration 0's
+    labels (f_lo = target / k, k from calibration.json) and its decision is judged on them."""
+    from dpa3_al.config import config_dict
+    from dpa3_al.workflows import submit, wait
+    from dpa3_al.workflows.plan import plan_from_config
+    from tests.al.test_seeds import _config, _load
+
+    cfg = _config(tmp_path, 2, target={"f_rmse": 0.05, "confidence": 0.8, "min_frames": 3})
+    cfg["select"] = {"max_select": 4, "strategy": "random"}                  # no explicit levels
+    cfg["explore"]["stages"][0]["max_iter"] = 2
+    run_cfg = _load(tmp_path, cfg)
+    assert run_cfg.target is not None and not run_cfg.target.explicit_levels
+    run = submit(tmp_path / "runs", "cal", plan_from_config(run_cfg, tmp_path), config_dict(run_cfg))
+    state = wait(run.root, 900, 0.5)
+    assert state.status == "succeeded", state.message
+    t0 = TargetLevels.read(run.iteration_dir(0) / "select")
+    t1 = TargetLevels.read(run.iteration_dir(1) / "select")
+    assert not t0.calibrated and (t0.f_lo, t0.f_hi) == (0.0, 1.0e9)
+    pairs = CalibrationRecord.read(run.iteration_dir(0) / "decide").iteration(0)
+    assert len(pairs) == 4 and all(p.true_f_rmse > 0 for p in pairs)
+    k = fit(pairs, 0.8).ratio_q
+    assert t1.calibrated and t1.f_lo == pytest.approx(0.05 / k)
+    sel1 = SelectionReport.read(run.iteration_dir(1) / "select")
+    assert sel1.levels.f_lo == pytest.approx(t1.f_lo)
+    d0 = ScheduleRecord.read(run.iteration_dir(0) / "decide").latest(0)
+    d1 = ScheduleRecord.read(run.iteration_dir(1) / "decide").latest(1)
+    assert not d0.converged and "not yet calibrated" in d0.reason
+    assert "calibrated to the accuracy target" in d1.reason
+    assert t1.f_hi == pytest.approx(max(0.15, 3 * 0.05 / k))                # select.f_hi default 0.15 kept
+    md = (run.root / "report" / "report.md").read_text()
+    assert "## Accuracy" in md and "calibrated: f_lo = target" in md
+
+
+def test_the_select_step_uses_the_levels_the_target_gives(tmp_path, monkeypatch):
+    """steps.select_candidates: uncalibrated, calibrated and explicit levels reach select()."""
+    import dpa3_al.select as select_mod
+    from dpa3_al.steps import select_candidates
+
+    used = []
+
+    def fake_select(dirs, cfg, out_dir, descriptor_fn=None):
+        used.append((cfg.f_lo, cfg.f_hi))
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        return SelectionReport(Levels(cfg.f_lo, cfg.f_hi), {"accurate": 0, "candidate": 0, "failed": 0}, {}, {})
+
+    monkeypatch.setattr(select_mod, "select", fake_select)
+    target = {"f_rmse": 0.05, "confidence": 0.9, "min_frames": 3}
+    cal = tmp_path / "cal"
+    cal.mkdir()
+    select_candidates({"select": {}, "target": target}, [], 0, tmp_path / "s0", calibration=None)
+    CalibrationRecord(tuple(_pairs([0.1, 0.2, 0.3, 0.4], [0.5] * 4, 0))).write(cal)
+    select_candidates({"select": {}, "target": target}, [], 1, tmp_path / "s1", calibration=cal)
+    explicit = {**target, "explicit_levels": True}
+    select_candidates({"select": {"f_lo": 0.07, "f_hi": 0.2}, "target": explicit}, [], 1, tmp_path / "s2",
+                      calibration=cal)
+    assert used == [(0.0, 1.0e9), (pytest.approx(0.1), pytest.approx(0.3)), (0.07, 0.2)]
+    # a starved committee (true error 50x its deviation): tiny f_lo, select.f_hi kept, frames stay candidates
+    CalibrationRecord(tuple(_pairs([0.01, 0.02, 0.03, 0.04], [50.0] * 4, 0))).write(cal)
+    select_candidates({"select": {"f_hi": 0.5}, "target": target}, [], 1, tmp_path / "s3", calibration=cal)
+    assert used[-1] == (pytest.approx(0.001), 0.5)
+    assert [TargetLevels.read(tmp_path / s).calibrated for s in ("s0", "s1", "s2")] == [False, True, False]
+
+
+def test_a_lower_level_written_in_the_config_wins_over_the_target(tmp_path):
+    from tests.al.test_seeds import _config, _load
+
+    target = {"f_rmse": 0.05}
+    written = _load(tmp_path, _config(tmp_path, 1, target=target, select={"f_lo": 0.1, "f_hi": 0.4}), "a.yaml")
+    only_hi = _load(tmp_path, _config(tmp_path, 1, target=target, select={"f_hi": 0.4}), "b.yaml")
+    assert written.target.explicit_levels and not only_hi.target.explicit_levels
