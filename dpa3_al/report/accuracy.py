@@ -22,7 +22,8 @@ from .data import IterationData, RunData
 from .document import Heading, Para, Table, fmt, place
 from .plots import _figure, _png
 
-__all__ = ["LEARNING_CURVE_CSV", "CSV_COLUMNS", "learning_curve_rows", "learning_curve_csv", "accuracy_blocks"]
+__all__ = ["LEARNING_CURVE_CSV", "CSV_COLUMNS", "learning_curve_rows", "learning_curve_csv", "predicted_rmse",
+           "accuracy_blocks"]
 
 LEARNING_CURVE_CSV = "learning_curve.csv"
 CSV_COLUMNS = ("iteration", "labels", "member", "test_e_rmse", "test_f_rmse", "test_f_p99", "test_v_rmse")
@@ -108,6 +109,15 @@ def _calibration_figure(its: Sequence[IterationData]) -> bytes | None:
     return _png(fig)
 
 
+def predicted_rmse(it: IterationData) -> float:
+    """The force RMSE of all explored frames that the deviation predicts: the median of true frame
+    RMSE / max_devi_f over this iteration's labels (same committee) times the RMS of max_devi_f
+    over every recorded frame (eV/Å); NaN without labels or deviations."""
+    devi = it.devi_f[np.isfinite(it.devi_f)]
+    ratio = fit(it.calibration).ratio_median
+    return float(ratio * np.sqrt(np.mean(devi ** 2))) if devi.size and math.isfinite(ratio) else math.nan
+
+
 def _calibration_rows(run: RunData) -> list[tuple[str, ...]]:
     rows = []
     for it in run.iterations:
@@ -115,8 +125,10 @@ def _calibration_rows(run: RunData) -> list[tuple[str, ...]]:
             continue
         f = fit(it.calibration, it.target.confidence if it.target else 0.9)
         tg = it.target
+        test = {str(r.get("member")): r for r in (it.test or {}).get("rows", []) if isinstance(r, dict)}
         rows.append((str(it.index), str(f.n), fmt(f.ratio_median, 3), fmt(f.ratio_q, 3), fmt(f.slope_max, 3),
-                     fmt(f.corr_max, 3), "-" if tg is None else f"{fmt(tg.f_lo, 4)} / {fmt(tg.f_hi, 4)}",
+                     fmt(f.corr_max, 3), fmt(predicted_rmse(it), 4), fmt(test.get("mean", {}).get("test_f_rmse"), 4),
+                     "-" if tg is None else f"{fmt(tg.f_lo, 4)} / {fmt(tg.f_hi, 4)}",
                      "-" if tg is None else ("calibrated" if tg.calibrated else "configured") + f": {tg.reason}"))
     return rows
 
@@ -162,10 +174,13 @@ def accuracy_blocks(run: RunData, images: dict[str, bytes]) -> list[Any]:
     blocks.append(Para("Calibration: each iteration's new labels against the deviation they were selected with. "
                        "k = quantile of true frame force RMSE / max_devi_f at the stated confidence (a lower level "
                        "f_lo = target / k); slope and correlation of the true max per-atom force error against "
-                       "max_devi_f. Levels: those the select step used."))
+                       "max_devi_f. Predicted F RMSE: median ratio x RMS of max_devi_f over every explored frame, "
+                       "the error the deviation announces, beside the test set's (committee mean). Levels: those "
+                       "the select step used."))
     if cal:
         blocks.append(Table(("iteration", "labeled frames", "median ratio", "k (quantile)", "slope (max error)",
-                             "correlation", "f_lo / f_hi used (eV/Å)", "levels"), tuple(cal)))
+                             "correlation", "predicted F RMSE (eV/Å)", "test F RMSE (eV/Å)", "f_lo / f_hi used (eV/Å)",
+                             "levels"), tuple(cal)))
     blocks += place({"accuracy-calibration.png": ("selection deviation against true error of the labeled frames",
                                                   _calibration_figure(run.iterations))}, images,
                     "no calibration data")

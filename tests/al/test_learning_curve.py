@@ -155,6 +155,11 @@ def test_report_learning_curve_csv_and_plots(tmp_path):
     assert "## Accuracy" in md and "## Final model" in md and "final/model.pt: member 0" in md
     data = load_run(run)
     assert [len(it.calibration) for it in data.iterations] == [4, 4]
+    # predicted RMSE: median(true RMSE / devi) = 0.5 times the RMS of the explored deviations
+    from dpa3_al.report.accuracy import predicted_rmse
+
+    data.iterations[0].devi_f = np.array([0.1, 0.3, np.nan])
+    assert predicted_rmse(data.iterations[0]) == pytest.approx(0.5 * np.sqrt((0.01 + 0.09) / 2))
     assert read_test(run / "final")["labels"] == 40
     # a run without test_data: no CSV, and the report says how to get one
     shutil.rmtree(run / "final")
