@@ -163,7 +163,7 @@ def accuracy_blocks(run: RunData, images: dict[str, bytes]) -> list[Any]:
     if rows:
         blocks += [Para("Test set (test_data) after each iteration's training; committee mean, and the range "
                         "over members. learning_curve.csv has every member."),
-                   Table(("iteration", "labels", "F RMSE (eV/Å)", "F p99 (eV/Å)", "E RMSE (eV/atom)",
+                   Table(("tested after iteration", "labels", "F RMSE (eV/Å)", "F p99 (eV/Å)", "E RMSE (eV/atom)",
                           "V RMSE (eV/atom)", "members' F RMSE (eV/Å)"), tuple(_test_rows(run)))]
     else:
         blocks.append(Para("No test set: add test_data to the run config to measure the true error each "
@@ -178,7 +178,7 @@ def accuracy_blocks(run: RunData, images: dict[str, bytes]) -> list[Any]:
                        "the error the deviation announces, beside the test set's (committee mean). Levels: those "
                        "the select step used."))
     if cal:
-        blocks.append(Table(("iteration", "labeled frames", "median ratio", "k (quantile)", "slope (max error)",
+        blocks.append(Table(("labels of iteration", "labeled frames", "median ratio", "k (quantile)", "slope (max error)",
                              "correlation", "predicted F RMSE (eV/Å)", "test F RMSE (eV/Å)", "f_lo / f_hi used (eV/Å)",
                              "levels"), tuple(cal)))
     blocks += place({"accuracy-calibration.png": ("selection deviation against true error of the labeled frames",
