@@ -245,3 +245,21 @@ def test_dp_freeze_and_dp_test(tmp_path):
         half = a.shape[1] // 2
         assert a.shape == b.shape and np.array_equal(a[:, :half], b[:, :half]), suffix
         np.testing.assert_allclose(a[:, half:], b[:, half:], rtol=0, atol=1e-10, err_msg=suffix)
+
+
+@needs_deepmd
+def test_dp_freeze_one_head_of_whole_multitask(tmp_path):
+    """`dp --pt freeze --head hco` on a whole multi-task export; the frozen head predicts our numbers."""
+    src = REF / "multitask" / "sharefit" / "model.ckpt.pt"
+    export_checkpoint(src, tmp_path / "mt.pt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+    proc = subprocess.run([str(DP_PY.parent / "dp"), "--pt", "freeze", "-c", "mt.pt", "--head", "hco", "-o", "hco.pth"],
+                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    systems = reference_systems("multitask/sharefit", "hco")
+    save_systems(systems, tmp_path / "in.npz")
+    run_deepmd([{"model": tmp_path / "hco.pth", "input": tmp_path / "in.npz", "output": tmp_path / "out.npz"}], tmp_path)
+    theirs = dict(np.load(tmp_path / "out.npz"))
+    assert "error" not in theirs, str(theirs.get("error"))
+    err = max_errors(ours(load_model(src, head="hco"), systems), theirs, systems)
+    assert max(err.values()) <= 1e-10, err
