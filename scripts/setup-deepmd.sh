@@ -18,7 +18,11 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${DPA3_AL_DEEPMD_VENV:-.venv-deepmd}
 LAMMPS=0
-[ "${1:-}" = "--lammps" ] && LAMMPS=1
+case "${1:-}" in
+  "") ;;
+  --lammps) LAMMPS=1 ;;
+  *) echo "usage: bash scripts/setup-deepmd.sh [--lammps]" >&2; exit 2 ;;
+esac
 DEEPMD_VERSION=3.2.0
 DEEPMD=deepmd-kit==$DEEPMD_VERSION
 # deepmd-kit 3.2's PyTorch backend imports e3nn (SeZM descriptor) at start-up, and its wheel loads
@@ -27,8 +31,8 @@ EXTRA=("e3nn>=0.5.9" mpich)
 
 want="deepmd=$DEEPMD lammps=$LAMMPS"
 stamp="$VENV/.dpa3-al-deepmd-stamp"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  echo "[setup-deepmd] $VENV is up to date ($want)"; exit 0
+if [ -f "$stamp" ] && { [ "$(cat "$stamp")" = "$want" ] || [ "$(cat "$stamp")" = "deepmd=$DEEPMD lammps=1" ]; }; then
+  echo "[setup-deepmd] $VENV is up to date ($(cat "$stamp"); the LAMMPS variant serves the Python side too)"; exit 0
 fi
 start=$(date +%s)
 if [ -f "$stamp" ]; then   # the other variant: start afresh (torch versions differ)
