@@ -21,10 +21,11 @@ import numpy as np
 from ase import Atoms
 
 from dpa3_al.model.ensemble import DEVI_KEYS
+from dpa3_al.model.interop.deepmd_formats import format_model_devi_rows, model_devi_header
 
 DEVI_COLUMNS = ("step", *DEVI_KEYS)
 OUT_FILE = "model_devi.out"
-OUT_HEADER = "#" + f"{'step':>11}" + "".join(f"{k:>19}" for k in DEVI_KEYS)
+OUT_HEADER = model_devi_header(devi_e=True)   # dp model-devi's eight columns (LAMMPS writes seven)
 NAN_DEVI = {k: float("nan") for k in DEVI_KEYS}
 
 
@@ -57,7 +58,7 @@ def frame_deviation(calc: Any, atoms: Atoms, mode: str) -> dict[str, float]:
 
 def out_row(step: int, devi: dict[str, float]) -> str:
     """One ``model_devi.out`` line (deepmd-kit's widths: ``%12d`` then ``%19.6e`` per value)."""
-    return f"{int(step):12d}" + "".join(f"{float(devi[k]):19.6e}" for k in DEVI_KEYS)
+    return format_model_devi_rows([step], [devi], devi_e=True).rstrip("\n")
 
 
 class DeviCsvWriter:

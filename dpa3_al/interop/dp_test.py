@@ -18,43 +18,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 SUFFIXES = (".e.out", ".e_peratom.out", ".f.out", ".v.out", ".v_peratom.out")
-_V = " ".join(f"data_v{a}{b}" for a in "xyz" for b in "xyz") + " " + " ".join(
-    f"pred_v{a}{b}" for a in "xyz" for b in "xyz")
-HEADERS = {".e.out": "data_e pred_e", ".e_peratom.out": "data_e pred_e",
-           ".f.out": "data_fx data_fy data_fz pred_fx pred_fy pred_fz", ".v.out": _V, ".v_peratom.out": _V}
 
 
 def write_detail_files(results: Sequence[Any], systems: Sequence[Any], prefix: Path) -> list[Path]:
     """Write the detail files for ``results`` (``SystemErrors`` of ``model/train/evaluate.py``, whose
-    ``pairs`` hold the predictions: e eV/atom, f flat eV/Å, v flat eV/atom) of ``systems`` (the
-    ``DataSystem`` each result is for, giving the reference labels as read). Returns the paths written."""
+    ``pairs`` hold the predictions: e eV/atom, f flat eV/Å, v flat eV/atom, the latter for the
+    frames with a virial label) of ``systems`` (the ``DataSystem`` each result is for, giving the
+    reference labels as read), through the one writer of the format. Returns the paths written."""
+    from dpa3_al.model.interop.deepmd_formats import write_test_detail
+
     prefix = Path(prefix)
-    paths = {suffix: prefix.with_suffix(suffix) for suffix in SUFFIXES}
     prefix.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in SUFFIXES:
+        prefix.with_suffix(suffix).unlink(missing_ok=True)    # no stale file of an earlier run beside the new ones
     written: set[Path] = set()
     for result, system in zip(results, systems, strict=True):
-        for suffix, rows in _blocks(result, system).items():
-            mode = "ab" if paths[suffix] in written else "wb"
-            with open(paths[suffix], mode) as handle:
-                np.savetxt(handle, rows, header=f"{result.name}: {HEADERS[suffix]}")
-            written.add(paths[suffix])
-    for path in paths.values():
-        if path not in written:
-            path.unlink(missing_ok=True)     # no stale file of an earlier run next to the new ones
+        nat = system.n_atoms
+        pred = {"energy": result.pairs["e"][1] * nat, "force": result.pairs["f"][1]}
+        data = {"energy": system.energy, "force": system.forces}
+        if "v" in result.pairs:
+            pred["virial"] = result.pairs["v"][1].reshape(-1, 9) * nat
+            data["virial"] = system.virial[system.has_virial]
+        written.update(write_test_detail(prefix, result.name, nat, pred, data))
     return sorted(written)
-
-
-def _blocks(result: Any, system: Any) -> dict[str, np.ndarray]:
-    nat = system.n_atoms
-    pred_e = result.pairs["e"][1] * nat
-    energy = np.stack([system.energy, pred_e], axis=1)
-    forces = np.concatenate([system.forces.reshape(-1, 3), result.pairs["f"][1].reshape(-1, 3)], axis=1)
-    out = {".e.out": energy, ".e_peratom.out": energy / nat, ".f.out": forces}
-    if "v" in result.pairs:
-        pred_v = result.pairs["v"][1].reshape(-1, 9) * nat
-        virial = np.concatenate([system.virial[system.has_virial].reshape(-1, 9), pred_v], axis=1)
-        out[".v.out"], out[".v_peratom.out"] = virial, virial / nat
-    return out

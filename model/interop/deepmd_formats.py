@@ -70,14 +70,17 @@ def read_model_devi_out(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, 
 
 def write_test_detail(prefix: str | os.PathLike, system: str, natoms: int, pred: Mapping[str, np.ndarray],
                       data: Mapping[str, np.ndarray | None]) -> list[Path]:
-    """Append one system's block to ``dp test -d PREFIX``'s five detail files.
+    """Append one system's block to ``dp test -d PREFIX``'s detail files (named as deepmd-kit names
+    them: ``Path(PREFIX).with_suffix(".e.out")`` ...).
 
     Args:
         prefix: PREFIX of ``PREFIX.e.out`` etc.
         system: the name written in each block's header (dp test writes the system path).
         natoms: atoms per frame.
-        pred, data: ``energy`` (nf,) eV, ``force`` (nf, natoms, 3) eV/Å, ``virial`` (nf, 3, 3) eV;
-            a missing or None entry of ``data`` is written as zeros.
+        pred, data: ``energy`` (nf,) eV, ``force`` (nf, natoms, 3) eV/Å, ``virial`` (nv, 3, 3) eV;
+            a missing or None entry of ``data`` is written as zeros. Without ``pred["virial"]`` the
+            two virial files get no block (the model or the data have none).
+    Returns the paths written to.
     """
     nf = len(np.asarray(pred["energy"]).reshape(-1))
 
@@ -87,14 +90,16 @@ def write_test_detail(prefix: str | os.PathLike, system: str, natoms: int, pred:
 
     e = np.column_stack([arr(data, "energy", (nf,)), arr(pred, "energy", (nf,))])
     f = np.hstack([arr(data, "force", (nf * natoms, 3)), arr(pred, "force", (nf * natoms, 3))])
-    v = np.hstack([arr(data, "virial", (nf, 9)), arr(pred, "virial", (nf, 9))])
-    vcols = " ".join([f"data_{c}" for c in _V] + [f"pred_{c}" for c in _V])
-    blocks = {"e.out": (e, "data_e pred_e"), "e_peratom.out": (e / natoms, "data_e pred_e"),
-              "f.out": (f, "data_fx data_fy data_fz pred_fx pred_fy pred_fz"),
-              "v.out": (v, vcols), "v_peratom.out": (v / natoms, vcols)}
+    blocks = {".e.out": (e, "data_e pred_e"), ".e_peratom.out": (e / natoms, "data_e pred_e"),
+              ".f.out": (f, "data_fx data_fy data_fz pred_fx pred_fy pred_fz")}
+    if pred.get("virial") is not None:
+        pv = np.asarray(pred["virial"], dtype=np.float64).reshape(-1, 9)
+        v = np.hstack([arr(data, "virial", pv.shape), pv])
+        vcols = " ".join([f"data_{c}" for c in _V] + [f"pred_{c}" for c in _V])
+        blocks.update({".v.out": (v, vcols), ".v_peratom.out": (v / natoms, vcols)})
     paths = []
     for suffix, (values, cols) in blocks.items():
-        path = Path(f"{prefix}.{suffix}")
+        path = Path(prefix).with_suffix(suffix)
         with open(path, "ab") as handle:
             np.savetxt(handle, values, header=f"{system}: {cols}")
         paths.append(path)
