@@ -31,7 +31,7 @@ from dpa3_al.common.errors import CheckpointError
 from dpa3_al.model.config import ModelConfig, RepFlowConfig
 from dpa3_al.model.energy import DPA3Model
 from dpa3_al.model.checkpoint import atomic_torch_save, load_model, read_checkpoint
-from dpa3_al.model.interop.deepmd_import import _key_map, deepmd_heads, is_deepmd_checkpoint, resolve_head
+from dpa3_al.model.interop.deepmd_import import deepmd_key_map, deepmd_heads, is_deepmd_checkpoint, resolve_head
 
 NO_MIN_NBOR_DIST = -1.0
 _FITTING_PREFIX = "fitting_net.filter_layers.networks.0."
@@ -68,7 +68,7 @@ def deepmd_head_state(model: DPA3Model, head: str = "Default", min_nbor_dist: fl
     ours = {k: v.detach().cpu() for k, v in model.state_dict().items() if v.numel() > 0 or k == "case_embd"}
     used: set[str] = set()
     out: dict[str, torch.Tensor] = {}
-    for theirs, mine in _key_map(model).items():
+    for theirs, mine in deepmd_key_map(model).items():
         if mine in ours:
             out[theirs] = ours[mine]
             used.add(mine)

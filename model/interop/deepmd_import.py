@@ -111,7 +111,7 @@ def _fitting_map(n_hidden: int) -> dict[str, str]:
     return m
 
 
-def _key_map(model: DPA3Model) -> dict[str, str]:
+def deepmd_key_map(model: DPA3Model) -> dict[str, str]:
     """deepmd-kit key (after 'atomic_model.') -> our state-dict key."""
     m = {"descriptor.type_embedding.embedding.embedding_net.layers.0.matrix": "descriptor.type_embedding.matrix",
          "descriptor.type_embedding.embedding.embedding_net.layers.0.bias": "descriptor.type_embedding.bias"}
@@ -128,7 +128,7 @@ def load_deepmd_state(model: DPA3Model, state: dict, head: str, path: str) -> No
     src = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     ours = model.state_dict()
     new: dict[str, torch.Tensor] = {}
-    for theirs, mine in _key_map(model).items():
+    for theirs, mine in deepmd_key_map(model).items():
         if theirs in src and mine in ours:
             new[mine] = src.pop(theirs)
     new["out_bias"] = src.pop("out_bias").reshape(-1)
