@@ -249,8 +249,9 @@ def dataset_frames(root: Path) -> int | None:
     total = 0
     for commit in index.glob("add-*.json"):
         try:
-            total += len(json.loads(commit.read_text()).get("frames", []))
-        except (OSError, ValueError):
+            frames = json.loads(commit.read_text()).get("frames") or []
+            total += len(frames) if isinstance(frames, list) else 0
+        except (OSError, ValueError, AttributeError):   # unreadable, or not a commit object
             continue
     return total
 

@@ -46,6 +46,18 @@ def test_an_iteration_that_recorded_no_frames(tmp_path, capsys):
            "selected 0" in lines
 
 
+def test_dataset_commits_without_frames_or_unreadable_are_skipped(tmp_path, capsys):
+    root = _run(tmp_path)
+    index = _mkdir(root / "iter-000000" / "dataset" / "index")
+    (root / "dataset").symlink_to(Path("iter-000000") / "dataset")
+    (index / "add-000001.json").write_text('{"frames": [{"row": 0}, {"row": 1}], "failures": []}')
+    (index / "add-000002.json").write_text('{"frames": null, "failures": [{"reason": "timeout"}]}')
+    (index / "add-000003.json").write_text('[1, 2')
+    (index / "add-000004.json").write_text('[]')
+    code, lines = _status(capsys, root)
+    assert code == 0 and f"  dataset: 2 labeled frames ({root / 'dataset'})" in lines
+
+
 def test_label_failures_and_early_stops_make_succeeded_with_failures(tmp_path, capsys):
     """Was: 'succeeded' for a run where 6 of 8 labels failed; they were only in the report."""
     group = StepState(key=step_key(0, "run-label", 1), name="run-label", phase="Succeeded", iteration=0, index=1,
