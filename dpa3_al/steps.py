@@ -9,7 +9,8 @@ function with typed arguments and paths. Nothing below this module sees a config
     step          section (typed)                      science
     train         train (TrainConfig)                  dpa3_al.model.train.trainer.train
     prep-explore  explore (ExploreConfig)              dpa3_al.explore.tasks.write_stage_tasks
-    run-explore   explore.drive (ExploreConfig)        dpa3_al.explore.md.run_task
+    run-explore   explore.drive (ExploreConfig)        dpa3_al.explore.md.run_task (engine ase)
+                                                       dpa3_al.explore.lammps.explore_task (engine lammps)
     select        select (SelectConfig)                dpa3_al.select.select
     prep-label    label (LabelConfig)                  dpa3_al.label.tasks.prepare_tasks
     run-label     label (LabelConfig)                  dpa3_al.label.run.run_task
@@ -98,17 +99,21 @@ def run_explore(config: dict[str, Any], task: Path, models: list[Path], workdir:
     """run-explore (one slice): the MD task folder ``task`` with the committee of ``models``
     (checkpoint files or folders of ``*.pt``) into ``workdir``; returns the task's report.
 
-    ``config``: the ``explore`` section (only ``drive`` matters here); ``head`` and ``device``
+    ``config``: the ``explore`` section (``drive``; the task's stage gives the engine: ``ase``, or
+    ``lammps`` with ``explore.lammps`` and the group's ``template``); ``head`` and ``device``
     (default cpu) may sit beside it.
     """
     from dpa3_al.explore.config import ExploreConfig
+    from dpa3_al.explore.lammps import explore_task, uses_lammps
     from dpa3_al.explore.md import run_task
     from dpa3_al.explore.tasks import load_task
     from dpa3_al.model import CommitteeCalculator
 
-    data, _ = section(config, "explore")
+    data, base_dir = section(config, "explore")
     head, device = data.pop("head", None), data.pop("device", "cpu")
     cfg = from_dict(ExploreConfig, data, path="explore")
+    if uses_lammps(cfg, load_task(Path(task))):
+        return explore_task(cfg, base_dir, Path(task), checkpoints(models), Path(workdir), head=head)
     comm = CommitteeCalculator([str(p) for p in checkpoints(models)], head=head, device=device, drive=cfg.drive)
     return run_task(load_task(Path(task)), comm, Path(workdir))
 

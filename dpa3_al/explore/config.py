@@ -126,6 +126,12 @@ class TaskGroupConfig:
     friction: float = field(0.01, doc="Langevin friction", unit="1/fs", gt=0)
     tau_t: float = field(100.0, doc="thermostat relaxation time (nvt-nhc, npt-*)", unit="fs", gt=0)
     tau_p: float = field(1000.0, doc="barostat relaxation time (npt-*)", unit="fs", gt=0)
+    template: Path | None = field(None, doc="engine lammps: a LAMMPS input template with ${KEY} placeholders "
+                                  "(${DEEPMD}, ${DUMP}, ${TEMP}, ${NSTEPS}, ... see docs/exploration.md) instead of "
+                                  "the built-in input; relative to the config file")
+    revisions: dict[str, list[Union[int, float, str]]] = field(
+        default_factory=dict, doc="engine lammps, with `template`: extra placeholders {KEY: [value]} put into the "
+        "template as ${KEY} (one value per key for now)")
 
     def __post_init__(self) -> None:
         if not self.configurations:
@@ -138,6 +144,14 @@ class TaskGroupConfig:
         if not npt and self.press is not None:
             raise ConfigError("press", f"pressures {self.press} are only used by npt-iso/npt-full; "
                               f"remove `press` or change ensemble {self.ensemble!r}")
+        for key, values in self.revisions.items():
+            if len(values) != 1:
+                raise ConfigError(f"revisions.{key}", f"{values}: give exactly one value per key, e.g. "
+                                  f"`{key}: [{values[0] if values else 1}]`; a grid of revision values (a task per "
+                                  "combination) is not supported yet: make one task group per value")
+        if self.revisions and self.template is None:
+            raise ConfigError("revisions", "revisions are placeholders of a LAMMPS template; add `template: in.lmp` "
+                              "or remove `revisions`")
 
     def pressures(self) -> list[float | None]:
         """The pressure axis of the grid (bar); ``[None]`` for constant-volume ensembles."""
@@ -157,10 +171,17 @@ class StageConfig:
                                  "level_rtol over this many iterations", ge=2)
     level_rtol: float = field(0.05, doc="adaptive mode: relative spread (max-min)/max of the lower level "
                               "counted as 'not moving'", ge=0)
+    engine: Literal["ase", "lammps"] = field("ase", doc="MD engine of this stage's tasks: ase (our committee in "
+                                             "ASE) or lammps (the exported, frozen committee in LAMMPS' "
+                                             "pair_style deepmd; see explore.lammps)")
 
     def __post_init__(self) -> None:
         if not self.task_groups:
             raise ConfigError("task_groups", "a stage needs at least one task group")
+        for g, group in enumerate(self.task_groups):
+            if group.template is not None and self.engine != "lammps":
+                raise ConfigError(f"task_groups[{g}].template", f"{str(group.template)!r} is a LAMMPS input "
+                                  "template; set `engine: lammps` on this stage or remove `template`")
         names = [g.name for g in self.task_groups if g.name is not None]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -185,6 +206,25 @@ class StopConfig:
 
 
 @dataclass(frozen=True)
+class LammpsConfig:
+    """Programs and resources of the ``lammps`` engine (``bash scripts/setup-deepmd.sh --lammps`` makes
+    ``.venv-deepmd`` with all three programs). Relative paths are tried against the config file's
+    folder, then the current folder; a bare name is looked up on PATH."""
+
+    lmp: str = field(".venv-deepmd/bin/lmp", doc="LAMMPS with deepmd-kit's plugin (pair_style deepmd)")
+    dp: str = field(".venv-deepmd/bin/dp", doc="deepmd-kit's dp, to freeze the exported committee "
+                    "(dp --pt freeze)")
+    mpi_ranks: int = field(1, doc="MPI ranks of one LAMMPS run (domain decomposition); > 1 uses `mpirun`", ge=1)
+    mpirun: str | None = field(None, doc="mpirun program; null = the mpirun beside `lmp`")
+    threads: int | None = field(None, doc="OpenMP/torch threads per rank (OMP_NUM_THREADS, "
+                                "DP_INTRA_OP_PARALLELISM_THREADS); null = the environment's", ge=1)
+    timeout: float | None = field(None, doc="wall-clock limit of one LAMMPS run; the task stops early "
+                                  "(reason error) past it; null = none", unit="s", gt=0)
+    model_cache: Path | None = field(None, doc="folder of exported + frozen models (one per model file, by "
+                                     "content hash, reused); null = `frozen-models/` beside the task folders")
+
+
+@dataclass(frozen=True)
 class ExploreConfig:
     """The exploration section: stages of MD task groups and how MD tasks stop early."""
 
@@ -193,7 +233,13 @@ class ExploreConfig:
                                                "evaluated on recorded frames only, cheap) or 'mean' (all models "
                                                "every step, mean forces)")
     stop: StopConfig = field(default_factory=StopConfig, doc="early-stop criteria of MD tasks")
+    lammps: LammpsConfig = field(default_factory=LammpsConfig, doc="programs of the lammps engine "
+                                 "(stages with `engine: lammps`)")
 
     def __post_init__(self) -> None:
         if isinstance(self.drive, int) and self.drive < 0:
             raise ConfigError("drive", f"{self.drive} must be a model index >= 0 or 'mean'")
+        lammps = [s for s, stage in enumerate(self.stages) if stage.engine == "lammps"]
+        if lammps and self.drive != 0:
+            raise ConfigError("drive", f"{self.drive!r}: stage(s) {lammps} use engine lammps, where model 0 always "
+                              "drives the MD (pair_style deepmd); use `drive: 0` or engine ase")
