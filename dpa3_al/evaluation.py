@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,7 +31,7 @@ from dpa3_al.common.fileio import atomic_write_text
 log = logging.getLogger(__name__)
 
 __all__ = ["TEST_JSON", "FINAL_JSON", "MEAN", "committee_errors", "error_row", "calibration_pairs", "count_frames",
-           "write_test", "read_test", "pick_final"]
+           "write_test", "read_test", "FinalChoice", "pick_final"]
 
 TEST_JSON = "test.json"
 FINAL_JSON = "final.json"
@@ -158,6 +159,31 @@ def _validation_f(member_dir: Path) -> float:
     return math.nan
 
 
+@dataclass(frozen=True)
+class FinalChoice:
+    """``final/final.json``: the run's final model and why it was chosen (paths relative to ``final/``)."""
+
+    model: str                     # "model.pt"
+    member: int                    # the committee member copied to model.pt
+    reason: str
+    committee: list[str] = field(default_factory=list)               # "committee/member-NNN.pt", ...
+    validation_f_rmse: dict[str, float | None] = field(default_factory=dict)   # member -> eV/Å (None: unknown)
+
+    def write(self, folder: Path) -> Path:
+        return atomic_write_text(Path(folder) / FINAL_JSON, json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def read(cls, folder: Path) -> "FinalChoice | None":
+        """The choice in ``folder/final.json``; None when absent or unreadable (a run still going)."""
+        try:
+            data = json.loads((Path(folder) / FINAL_JSON).read_text(encoding="utf-8"))
+            return cls(model=str(data["model"]), member=int(data["member"]), reason=str(data["reason"]),
+                       committee=list(data.get("committee") or []),
+                       validation_f_rmse=dict(data.get("validation_f_rmse") or {}))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
 def pick_final(member_dirs: Sequence[Path], workdir: Path) -> dict[str, Any]:
     """Copy the committee to ``workdir/committee/member-NNN.pt`` and its best member (lowest
     validation force RMSE, else training RMSE, else member 0) to ``workdir/model.pt``; write
@@ -173,8 +199,7 @@ def pick_final(member_dirs: Sequence[Path], workdir: Path) -> dict[str, Any]:
     shutil.copy2(workdir / "committee" / f"member-{best:03d}.pt", workdir / "model.pt")
     why = (f"lowest validation force RMSE {finite[best]:.4g} eV/Å of {len(errors)} members" if finite
            else "no member reported a validation error: member 0")
-    info = {"model": "model.pt", "member": best, "reason": why, "committee": sorted(
-        f"committee/{p.name}" for p in (workdir / "committee").glob("*.pt")),
-        "validation_f_rmse": {str(k): (v if math.isfinite(v) else None) for k, v in errors.items()}}
-    atomic_write_text(workdir / FINAL_JSON, json.dumps(info, indent=1))
-    return info
+    choice = FinalChoice("model.pt", best, why, sorted(f"committee/{p.name}" for p in (workdir / "committee").glob("*.pt")),
+                         {str(k): (v if math.isfinite(v) else None) for k, v in errors.items()})
+    choice.write(workdir)
+    return asdict(choice)

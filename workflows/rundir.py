@@ -58,6 +58,8 @@ PUBLISH = {
     ("bootstrap", "result"): ".",                   # iter-000000/bootstrap/candidates.extxyz
     ("bootstrap-run-label", "result"): "bootstrap-label",
     ("bootstrap-collect", "dataset"): "bootstrap",  # iter-000000/bootstrap/dataset
+    ("final-train", "member_dir"): "final-train",   # iter-N/final-train/member-NNN (the committee on every label)
+    ("final-evaluate", "result"): "..",             # runs/<name>/final/: model.pt, committee/, final.json
 }
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?")
 

@@ -127,7 +127,7 @@ def cmd_validate(args) -> int:
     start = (f"{len(cfg.init_data)} initial data path(s)" if cfg.init_data else "no initial data: bootstrap labels")
     ft = f", fine-tuning {cfg.train.finetune.model}" if cfg.train.finetune.model else ""
     print(f"{args.config}: OK\n  run name {cfg.name}; engine {cfg.workflow.engine}; committee of {cfg.committee}{ft}\n"
-          f"  {start}; labeler {cfg.label.kind}\n  {stages}")
+          f"  {start}; labeler {cfg.label.describe()}\n  {stages}")
     print(f"  {labeler}")
     return 0
 
@@ -314,6 +314,17 @@ def run_problems(root: Path, state) -> list[str]:
     return lines
 
 
+def final_model_line(root: Path) -> str | None:
+    """The final model the run names (``final/final.json``, written by the final-evaluate step)."""
+    from dpa3_al.evaluation import FinalChoice
+
+    choice = FinalChoice.read(root / "final")
+    if choice is None:
+        return None
+    return (f"final model: {root / 'final' / choice.model} (member {choice.member}: {choice.reason}); "
+            f"committee {root / 'final' / 'committee'}")
+
+
 def describe(root: Path, state) -> list[str]:
     """Human-readable status lines of a run."""
     where = "not started" if state.iteration is None else f"iteration {state.iteration}, step {state.stage}"
@@ -335,6 +346,9 @@ def describe(root: Path, state) -> list[str]:
     frames = dataset_frames(root)
     if frames is not None:
         lines.append(f"  dataset: {frames} labeled frames ({root / 'dataset'})")
+    final = final_model_line(root)
+    if final:
+        lines.append(f"  {final}")
     if state.message:
         lines.append(f"  {state.message}")
     lines += [f"  {line}" for line in problems]

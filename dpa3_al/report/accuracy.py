@@ -151,9 +151,8 @@ def _final_blocks(run: RunData) -> list[Any]:
     if final is None:
         return blocks + [Para("No final model yet: after the last iteration the committee trains on every label "
                               "(final-train) and final/model.pt is chosen (final-evaluate).")]
-    return blocks + [Para(f"final/{final.get('model', 'model.pt')}: member {final.get('member')} "
-                          f"({final.get('reason')}); the whole committee in final/committee/ "
-                          f"({len(final.get('committee') or [])} models). Export it with `dpa3-al export`.")]
+    return blocks + [Para(f"final/{final.model}: member {final.member} ({final.reason}); the whole committee "
+                          f"in final/committee/ ({len(final.committee)} models). Export it with `dpa3-al export`.")]
 
 
 def accuracy_blocks(run: RunData, images: dict[str, bytes]) -> list[Any]:

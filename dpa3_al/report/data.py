@@ -24,7 +24,7 @@ import numpy as np
 
 from dpa3_al.calibration import CalibrationPair, CalibrationRecord, TargetLevels
 from dpa3_al.common.errors import UserError
-from dpa3_al.evaluation import FINAL_JSON, read_test
+from dpa3_al.evaluation import FinalChoice, read_test
 from dpa3_al.explore.status import TaskStatus
 from dpa3_al.label.taskdir import LabelStatus
 from dpa3_al.schedule import Decision, ScheduleRecord
@@ -114,7 +114,7 @@ class RunData:
     n_models: int | None = None
     conv_accuracy: dict[int, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    final: dict[str, Any] | None = None          # final/final.json: the final model
+    final: FinalChoice | None = None             # final/final.json: the final model
     final_test: dict[str, Any] | None = None     # final/test.json: the final committee on the test set
 
     @property
@@ -367,5 +367,5 @@ def load_run(run_dir: Path) -> RunData:
     cache: dict[tuple, tuple] = {}
     iterations = [_load_iteration(root, i, n_models, steps, cache) for i in range(last + 1)]
     name = str((state or {}).get("name") or root.resolve().name)
-    final = _json(root / "final" / FINAL_JSON, notes)
+    final = FinalChoice.read(root / "final")
     return RunData(root, name, state, iterations, n_models, thresholds, notes, final, read_test(root / "final"))

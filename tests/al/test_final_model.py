@@ -80,3 +80,18 @@ def test_the_loop_ends_with_final_training_on_every_label():
     plan = from_dict(Plan, {"workflow": {"engine": "argo"}, "loop": {"n_models": 2, "final_training": False}})
     names = {s.name for s in iter_steps(build_entry(engine, plan.loop))}
     assert "final-train" not in names and "evaluate" in names
+
+
+def test_status_names_the_final_model(tmp_path):
+    """`dpa3-al status` says which model the run ends with (final/final.json, through FinalChoice)."""
+    from dpa3_al.commands.run import final_model_line
+    from dpa3_al.evaluation import FinalChoice
+
+    assert final_model_line(tmp_path) is None                       # a run still going: no line
+    FinalChoice("model.pt", 2, "lowest validation force RMSE 0.03 eV/Å of 4 members",
+                ["committee/member-000.pt"]).write((tmp_path / "final").mkdir() or tmp_path / "final")
+    line = final_model_line(tmp_path)
+    assert line.startswith(f"final model: {tmp_path / 'final' / 'model.pt'} (member 2: lowest validation")
+    assert FinalChoice.read(tmp_path / "final").committee == ["committee/member-000.pt"]
+    (tmp_path / "final" / "final.json").write_text("{not json")
+    assert FinalChoice.read(tmp_path / "final") is None and final_model_line(tmp_path) is None

@@ -144,3 +144,18 @@ def test_publish_places_outputs_and_points_dataset_to_the_newest(tmp_path):
     assert run.publish(StepKey(2, "run-explore", 1), "result", explore) == [
         run.root / "iter-000002" / "explore" / "task-000003"]
     assert run.publish(StepKey(2, "prep-explore"), "tasks", explore) == []   # not published
+
+
+def test_the_final_model_is_published_at_the_run_root(tmp_path):
+    """final-evaluate's result (a folder holding final/) lands at runs/<name>/final/, the path that
+    `status`, the report and `dpa3-al export` name; final-train's members under iter-N/final-train."""
+    run = _make(tmp_path)
+    out = tmp_path / "final-evaluate"
+    (out / "final" / "committee").mkdir(parents=True)
+    (out / "final" / "final.json").write_text("{}")
+    run.publish(StepKey(3, "final-evaluate"), "result", out)
+    assert (run.root / "final" / "final.json").is_file() and (run.root / "final" / "committee").is_dir()
+    members = tmp_path / "final-train"
+    (members / "member-000").mkdir(parents=True)
+    run.publish(StepKey(3, "final-train", 0), "member_dir", members)
+    assert (run.root / "iter-000003" / "final-train" / "member-000").is_dir()
