@@ -45,6 +45,10 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP reads its wait policy once, when torch starts its runtime: set it before any verb
+    # imports torch. Spinning worker threads (the default) steal the cores of a loaded machine:
+    # 13-17 s instead of 167-271 s per E+F+V call at load 8-12 (bench/results/waitpolicy.txt).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -16,7 +16,7 @@ from ase import Atoms
 from dpa3_al.common.errors import UserError
 from dpa3_al.model.train.deepmd_data import find_npy_systems as find_deepmd_systems
 from dpa3_al.model.train.deepmd_data import read_deepmd_system
-from dpa3_al.label.files import atomic_write_text
+from dpa3_al.common.fileio import atomic_write_text, replace_entry
 
 from .records import StoredFrame
 
@@ -56,7 +56,7 @@ def write_set(system: Path, set_name: str, frames: Sequence[StoredFrame]) -> Non
             np.save(handle, array.astype(np.float64))
             handle.flush()
             os.fsync(handle.fileno())
-    os.rename(tmp, system / set_name)
+    replace_entry(tmp, system / set_name)      # a set appears complete or not at all, its entry flushed
 
 
 def read_set(system: Path, set_name: str) -> list[Atoms]:

@@ -18,12 +18,13 @@ Units: force deviations eV/Å; energy and virial deviations eV/atom; RMSE as in 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dpa3_al.common.fileio import atomic_write_bytes
 
 from .accuracy import LEARNING_CURVE_CSV, accuracy_blocks, learning_curve_csv
 from .data import IterationData, RunData, load_run
@@ -217,13 +218,6 @@ def build_document(run: RunData) -> tuple[list[Any], dict[str, bytes]]:
 
 
 # ----------------------------------------------------------------------------- writing
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temporary file in the same folder (usual permissions), then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_report(run: RunData, out_dir: Path) -> Path:
     """Write the plots, ``report.md`` and ``report.html`` of ``run`` into ``out_dir``; PNG files of
     an earlier report that this one no longer draws are removed. Returns ``out_dir``."""

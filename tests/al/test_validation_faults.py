@@ -299,3 +299,13 @@ def test_every_verb_reads_its_config_through_the_safe_loader(tmp_path, capsys, v
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "in.yaml" in err and "given twice" in err and "lines 2 and 3" in err, err
+
+
+def test_the_cli_defaults_to_a_passive_openmp_wait_policy(tmp_path, monkeypatch):
+    """Set before a verb imports torch (OpenMP reads it once); a value the user set wins."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    main(["validate", str(tmp_path / "absent.yaml")])
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    main(["validate", str(tmp_path / "absent.yaml")])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
