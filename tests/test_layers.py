@@ -2,7 +2,8 @@
 
 Layers, bottom to top (docs/architecture.md): ``dpa3_al.common`` (plumbing) <- ``dpa3_al.model``
 (the DPA3 core) <- the active-learning science (``dpa3_al.explore``, ``label``, ``select``,
-``dataset``, ``schedule``, ``report``, ``steps``) <- ``dpa3_al.workflows`` (dflow) <- the
+``dataset``, ``schedule``, ``report``, ``steps``, ``calibration``, ``evaluation``, ``interop``:
+everything not named elsewhere) <- ``dpa3_al.workflows`` (dflow) <- the
 application (``dpa3_al.config``, ``dpa3_al.cli``, ``dpa3_al.commands``). A module may import its
 own layer and the layers below it. Imports inside functions count too (a deferred import hides a
 circle from Python, not from a reader).
