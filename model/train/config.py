@@ -168,8 +168,12 @@ class FinetuneSection:
 @dataclass(frozen=True)
 class InitModelSection:
     model: Path | None = field(None, doc="model to continue (a previous iteration's)")
-    steps_factor: float = field(0.25, doc="steps = training.numb_steps * this", gt=0)
-    lr_factor: float = field(0.1, doc="start_lr = learning_rate.start_lr * this (not below stop_lr)", gt=0)
+    # 1.0 / 1.0: every iteration trains as long and from the same rate as iteration 0, from the
+    # previous weights. Measured on bench/bench_al.py (docs/al-benchmark.md): the former 0.25 / 0.1
+    # (and the templates' 0.4 / 0.3) starve the committee: test force RMSE 2.1x higher at equal labels,
+    # and a starved committee's deviation selects no better than random frames (issue 18).
+    steps_factor: float = field(1.0, doc="steps = training.numb_steps * this (early stopping still applies)", gt=0)
+    lr_factor: float = field(1.0, doc="start_lr = learning_rate.start_lr * this (not below stop_lr)", gt=0)
 
 
 @dataclass(frozen=True)

@@ -194,8 +194,16 @@ def test_cli_train_test_info(emt, tmp_path, capsys):
     assert peaks[1] > peaks[0]          # a training step keeps the force pass's graph as well
 
 
+def test_init_model_defaults_train_each_iteration_like_the_first():
+    # bench/bench_al.py: shorter, lower-rate continuations starved the committee (docs/al-benchmark.md)
+    from dpa3_al.model.train.config import TrainConfig
+
+    cfg = TrainConfig.from_dict({}, source="test")
+    assert (cfg.init_model.steps_factor, cfg.init_model.lr_factor) == (1.0, 1.0)
+
+
 def test_workflow_member_is_idempotent_and_continues_with_init_model(emt, tmp_path):
-    config = tiny_config([], [emt[1]], steps=6)
+    config = tiny_config([], [emt[1]], steps=6, init_model={"steps_factor": 0.5, "lr_factor": 0.1})
     first = train_member(config, [emt[0]], None, member=1, iteration=0, workdir=tmp_path / "it0")
     meta = read_checkpoint(first)["metadata"]["training"]
     assert meta["seed"] == 8 and meta["steps"] == 6
@@ -204,7 +212,7 @@ def test_workflow_member_is_idempotent_and_continues_with_init_model(emt, tmp_pa
     second = train_member(config, [emt[0]], first, member=1, iteration=1, workdir=tmp_path / "it1")
     meta2 = read_checkpoint(second)["metadata"]["training"]
     assert meta2["init"]["mode"] == "init-model" and meta2["init"]["bias_mode"] == "kept"
-    assert meta2["steps"] == 2                                   # 6 * steps_factor 0.25, rounded
+    assert meta2["steps"] == 3                                   # 6 * steps_factor 0.5
     rows = read_lcurve(tmp_path / "it1" / "lcurve.csv")
     assert rows[0].lr == pytest.approx(1e-3)                     # start_lr 1e-2 * lr_factor 0.1
     assert torch.equal(load_model(second).out_bias, load_model(first).out_bias)
