@@ -7,8 +7,10 @@ weights, float32), nvt-nhc at 300 K, 0.5 fs, model 0 drives, the committee evalu
 ``dpa3_al.explore.lammps.run_task``) in a fresh folder; freezing the models is done once, before.
 
 Reported per run (one JSON line): ``steps_per_s`` = task steps / task wall time (start-up, model
-loading and the step-0 deviation included, as an exploration sees it) and, for LAMMPS, ``loop_steps_per_s``
-= LAMMPS' own "timesteps/s" of the run loop (no start-up).
+loading and the step-0 deviation included, as an exploration sees it); for LAMMPS also
+``loop_steps_per_s`` = LAMMPS' own "timesteps/s" of the run loop (no start-up); ``cpu_s`` and
+``steps_per_cpu_s``: CPU time of the engine (ours: this process; LAMMPS: its processes), the fairer
+number on a machine shared with other work.
 
     python bench/bench_md_engines.py --atoms 192 1536 --steps 10 4
     python bench/bench_md_engines.py --atoms 12288 --steps 2 --engines ase lammps lammps-mpi2
@@ -19,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import re
+import resource
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -60,8 +64,12 @@ def run_ase(task, models: list[Path], out: Path, threads: int | None) -> dict:
 
     if threads:
         torch.set_num_threads(threads)
-    report = run_task(task, CommitteeCalculator([str(m) for m in models], drive=0), out)
-    return {"status": report.status, "steps": report.step, "wall_s": report.wall_s, "steps_per_s": report.steps_per_s}
+    comm = CommitteeCalculator([str(m) for m in models], drive=0)
+    cpu = time.process_time()
+    report = run_task(task, comm, out)
+    cpu = time.process_time() - cpu
+    return {"status": report.status, "steps": report.step, "wall_s": report.wall_s, "steps_per_s": report.steps_per_s,
+            "cpu_s": round(cpu, 2), "steps_per_cpu_s": round(report.step / cpu, 4)}
 
 
 def run_lammps(task, frozen: list[Path], out: Path, ranks: int, threads: int | None) -> dict:
@@ -69,11 +77,15 @@ def run_lammps(task, frozen: list[Path], out: Path, ranks: int, threads: int | N
     from dpa3_al.explore.lammps import preflight, run_task
 
     cfg = LammpsConfig(mpi_ranks=ranks, threads=threads)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     report = run_task(task, frozen, ["O", "H"], preflight(cfg, ROOT), cfg, out)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     text = (out / "log.lammps").read_text() if (out / "log.lammps").is_file() else ""
     loop = re.findall(r"([\d.]+) timesteps/s", text)
     return {"status": report.status, "detail": report.detail, "steps": report.step, "wall_s": report.wall_s,
-            "steps_per_s": report.steps_per_s, "loop_steps_per_s": float(loop[-1]) if loop else None}
+            "steps_per_s": report.steps_per_s, "loop_steps_per_s": float(loop[-1]) if loop else None,
+            "cpu_s": round(cpu, 2), "steps_per_cpu_s": round(report.step / cpu, 4) if cpu > 0 else None}
 
 
 def main() -> None:
@@ -83,6 +95,8 @@ def main() -> None:
     ap.add_argument("--engines", nargs="+", default=["ase", "lammps", "lammps-mpi2"],
                     choices=["ase", "lammps", "lammps-mpi2"])
     ap.add_argument("--threads", type=int, default=None, help="threads per process (ASE: torch; LAMMPS: per rank)")
+    ap.add_argument("--traj-freq", type=int, default=None,
+                    help="committee every this many steps (default steps // 2)")
     ap.add_argument("--work", type=Path, default=None, help="keep the task folders here (default: a temporary folder)")
     args = ap.parse_args()
     steps = dict(zip(args.atoms, args.steps + [args.steps[-1]] * (len(args.atoms) - len(args.steps))))
@@ -100,7 +114,7 @@ def main() -> None:
     for natoms in args.atoms:
         n = steps[natoms]
         for engine in args.engines:
-            task = make_task(natoms, n, traj_freq=max(1, n // 2))
+            task = make_task(natoms, n, traj_freq=args.traj_freq or max(1, n // 2))
             out = work / f"{engine}-{natoms}"
             if engine == "ase":
                 rec = run_ase(task, models, out, args.threads)

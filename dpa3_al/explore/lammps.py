@@ -263,7 +263,8 @@ def _frame_stop(task: Task, step: int, atoms: Any, forces: np.ndarray, devi: dic
     return check_deviation(devi, task.stop, step) or check_geometry(atoms, task.stop, step)
 
 
-def read_back(task: Task, task_dir: Path, type_map: Sequence[str], prism: Any, writer: FrameWriter) -> tuple[int, Stop | None]:
+def read_back(task: Task, task_dir: Path, type_map: Sequence[str], prism: Any,
+              writer: FrameWriter) -> tuple[int, Stop | None]:
     """Turn the dump, model_devi.out and log into our files; returns (last step, stop criterion hit)."""
     devi = read_devi_out(task_dir / MODEL_DEVI_OUT)
     thermo = read_thermo(task_dir / LOG_FILE_LAMMPS)
@@ -369,7 +370,10 @@ def explore_task(cfg: ExploreConfig, base_dir: Path, task_dir: Path, models: Seq
     cache = cfg.lammps.model_cache
     cache = (Path(base_dir) / cache if cache is not None and not cache.is_absolute() else cache) or \
         Path(workdir).absolute().parent / CACHE_DIR
-    frozen = [freeze_model(Path(m), head, programs, cache, env) for m in models]
+    if any(c.isspace() for c in str(cache.absolute())):
+        raise InputError(f"explore.lammps.model_cache {str(cache.absolute())!r}: LAMMPS' pair_style cannot take "
+                         "model paths with spaces; set model_cache to a folder without spaces")
+    frozen = [freeze_model(Path(m), head, programs, cache.absolute(), env) for m in models]
     type_map = model_type_map(Path(models[0]), head)
     revisions = {k: v[0] for k, v in group.revisions.items()}
     return run_task(task, frozen, type_map, programs, cfg.lammps, Path(workdir), template, revisions)
