@@ -270,6 +270,25 @@ def duplicate_mask(frames: Sequence[Atoms], tol: float) -> np.ndarray:
     return dup
 
 
+def frame_key(atoms: Atoms, tol: float) -> tuple[bytes, bytes]:
+    """Identity of a frame independent of atom order: the cell and the sorted (element, position)
+    rows, positions wrapped into a periodic cell, everything rounded to ``tol`` Å. The dataset
+    stores atoms sorted by element, so an explored frame and its labeled copy share this key."""
+    pos = atoms.get_positions(wrap=bool(np.all(atoms.pbc) and atoms.cell.rank == 3))
+    rows = np.column_stack([atoms.numbers, np.round(pos / tol)]).astype(np.int64)
+    rows = rows[np.lexsort(rows.T[::-1])]
+    return np.round(atoms.cell.array / tol).astype(np.int64).tobytes(), rows.tobytes()
+
+
+def labeled_frames(paths: Sequence[Path]) -> list[Atoms]:
+    """The structures of every deepmd system under ``paths`` (a run's dataset, its init_data):
+    what :func:`select` should not pick again."""
+    from dpa3_al.model.train.data import find_npy_systems, read_deepmd_system
+
+    return [a for root in paths if Path(root).is_dir() for p in find_npy_systems(Path(root))
+            for sys_ in read_deepmd_system(p, labels=False) for a in sys_.to_atoms(labels=False)]
+
+
 # ----------------------------------------------------------------------------- driver
 @dataclass
 class SelectionReport:
@@ -345,7 +364,8 @@ def write_candidates(folder: Path, refs: Sequence[FrameRef]) -> Path:
     return atomic_write_text(Path(folder) / CANDIDATES_FILE, buf.getvalue())
 
 
-def _apply_filters(cands: list[FrameRef], cfg: FilterConfig) -> tuple[list[FrameRef], dict[str, dict[str, Any]]]:
+def _apply_filters(cands: list[FrameRef], cfg: FilterConfig,
+                   labeled: Sequence[Atoms] = ()) -> tuple[list[FrameRef], dict[str, dict[str, Any]]]:
     """Run the filters in order; returns the survivors and what each filter removed."""
     removed: dict[str, dict[str, Any]] = {}
 
@@ -367,6 +387,12 @@ def _apply_filters(cands: list[FrameRef], cfg: FilterConfig) -> tuple[list[Frame
         record("duplicate", [(r, f"repeats an earlier frame within {cfg.dedup_tol:g} Å")
                              for r, d in zip(cands, dup) if d])
         cands = [r for r, d in zip(cands, dup) if not d]
+    if cfg.dedup_tol is not None and len(labeled):
+        known = {frame_key(a, cfg.dedup_tol) for a in labeled}
+        again = [frame_key(r.atoms, cfg.dedup_tol) in known for r in cands]
+        record("labeled", [(r, f"already labeled (in the dataset within {cfg.dedup_tol:g} Å)")
+                           for r, d in zip(cands, again) if d])
+        cands = [r for r, d in zip(cands, again) if not d]
     return cands, removed
 
 
@@ -395,7 +421,8 @@ def _cap(cands: list[FrameRef], groups: list[str], cfg: SelectConfig,
 
 
 def select(task_dirs: Sequence[Path], cfg: SelectConfig, out_dir: Path,
-           descriptor_fn: Callable[[Atoms], np.ndarray] | None = None) -> SelectionReport:
+           descriptor_fn: Callable[[Atoms], np.ndarray] | None = None,
+           labeled: Sequence[Atoms] = ()) -> SelectionReport:
     """Classify every recorded frame of ``task_dirs``, filter and cap the candidates, and write
     ``out_dir/selection.json`` and ``out_dir/candidates.extxyz``.
 
@@ -404,6 +431,10 @@ def select(task_dirs: Sequence[Path], cfg: SelectConfig, out_dir: Path,
         cfg: trust levels, filters and cap.
         out_dir: where the outputs go (created).
         descriptor_fn: atoms -> (natoms, dim) descriptors; needed by strategy ``diversity``.
+        labeled: frames already labeled (:func:`labeled_frames` of the dataset): candidates equal
+            to one of them are dropped (filter ``labeled``), so no label is spent twice. The
+            exploration restarts from the same structures, whose step-0 frames otherwise come back
+            every iteration (bench/bench_al.py: 5 of 30 labels).
     """
     table = read_frames_table(task_dirs)
     devi_f, devi_v = table.column("max_devi_f"), table.column("max_devi_v")
@@ -412,7 +443,7 @@ def select(task_dirs: Sequence[Path], cfg: SelectConfig, out_dir: Path,
     report = SelectionReport(levels=levels, counts=_count(classes, devi_f), per_group=table.per_group(classes),
                              tasks=table.task_outcomes(), strategy=cfg.strategy, max_select=cfg.max_select)
     cands = load_frames(table, np.flatnonzero(classes == CANDIDATE))
-    cands, report.filters = _apply_filters(cands, cfg.filters)
+    cands, report.filters = _apply_filters(cands, cfg.filters, labeled)
     chosen, report.quotas = _cap(cands, table.groups, cfg, descriptor_fn)
     chosen.sort(key=lambda pair: (pair[0].task, pair[0].step))
     report.selected = [_why(ref, rank, levels, cfg) for ref, rank in chosen]
