@@ -351,8 +351,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     for ax, (key, label, scale) in zip(axes, panels):
         for arm in sorted({r["arm"] for r in rows}):
             mean = [r for r in rows if r["arm"] == arm and r["member"] == "mean"]
-            labels = sorted({r["labels"] for r in mean})
-            vals = [np.array([r[key] for r in mean if r["labels"] == n]) * scale for n in labels]
+            its = sorted({r["iteration"] for r in mean})   # seeds may differ by a label or two (duplicates)
+            labels = [np.mean([r["labels"] for r in mean if r["iteration"] == k]) for k in its]
+            vals = [np.array([r[key] for r in mean if r["iteration"] == k]) * scale for k in its]
             mu = np.array([v.mean() for v in vals])
             ax.plot(labels, mu, "o-", color=colors.get(arm), label=ARM_NAMES.get(arm, arm))
             ax.fill_between(labels, [v.min() for v in vals], [v.max() for v in vals], color=colors.get(arm),
@@ -362,6 +363,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    axes[0].set_xlabel("labeled frames (mean over seeds)")
     fig.suptitle(title + " (committee mean; band: min-max over seeds)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -413,7 +415,9 @@ def main(argv=None) -> int:
     lines = [f"command: {command}", f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
              f"machine: {platform.node()}, {os.cpu_count()} CPUs (shared with other work: loaded), "
              f"load average at end {os.getloadavg()}",
-             f"project: {_project()}", f"reference data: {json.dumps(info)}", f"total wall time {time.time() - t_start:.0f} s", ""]
+             f"project: {_project()}", f"reference data: {json.dumps(info)}",
+             f"wall time: arms {sum(r['wall_s'] for r in runs.values()):.0f} s in all (each arm's run, evaluation "
+             f"excluded); this invocation {time.time() - t_start:.0f} s (finished arms are cached)", ""]
     lines += summary_table(rows)
     lines += ["", "wall time and EMT calls per arm and seed:"]
     for (arm, seed), res in sorted(runs.items()):
