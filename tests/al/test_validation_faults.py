@@ -26,23 +26,11 @@ from dpa3_al.common.typed_config import MAX_INT, ConfigError, field, from_dict
 from dpa3_al.common.yamlio import MAX_DEPTH, load_yaml_text
 from dpa3_al.config import load_run_config
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+from .config_edits import quickstart, with_key
+
+from .config_edits import TEMPLATES
 G = "explore.stages[0].task_groups[0]"
 C0 = f"{G}.configurations[0]"
-
-
-def _base() -> dict:
-    return yaml.safe_load((TEMPLATES / "quickstart.yaml").read_text())
-
-
-def _set(cfg: dict, path: str, value) -> dict:
-    cfg = copy.deepcopy(cfg)
-    node = cfg
-    keys = [int(k) if k.isdigit() else k for k in path.replace("[", ".").replace("]", "").split(".")]
-    for k in keys[:-1]:
-        node = node[k]
-    node[keys[-1]] = value
-    return cfg
 
 
 def _with_label(cfg: dict, label: dict) -> dict:
@@ -53,17 +41,17 @@ def _bomb_text() -> str:
     """A "billion laughs" (9^9 strings) inside label.ase.kwargs: a few hundred bytes of YAML."""
     rows = ["    a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     rows += [f"    a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
-    text = yaml.safe_dump({k: v for k, v in _base().items() if k != "label"})
+    text = yaml.safe_dump({k: v for k, v in quickstart().items() if k != "label"})
     return text + "label:\n  kind: ase\n  ase:\n   kwargs:\n" + "\n".join(" " + r for r in rows) + "\n"
 
 
 def _deep_text(depth: int = 5000) -> str:
-    text = yaml.safe_dump({k: v for k, v in _base().items() if k != "label"})
+    text = yaml.safe_dump({k: v for k, v in quickstart().items() if k != "label"})
     return text + "label: {kind: ase, ase: {kwargs: " + "{x: " * depth + "1" + "}" * depth + "}}\n"
 
 
 def _duplicate_text() -> str:
-    text = yaml.safe_dump(_base(), sort_keys=False)
+    text = yaml.safe_dump(quickstart(), sort_keys=False)
     assert "\nseed: 1\n" in text
     return text.replace("\nseed: 1\n", "\nseed: 1\nname: other\n", 1)   # `name` is given twice
 
@@ -72,40 +60,40 @@ def _duplicate_text() -> str:
 BAD = [
     ("alias bomb in label.ase.kwargs", _bomb_text(), "billion laughs"),
     ("mappings 5000 deep", _deep_text(), f"nested more than {MAX_DEPTH} levels"),
-    ("bytes that are not UTF-8", yaml.safe_dump(_base()).encode() + b"# caf\xe9\n", "is not UTF-8"),
+    ("bytes that are not UTF-8", yaml.safe_dump(quickstart()).encode() + b"# caf\xe9\n", "is not UTF-8"),
     ("duplicate key", _duplicate_text(), "key 'name' is given twice in one mapping (lines"),
-    ("supercell of 4e9 atoms", _set(_base(), f"{G}.configurations",
+    ("supercell of 4e9 atoms", with_key(quickstart(), f"{G}.configurations",
                                    [{"lattice": {"symbols": "O", "crystal": "fcc", "a": 3.6, "cubic": True},
                                      "supercell": [1000, 1000, 1000]}]),
      "makes 4,000,000,000 atoms; the limit is 1,000,000"),
-    ("a billion perturbed copies", _set(_base(), f"{C0}.perturb", {"copies": 10**9, "atom": 0.1}),
+    ("a billion perturbed copies", with_key(quickstart(), f"{C0}.perturb", {"copies": 10**9, "atom": 0.1}),
      "exceed the limit of 20,000,000 atoms"),
-    ("a billion bootstrap copies", {**_set(_base(), "init_data", []), "bootstrap": {"copies": 10**9}},
+    ("a billion bootstrap copies", {**with_key(quickstart(), "init_data", []), "bootstrap": {"copies": 10**9}},
      "bootstrap.copies: "),
-    ("index abc", _set(_base(), f"{C0}.index", "abc"), f"{C0}.index: 'abc' is not a frame index"),
-    ("index with step 0", _set(_base(), f"{C0}.index", "0:10:0"), "step of a slice cannot be 0"),
-    ("index selecting no frame", _set(_base(), f"{C0}.index", "100:200"), "selects none of its"),
-    ("name with a slash", _set(_base(), "name", "a/b"), "name: run name 'a/b'"),
-    ("name ..", _set(_base(), "name", ".."), "name: run name '..'"),
-    ("name with $(...)", _set(_base(), "name", "$(touch pwned)"), "name: run name '$(touch pwned)'"),
-    ("empty name", _set(_base(), "name", ""), "name: run name ''"),
-    ("name of 41 characters", _set(_base(), "name", "a" * 41), "use 1-40 lower-case letters"),
-    ("NaN temperature", _set(_base(), f"{G}.temps", [float("nan")]), f"{G}.temps[0]: nan is not a finite number"),
-    ("infinite temperature", _set(_base(), f"{G}.temps", [float("inf")]), f"{G}.temps[0]: inf is not a finite"),
-    ("infinite timestep", _set(_base(), f"{G}.timestep", float("inf")), f"{G}.timestep: inf is not a finite"),
-    ("numb_steps 1e300", _set(_base(), "train.training.numb_steps", 1e300),
+    ("index abc", with_key(quickstart(), f"{C0}.index", "abc"), f"{C0}.index: 'abc' is not a frame index"),
+    ("index with step 0", with_key(quickstart(), f"{C0}.index", "0:10:0"), "step of a slice cannot be 0"),
+    ("index selecting no frame", with_key(quickstart(), f"{C0}.index", "100:200"), "selects none of its"),
+    ("name with a slash", with_key(quickstart(), "name", "a/b"), "name: run name 'a/b'"),
+    ("name ..", with_key(quickstart(), "name", ".."), "name: run name '..'"),
+    ("name with $(...)", with_key(quickstart(), "name", "$(touch pwned)"), "name: run name '$(touch pwned)'"),
+    ("empty name", with_key(quickstart(), "name", ""), "name: run name ''"),
+    ("name of 41 characters", with_key(quickstart(), "name", "a" * 41), "use 1-40 lower-case letters"),
+    ("NaN temperature", with_key(quickstart(), f"{G}.temps", [float("nan")]), f"{G}.temps[0]: nan is not a finite number"),
+    ("infinite temperature", with_key(quickstart(), f"{G}.temps", [float("inf")]), f"{G}.temps[0]: inf is not a finite"),
+    ("infinite timestep", with_key(quickstart(), f"{G}.timestep", float("inf")), f"{G}.timestep: inf is not a finite"),
+    ("numb_steps 1e300", with_key(quickstart(), "train.training.numb_steps", 1e300),
      "train.training.numb_steps: 1e+300 is beyond 1e+12"),
-    ("MD steps 1e13", _set(_base(), f"{G}.steps", 10**13), f"{G}.steps: 10000000000000 is beyond"),
-    ("py/ key in label.ase.kwargs", _with_label(_base(), {"kind": "ase", "ase": {"kwargs": {"py/object": "os.system"}}}),
+    ("MD steps 1e13", with_key(quickstart(), f"{G}.steps", 10**13), f"{G}.steps: 10000000000000 is beyond"),
+    ("py/ key in label.ase.kwargs", _with_label(quickstart(), {"kind": "ase", "ase": {"kwargs": {"py/object": "os.system"}}}),
      "label.ase.kwargs.py/object: keys starting with 'py/' are reserved"),
-    ("nested py/ key", _with_label(_base(), {"kind": "ase", "ase": {"kwargs": {"a": [{"py/reduce": 1}]}}}),
+    ("nested py/ key", _with_label(quickstart(), {"kind": "ase", "ase": {"kwargs": {"a": [{"py/reduce": 1}]}}}),
      "label.ase.kwargs.a[0].py/reduce: keys starting with 'py/'"),
-    ("calculator that is a function", _with_label(_base(), {"kind": "ase", "ase": {
+    ("calculator that is a function", _with_label(quickstart(), {"kind": "ase", "ase": {
         "calculator": "subprocess.run", "kwargs": {"args": "touch pwned", "shell": True}}}),
      "label.ase.calculator: 'subprocess.run' is a function; only ASE calculator classes"),
-    ("calculator that is a non-calculator class", _with_label(_base(), {"kind": "ase", "ase": {"calculator": "ase.Atoms"}}),
+    ("calculator that is a non-calculator class", _with_label(quickstart(), {"kind": "ase", "ase": {"calculator": "ase.Atoms"}}),
      "label.ase.calculator: 'ase.Atoms' is a class that is not an ASE calculator"),
-    ("calculator that does not import", _with_label(_base(), {"kind": "ase", "ase": {"calculator": "nowhere.Calc"}}),
+    ("calculator that does not import", _with_label(quickstart(), {"kind": "ase", "ase": {"calculator": "nowhere.Calc"}}),
      "label.ase.calculator: cannot import 'nowhere.Calc'"),
 ]
 
@@ -160,7 +148,7 @@ def test_validate_and_submit_refuse_the_same_bad_input_with_the_same_line(tmp_pa
 
 def test_frame_index_may_be_an_integer_or_a_slice(tmp_path):
     for index, frames in [(-1, 1), ("3", 1), ("0:12:4", 3), (":", None)]:
-        path = _write(tmp_path, _set(_base(), f"{C0}.index", index))
+        path = _write(tmp_path, with_key(quickstart(), f"{C0}.index", index))
         spec = load_run_config(path).explore.stages[0].task_groups[0].configurations[0]
         assert spec.index == str(index)
         from dpa3_al.explore.configurations import build_pool
@@ -170,7 +158,7 @@ def test_frame_index_may_be_an_integer_or_a_slice(tmp_path):
 
 
 def test_validate_and_submit_accept_the_same_good_config(tmp_path, capsys, no_launch):
-    path = _write(tmp_path, _base())
+    path = _write(tmp_path, quickstart())
     assert main(["validate", str(path)]) == 0
     assert "OK" in capsys.readouterr().out
     runs = tmp_path / "runs"
@@ -228,19 +216,19 @@ def test_typed_config_refuses_non_finite_floats_and_huge_integers_with_the_key_p
 
 
 def test_empty_type_map_is_the_elements_of_the_structures_and_data(tmp_path, capsys):
-    cfg = _base()
+    cfg = quickstart()
     del cfg["train"]["model"]["type_map"]
     path = _write(tmp_path, cfg)
     assert load_run_config(path).train.model.type_map == ["H", "O"]   # by atomic number
     assert main(["validate", str(path)]) == 0
     lattice = [{"lattice": {"symbols": "Cu", "crystal": "fcc", "a": 3.61}}]
-    copper = _set(cfg, f"{G}.configurations", lattice)
-    copper = _set(copper, "explore.stages[1].task_groups[0].configurations", lattice)
+    copper = with_key(cfg, f"{G}.configurations", lattice)
+    copper = with_key(copper, "explore.stages[1].task_groups[0].configurations", lattice)
     path = _write(tmp_path, copper)
     assert load_run_config(path).train.model.type_map == ["H", "O", "Cu"]   # init_data has O, H
     path = _write(tmp_path, {**copper, "init_data": []})
     assert load_run_config(path).train.model.type_map == ["Cu"]
-    explicit = _set(copper, "train.model.type_map", ["O", "H"])
+    explicit = with_key(copper, "train.model.type_map", ["O", "H"])
     path = _write(tmp_path, explicit)
     assert main(["validate", str(path)]) == 1
     assert "elements ['Cu'] are not in train.model.type_map" in _error_line(capsys, "validate")

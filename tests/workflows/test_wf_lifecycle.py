@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .wf_helpers import ledger_lines, toy_plan
+from .wf_helpers import ledger_lines, toy_plan, wait_for
 from dpa3_al.cli import main
 from dpa3_al.workflows import resume, status, stop, submit, wait
 from dpa3_al.workflows.keys import step_key
@@ -26,15 +26,6 @@ TIMEOUT = 240
 CLI = [sys.executable, "-m", "dpa3_al.cli"]
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _cli(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
@@ -46,7 +37,7 @@ def _stopped_toy_run(tmp_path: Path, toy_env: Path, name: str):
     plan = toy_plan({}, {"prep-explore": {"n_tasks": 1}, "train": {"sleep": 3}, "decide": {"stop_after": 0}},
                     n_models=1)
     run = submit(tmp_path / "runs", name, plan)
-    _wait_for(lambda: any(line[0] == "train" for line in ledger_lines(toy_env, name)), TIMEOUT, "training")
+    wait_for(lambda: any(line[0] == "train" for line in ledger_lines(toy_env, name)), TIMEOUT, "training")
     assert stop(run.root, grace=2).status == "stopped"
     return run
 
@@ -175,12 +166,12 @@ def test_no_temporary_folder_is_left_after_stop_or_kill(tmp_path, toy_env, monke
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))
     run = _stopped_toy_run(tmp_path, toy_env, "tidy")
-    _wait_for(lambda: not _our_tmp_folders(tmp), 30, "the preloader's folder to go after stop")
+    wait_for(lambda: not _our_tmp_folders(tmp), 30, "the preloader's folder to go after stop")
 
     resume(run.root)
-    _wait_for(lambda: _our_tmp_folders(tmp), 60, "the preloader of the resumed driver")
+    wait_for(lambda: _our_tmp_folders(tmp), 60, "the preloader of the resumed driver")
     os.kill(status(run.root).driver_pid, signal.SIGKILL)
-    _wait_for(lambda: not _our_tmp_folders(tmp), 30, "the preloader's folder to go after kill -9")
+    wait_for(lambda: not _our_tmp_folders(tmp), 30, "the preloader's folder to go after kill -9")
 
 
 def test_sweep_removes_only_stale_preloader_folders(tmp_path, monkeypatch):

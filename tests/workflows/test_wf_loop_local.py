@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .wf_helpers import ledger_lines, toy_plan
+from .wf_helpers import ledger_lines, toy_plan, wait_for
 from dpa3_al.workflows import resume, status, stop, submit, wait
 from dpa3_al.workflows.keys import step_key
 
@@ -151,7 +151,7 @@ def test_hung_step_is_killed_retried_and_reported(tmp_path, toy_env):
     assert f"{step_key(0, 'select')} (timed out after 2 s (2 attempts); log: {select.log})" in state.message
     assert "timed out" in Path(select.log).read_text()
     assert time.monotonic() - start < TIMEOUT
-    _wait_for(lambda: not _processes_under(run.root), 30, "the driver and its steps to end")
+    wait_for(lambda: not _processes_under(run.root), 30, "the driver and its steps to end")
 
 
 def _processes_under(root: Path) -> list[int]:
@@ -172,15 +172,6 @@ def _processes_under(root: Path) -> list[int]:
     return pids
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def test_kill_9_during_labeling_then_resume_loses_and_repeats_nothing(tmp_path, toy_env):
     plan = toy_plan({"group_size": 1, "local": {"parallel": 2, "poll_interval": 0.3, "grace": 1.0}},
@@ -192,11 +183,11 @@ def test_kill_9_during_labeling_then_resume_loses_and_repeats_nothing(tmp_path, 
         done = [k for k, s in state.steps.items() if k.startswith("iter-000001--run-label") and s.phase == "Succeeded"]
         return (state, done) if done else None
 
-    state, done_before = _wait_for(labeled_one_in_iteration_1, TIMEOUT, "a finished label step in iteration 1")
+    state, done_before = wait_for(labeled_one_in_iteration_1, TIMEOUT, "a finished label step in iteration 1")
     assert len(done_before) < 3, "the kill must come in the middle of labeling"
     os.kill(state.driver_pid, signal.SIGKILL)
-    _wait_for(lambda: run.holder() is None, 30, "the lock to be released")
-    _wait_for(lambda: not _processes_under(run.root), 30, "orphaned step processes to stop")
+    wait_for(lambda: run.holder() is None, 30, "the lock to be released")
+    wait_for(lambda: not _processes_under(run.root), 30, "orphaned step processes to stop")
     killed = status(run.root)
     assert killed.status == "stopped" and "resume" in killed.message
     before = ledger_lines(toy_env, "crashy")
@@ -219,11 +210,11 @@ def test_kill_9_during_labeling_then_resume_loses_and_repeats_nothing(tmp_path, 
 def test_stop_ends_the_driver_and_its_steps(tmp_path, toy_env):
     plan = toy_plan({}, {"prep-explore": {"n_tasks": 1}, "train": {"sleep": 60}}, n_models=1)
     run = submit(tmp_path / "runs", "stoppable", plan)
-    _wait_for(lambda: any(line[0] == "train" for line in ledger_lines(toy_env, "stoppable")), TIMEOUT, "training to start")
+    wait_for(lambda: any(line[0] == "train" for line in ledger_lines(toy_env, "stoppable")), TIMEOUT, "training to start")
     state = stop(run.root, grace=5)
     assert state.status == "stopped" and state.message == "stopped by user"
     assert run.holder() is None
-    _wait_for(lambda: not _processes_under(run.root), 30, "step processes to end")
+    wait_for(lambda: not _processes_under(run.root), 30, "step processes to end")
     assert status(run.root).status == "stopped"
 
 

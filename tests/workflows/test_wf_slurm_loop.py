@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import ase.io
@@ -28,6 +27,7 @@ from dpa3_al.workflows import Plan, resume, status, submit, wait
 from dpa3_al.workflows.keys import step_key
 
 from .test_wf_science import EXPLORE
+from .wf_helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 LABEL = {"label": {"kind": "ase", "frames_per_task": 1}}
@@ -59,15 +59,6 @@ def _same_sites(a, b) -> bool:
     return np.allclose((diff + 0.5) % 1.0 - 0.5, 0.0, atol=1e-6) and np.allclose(a.cell.array, b.cell.array, atol=1e-6)
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def test_slurm_template_loop_survives_kill_9_and_resume(tmp_path, toy_env, slurm, monkeypatch):  # noqa: ARG001
     monkeypatch.setenv("SLURM_CONF", slurm["SLURM_CONF"])
@@ -80,10 +71,10 @@ def test_slurm_template_loop_survives_kill_9_and_resume(tmp_path, toy_env, slurm
         started = [k for k, s in state.steps.items() if "--run-label-" in k and s.phase in ("Running", "Succeeded")]
         return state if started else None
 
-    state = _wait_for(labeling, 400, "labeling to start")
+    state = wait_for(labeling, 400, "labeling to start")
     assert step_key(0, "collect") not in state.steps, "the kill must come before the dataset is written"
     os.kill(state.driver_pid, signal.SIGKILL)
-    _wait_for(lambda: run.holder() is None, 30, "the lock to be released")
+    wait_for(lambda: run.holder() is None, 30, "the lock to be released")
     assert status(run.root).status == "stopped"
 
     resume(run.root)

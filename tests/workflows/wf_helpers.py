@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from pathlib import Path
 
 from dpa3_al.common.typed_config import from_dict
@@ -26,3 +28,14 @@ def ledger_lines(ledger: Path, run: str) -> list[tuple[str, str, str]]:
         return []
     lines = [line.split() for line in ledger.read_text().splitlines() if line.strip()]
     return [tuple(parts[1:]) for parts in lines if parts[0] == run]
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.2):
+    """``predicate()``'s first truthy value within ``timeout`` seconds, else an AssertionError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
