@@ -21,7 +21,6 @@ the accurate ratio then says nothing about the target.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass, replace
@@ -30,6 +29,7 @@ from typing import Any, Literal, Sequence
 
 from dpa3_al.calibration import TargetLevels
 from dpa3_al.common.errors import UserError
+from dpa3_al.common.fileio import read_json_object
 from dpa3_al.explore.config import StageConfig
 from dpa3_al.explore.tasks import atomic_write_json
 from dpa3_al.select import SelectionReport
@@ -214,11 +214,7 @@ class ScheduleRecord:
         Raises:
             FileNotFoundError: no decision yet. ValueError: not a record written by :meth:`write`.
         """
-        path = Path(path)
-        path = path / SCHEDULE_JSON if path.is_dir() else path
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        data = read_json_object(path, SCHEDULE_JSON)
         try:
             return cls(ScheduleState.from_dict(data["state"]),
                        tuple(Decision.from_dict(d) for d in data.get("decisions", [])))

@@ -13,7 +13,6 @@ Units: force deviations eV/Å, virial deviations eV/atom, distances Å, angles d
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field as dc_field
@@ -26,6 +25,7 @@ from ase import Atoms
 from dpa3_al.explore.frames import FrameRef, load_frames, read_frames_table
 from dpa3_al.explore.tasks import atomic_write_json, atomic_write_text
 from dpa3_al.common.errors import UserError
+from dpa3_al.common.fileio import read_json_object
 from dpa3_al.common.typed_config import ConfigError, field
 
 log = logging.getLogger(__name__)
@@ -339,11 +339,7 @@ class SelectionReport:
         Raises:
             FileNotFoundError: no selection yet. ValueError: not a selection written by :meth:`write`.
         """
-        path = Path(path)
-        path = path / SELECTION_JSON if path.is_dir() else path
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        data = read_json_object(path, SELECTION_JSON)
         try:
             return cls(levels=Levels(**data["levels"]), counts={k: int(v) for k, v in data["counts"].items()},
                        per_group=data.get("per_group") or {}, tasks=data.get("tasks") or {},

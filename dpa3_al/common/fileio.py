@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-__all__ = ["replacing", "atomic_write", "atomic_write_path", "atomic_write_bytes", "atomic_write_text",
+__all__ = ["read_json_object", "replacing", "atomic_write", "atomic_write_path", "atomic_write_bytes", "atomic_write_text",
            "atomic_write_json", "json_default", "fsync_dir", "replace_entry"]
 
 
@@ -107,3 +107,18 @@ def json_default(obj: Any) -> Any:
 def atomic_write_json(path: str | os.PathLike, data: Any, **dumps: Any) -> Path:
     """``data`` as indented JSON (paths and numpy values allowed); ``dumps`` go to ``json.dumps``."""
     return atomic_write_text(path, json.dumps(data, **{"indent": 1, "default": json_default, **dumps}) + "\n")
+
+
+def read_json_object(path: str | os.PathLike, name: str) -> dict[str, Any]:
+    """The JSON object in ``path``, or in ``path/name`` when ``path`` is a folder (a step's output).
+
+    Raises:
+        FileNotFoundError: no such file (e.g. the step has not run). ValueError: not JSON, or not
+            an object (a file contract's readers then add what they expected).
+    """
+    path = Path(path)
+    path = path / name if path.is_dir() else path
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a JSON {type(data).__name__}, not an object")
+    return data
