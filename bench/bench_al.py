@@ -82,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run-config key for every arm (dotted path, YAML value), e.g. "
                    "train.init_model.steps_factor=1.0; repeatable")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the CSV/PNG/TXT from the finished (cached) arms only; run nothing")
     p.add_argument("--set-a", action="append", default=[], metavar="KEY=VALUE", help="override for arm a only")
     return p.parse_args(argv)
 
@@ -398,6 +400,9 @@ def main(argv=None) -> int:
             cache = run_root / f"{arm}-s{seed}.result.json"
             if cache.is_file():
                 res = json.loads(cache.read_text())
+            elif args.report_only:
+                print(f"arm {arm} seed {seed}: not finished, left out (--report-only)")
+                continue
             else:
                 if arm in ("a", "b"):
                     res = run_loop(args, arm, seed, work / "data", info, run_root)
