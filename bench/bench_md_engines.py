@@ -56,7 +56,7 @@ def make_task(natoms: int, steps: int, traj_freq: int):
                 seed=1234, md=md, stop=stop, atoms=water_atoms(REPLICAS[natoms]))
 
 
-def run_ase(task, models: list[Path], out: Path, threads: int | None) -> dict:
+def run_ase(task, models: list[Path], out: Path, threads: int | None, memory: str = "default") -> dict:
     import torch
 
     from dpa3_al.explore.md import run_task
@@ -64,7 +64,7 @@ def run_ase(task, models: list[Path], out: Path, threads: int | None) -> dict:
 
     if threads:
         torch.set_num_threads(threads)
-    comm = CommitteeCalculator([str(m) for m in models], drive=0)
+    comm = CommitteeCalculator([str(m) for m in models], drive=0, memory=memory)
     cpu = time.process_time()
     report = run_task(task, comm, out)
     cpu = time.process_time() - cpu
@@ -91,12 +91,15 @@ def run_lammps(task, frozen: list[Path], out: Path, ranks: int, threads: int | N
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--atoms", type=int, nargs="+", default=[192, 1536, 12288], choices=sorted(REPLICAS))
-    ap.add_argument("--steps", type=int, nargs="+", default=[10, 4, 2], help="MD steps per size (one value per --atoms)")
+    ap.add_argument("--steps", type=int, nargs="+", default=[10, 4, 2],
+                    help="MD steps per size (one value per --atoms)")
     ap.add_argument("--engines", nargs="+", default=["ase", "lammps", "lammps-mpi2"],
                     choices=["ase", "lammps", "lammps-mpi2"])
     ap.add_argument("--threads", type=int, default=None, help="threads per process (ASE: torch; LAMMPS: per rank)")
     ap.add_argument("--traj-freq", type=int, default=None,
                     help="committee every this many steps (default steps // 2)")
+    ap.add_argument("--memory", default="default", choices=["default", "low"],
+                    help="the ase engine's memory mode (low: recompute, for systems that do not fit)")
     ap.add_argument("--work", type=Path, default=None, help="keep the task folders here (default: a temporary folder)")
     args = ap.parse_args()
     steps = dict(zip(args.atoms, args.steps + [args.steps[-1]] * (len(args.atoms) - len(args.steps))))
@@ -117,7 +120,7 @@ def main() -> None:
             task = make_task(natoms, n, traj_freq=args.traj_freq or max(1, n // 2))
             out = work / f"{engine}-{natoms}"
             if engine == "ase":
-                rec = run_ase(task, models, out, args.threads)
+                rec = {**run_ase(task, models, out, args.threads, args.memory), "memory": args.memory}
             else:
                 rec = run_lammps(task, frozen, out, 2 if engine == "lammps-mpi2" else 1, args.threads)
             emit({"engine": engine, "atoms": natoms, "model": "water-example float32, committee of 2, model 0 drives",

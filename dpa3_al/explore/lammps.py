@@ -252,9 +252,11 @@ def run_lammps(task_dir: Path, programs: Programs, cfg: LammpsConfig) -> Stop | 
         return None
     texts = [p.read_text(errors="replace") for p in (task_dir / LOG_FILE_LAMMPS, task_dir / OUTPUT_FILE)
              if p.is_file()]
-    line = error_line(*texts) or ("no ERROR line; last output: " + " | ".join(texts[-1].strip().splitlines()[-3:])
+    line = error_line(*texts) or ("no ERROR line (killed from outside? e.g. out of memory: see lammps.out and the "
+                                  "kernel log); last output: " + " | ".join(texts[-1].strip().splitlines()[-3:])
                                   if texts else "no output")
-    return Stop("error", f"LAMMPS exited with code {proc.returncode}: {line}", -1)
+    code = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with code {proc.returncode}"
+    return Stop("error", f"LAMMPS {code}: {line}", -1)
 
 
 def _frame_stop(task: Task, step: int, atoms: Any, forces: np.ndarray, devi: dict[str, float]) -> Stop | None:
