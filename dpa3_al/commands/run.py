@@ -88,10 +88,31 @@ def _load(path: Path):
     return cfg, plan_from_config(cfg, path.resolve().parent), config_dict(cfg)
 
 
-def label_runs_here(cfg) -> bool:
-    """Whether run-label runs on this machine (local engine, or not sent to the batch system)."""
+def runs_here(cfg, step: str) -> bool:
+    """Whether ``step`` runs on this machine (local engine, or not sent to the batch system)."""
     wf = cfg.workflow
-    return wf.engine == "local" or (wf.engine == "dispatcher" and "run-label" not in wf.dispatcher.steps)
+    return wf.engine == "local" or (wf.engine == "dispatcher" and step not in wf.dispatcher.steps)
+
+
+def label_runs_here(cfg) -> bool:
+    """Whether run-label runs on this machine."""
+    return runs_here(cfg, "run-label")
+
+
+def check_md_engine(cfg, base_dir: Path) -> str | None:
+    """For stages with ``engine: lammps``: refuse (UserError) missing LAMMPS/dp programs when
+    run-explore runs here, before any training; one line saying what was found. None: no such stage."""
+    if not any(stage.engine == "lammps" for stage in cfg.explore.stages):
+        return None
+    from dpa3_al.explore.lammps import LammpsUnavailable, preflight
+
+    try:
+        programs = preflight(cfg.explore.lammps, base_dir)
+    except LammpsUnavailable as err:
+        if runs_here(cfg, "run-explore"):
+            raise
+        return f"engine lammps: not available on this machine, where run-explore does not run ({err})"
+    return f"engine lammps: {programs.lmp} and {programs.dp}"
 
 
 def labeler_problem(cfg) -> str | None:
@@ -122,6 +143,7 @@ def check_labeler(cfg) -> str:
 def cmd_validate(args) -> int:
     cfg, plan, _ = _load(args.config)
     labeler = check_labeler(cfg)
+    md_engine = check_md_engine(cfg, args.config.resolve().parent)
     stages = ", ".join(f"stage {i}: {len(s.task_groups)} task group(s), max_iter {s.max_iter}"
                        for i, s in enumerate(cfg.explore.stages))
     start = (f"{len(cfg.init_data)} initial data path(s)" if cfg.init_data else "no initial data: bootstrap labels")
@@ -129,6 +151,8 @@ def cmd_validate(args) -> int:
     print(f"{args.config}: OK\n  run name {cfg.name}; engine {cfg.workflow.engine}; committee of {cfg.committee}{ft}\n"
           f"  {start}; labeler {cfg.label.describe()}\n  {stages}")
     print(f"  {labeler}")
+    if md_engine:
+        print(f"  {md_engine}")
     return 0
 
 
@@ -138,6 +162,7 @@ def cmd_submit(args) -> int:
     cfg, plan, data = _load(args.config)
     name = args.name or cfg.name
     check_labeler(cfg)                  # a missing program or calculator: refused before any work
+    check_md_engine(cfg, args.config.resolve().parent)
     run = submit(args.runs, name, plan, data)
     print(f"submitted run {name!r}: {run.root}\n  follow it: dpa3-al status {run.root}   "
           f"(or: dpa3-al submit ... --wait)\n  stop it:   dpa3-al stop {run.root}; continue: dpa3-al resume {run.root}")

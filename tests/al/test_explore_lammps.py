@@ -310,3 +310,28 @@ def test_template_with_revisions_and_a_failing_run(lammps_setup):
     (root / "nodump.lmp").write_text("units metal\nread_data ${DATA_FILE}\n${DEEPMD}\nrun ${NSTEPS}\n")
     with pytest.raises(InputError, match=r"\$\{DUMP\}"):
         _explore(root, models, {"template": "nodump.lmp"}, "nodump")
+
+
+def test_validate_and_submit_check_the_lammps_programs_before_any_work(tmp_path, capsys):
+    """A lammps stage whose programs are missing is refused by validate and submit, naming the
+    set-up command; found programs are named by validate."""
+    import yaml
+
+    from dpa3_al.cli import main
+
+    from .config_edits import TEMPLATES, quickstart, with_key
+
+    (tmp_path / "data").symlink_to(TEMPLATES / "data")
+    cfg = with_key(with_key(quickstart(), "explore.stages[0].engine", "lammps"),
+                   "explore.lammps", {"lmp": str(tmp_path / "no-lmp"), "dp": str(tmp_path / "no-dp")})
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    for verb in ("validate", "submit"):
+        assert main([verb, str(path), *(["--runs", str(tmp_path / "runs")] if verb == "submit" else [])]) == 1
+        err = capsys.readouterr().err
+        assert "explore.lammps.lmp" in err and "setup-deepmd.sh --lammps" in err, err
+    assert not (tmp_path / "runs").exists()                       # refused before anything was made
+    if LMP.exists() and DP.exists():
+        path.write_text(yaml.safe_dump(with_key(cfg, "explore.lammps", {"lmp": str(LMP), "dp": str(DP)})))
+        assert main(["validate", str(path)]) == 0
+        assert f"engine lammps: {LMP}" in capsys.readouterr().out
