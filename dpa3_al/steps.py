@@ -119,7 +119,8 @@ def run_explore(config: dict[str, Any], task: Path, models: list[Path], workdir:
 
 
 def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteration: int, workdir: Path,
-                      models: Sequence[Path] | None = None, calibration: Path | None = None) -> int:
+                      models: Sequence[Path] | None = None, calibration: Path | None = None,
+                      labeled_data: Sequence[Path] = ()) -> int:
     """select: classify, filter and cap the frames of the explored task folders (those without
     ``task.json`` are ignored) into ``workdir``; returns the number of frames selected.
 
@@ -128,9 +129,10 @@ def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteratio
     model 0 gives the descriptors of strategy ``diversity``. A ``target`` beside ``select`` (the
     run's accuracy target) sets f_lo/f_hi from the previous iterations' ``calibration``
     (``calibration.json`` or its folder) and writes ``target.json`` beside ``selection.json``.
+    ``labeled_data`` (the run's dataset and init_data): frames already labeled are not picked again.
     """
     from dpa3_al.explore.tasks import TASK_JSON
-    from dpa3_al.select import SelectConfig, select
+    from dpa3_al.select import SelectConfig, labeled_frames, select
 
     outer = dict(config or {})
     data, _ = section(config, "select")
@@ -149,7 +151,8 @@ def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteratio
         descriptor_fn = DPA3Calculator(str(found[0]), head=head, device=device).get_descriptor
     dirs = sorted((Path(d) for d in explored if (Path(d) / TASK_JSON).is_file()), key=lambda d: d.name)
     log.info("iteration %d: selecting from %d task folders", iteration, len(dirs))
-    n = select(dirs, cfg, Path(workdir), descriptor_fn=descriptor_fn).n_selected
+    labeled = labeled_frames([Path(p) for p in labeled_data]) if cfg.filters.dedup_tol is not None else []
+    n = select(dirs, cfg, Path(workdir), descriptor_fn=descriptor_fn, labeled=labeled).n_selected
     if levels is not None:
         levels.write(Path(workdir))
     return n

@@ -126,7 +126,9 @@ def build_block(engine: Engine, spec: LoopSpec) -> Steps:
                           {"models": train.outputs.artifacts["model"]})
     select = _simple(engine, spec, "select", it, {"explored": run_explore.outputs.artifacts["result"],
                                                    "models": train.outputs.artifacts["model"],
-                                                   "calibration": ins.artifacts["calibration"]})
+                                                   "calibration": ins.artifacts["calibration"],
+                                                   "dataset": ins.artifacts["dataset"],
+                                                   "init_data": ins.artifacts["init_data"]})
     prep_label = _simple(engine, spec, "prep-label", it, {"selection": select.outputs.artifacts["result"]})
     run_label = _fanout(engine, spec, "run-label", prep_label, {}, {})
     collect = _simple(engine, spec, "collect", it, {"dataset": ins.artifacts["dataset"],

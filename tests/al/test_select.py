@@ -268,3 +268,20 @@ def test_select_candidates_step(explored, tmp_path):
     assert data["n_frames"] == 16 and data["n_selected"] == 2
     with pytest.raises(ConfigError, match=r"select\.strategy"):
         select_candidates({"strategy": "best"}, _dirs(explored), 3, tmp_path / "bad")
+
+
+def test_select_step_does_not_pick_frames_already_labeled(explored, tmp_path):
+    """The run's dataset/init_data (labeled_data) hold the frame the step picks first: with them,
+    the step skips it (filter 'labeled') and still picks two others."""
+    import dpdata
+
+    config = {"select": {"f_lo": 0.05, "f_hi": 0.15, "max_select": 2, "strategy": "highest"}}
+    select_candidates(config, _dirs(explored), 3, tmp_path / "plain")
+    plain = json.loads((tmp_path / "plain" / "selection.json").read_text())
+    task, step = plain["selected"][0]["task"], plain["selected"][0]["step"]
+    labeled = next(a for a in ase.io.read(explored / task / "traj.extxyz", ":") if a.info["step"] == step)
+    dpdata.System(labeled, fmt="ase/structure").to("deepmd/npy", str(tmp_path / "dataset" / "sys"))
+    select_candidates(config, _dirs(explored), 3, tmp_path / "known", labeled_data=[tmp_path / "dataset"])
+    known = json.loads((tmp_path / "known" / "selection.json").read_text())
+    assert (task, step) not in [(s["task"], s["step"]) for s in known["selected"]]
+    assert known["n_selected"] == 2 and [f["frame"] for f in known["filters"]["labeled"]["frames"]] == [f"{task}:{step}"]

@@ -94,7 +94,7 @@ def run_explore(config, task, models, workdir):
     (workdir / "status.json").write_text(json.dumps({"ok": True, "models": len(models), "x2": spec["x"] ** 2}))
 
 
-def select(config, explored, models, iteration, workdir, calibration=None):  # noqa: ARG001
+def select(config, explored, models, iteration, workdir, calibration=None, labeled_data=()):  # noqa: ARG001
     _ledger("select", "-", iteration)
     _misbehave(config, "select", workdir)
     _stamp(workdir)

@@ -1,4 +1,4 @@
-"""Pick the frames to label: ``func(config, explored, models, calibration, iteration, workdir) -> int``."""
+"""Pick the frames to label: ``func(config, explored, models, calibration, iteration, workdir, labeled_data) -> int``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ FUNC = "dpa3_al.steps:select_candidates"
 class Select(OP):
     """Writes ``select/candidates.extxyz`` and ``select/selection.json``; returns the
     number of candidate frames. ``calibration``: the previous evaluate step's folder (its
-    ``calibration.json`` sets the levels of a run with an accuracy target), absent at first."""
+    ``calibration.json`` sets the levels of a run with an accuracy target), absent at first;
+    ``dataset`` and ``init_data``: what is labeled already (not picked again)."""
 
     @classmethod
     def get_input_sign(cls):
@@ -24,6 +25,7 @@ class Select(OP):
             "iteration": int, "explored": Artifact(List[Path]),
             "models": Artifact(List[Path], optional=True),
             "calibration": Artifact(Path, optional=True),
+            "dataset": Artifact(Path, optional=True), "init_data": Artifact(List[Path], optional=True),
         })
 
     @classmethod
@@ -35,5 +37,5 @@ class Select(OP):
         wd = workdir("select")
         n = call(ip["func"], config=ip["config"], explored=present(ip["explored"]),
                  models=present(ip["models"] or []), calibration=ip.get("calibration"), iteration=ip["iteration"],
-                 workdir=wd)
+                 workdir=wd, labeled_data=[*present(ip.get("init_data")), *present([ip.get("dataset")])])
         return OPIO({"result": wd, "n_candidates": int(n)})
