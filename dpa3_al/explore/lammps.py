@@ -25,7 +25,6 @@ Model 0 drives (LAMMPS integrates with the first model); the others are evaluate
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import math
 import os
@@ -41,11 +40,10 @@ import numpy as np
 from dpa3_al.common.errors import InputError, UserError
 
 from .config import ExploreConfig, LammpsConfig, TaskGroupConfig
-from .deviation import DeviCsvWriter
 from .lammps_io import (BUILTIN_TEMPLATE, DATA_FILE, DUMP_FILE, INPUT_FILE, LOG_FILE_LAMMPS, MODEL_DEVI_OUT,
                         LammpsTask, TemplateError, dump_atoms, error_line, read_dump, read_thermo, render,
                         write_data)
-from .md import DEVI_FILE, LOG_FILE, TRAJ_FILE, Stop, TaskReport, check_deviation, check_geometry
+from .md import DEVI_FILE, LOG_FILE, TRAJ_FILE, Recorder, Stop, TaskReport, check_deviation, check_geometry
 from .status import STATUS_JSON, TaskStatus, read_status
 from .tasks import Task, load_task, write_task
 
@@ -200,45 +198,6 @@ def read_devi_out(path: Path) -> dict[int, dict[str, float]]:
     return out
 
 
-class FrameWriter:
-    """``traj.extxyz``, ``model_devi.csv`` (LAMMPS keeps its own model_devi.out) and ``md.log``."""
-
-    def __init__(self, task_dir: Path, task: Task):
-        self.task, self.n_frames = task, 0
-        self._traj = open(task_dir / TRAJ_FILE, "a", encoding="utf-8")
-        self._csv = DeviCsvWriter(task_dir / DEVI_FILE, deepmd_out=False)
-        self._log = open(task_dir / LOG_FILE, "a", encoding="utf-8")
-        md = task.md
-        self.log(f"# {task.name} group={task.group} conf={task.conf_label!r} natoms={len(task.atoms)} engine=lammps "
-                 f"ensemble={md.ensemble} T={md.temperature:g} K P={'-' if md.pressure is None else md.pressure} bar "
-                 f"dt={md.timestep:g} fs steps={md.steps} traj_freq={md.traj_freq} seed={task.seed}")
-        self.log(f"# {'step':>8} {'time/fs':>10} {'Epot/eV':>14} {'T/K':>9} {'max_devi_f':>11}")
-
-    def log(self, line: str) -> None:
-        self._log.write(line + "\n")
-        self._log.flush()
-
-    def frame(self, step: int, atoms: Any, devi: dict[str, float], thermo: dict[str, float]) -> None:
-        import ase.io
-
-        epot, temp = thermo.get("PotEng", math.nan), thermo.get("Temp", math.nan)
-        atoms.info.update(step=int(step), time_fs=step * self.task.md.timestep, temperature_K=temp,
-                          model_energy=epot, task=self.task.name, group=self.task.group, **devi)
-        buf = io.StringIO()
-        ase.io.write(buf, atoms, format="extxyz")
-        self._traj.write(buf.getvalue())
-        self._traj.flush()
-        self._csv.write(step, devi)
-        self.n_frames += 1
-        self.log(f"  {step:>8d} {step * self.task.md.timestep:>10.1f} {epot:>14.6f} {temp:>9.2f} "
-                 f"{devi['max_devi_f']:>11.4g}")
-
-    def close(self) -> None:
-        self._traj.close()
-        self._csv.close()
-        self._log.close()
-
-
 def run_lammps(task_dir: Path, programs: Programs, cfg: LammpsConfig) -> Stop | None:
     """Run ``in.lammps`` in ``task_dir`` (output in ``lammps.out``); a failure or timeout as a Stop
     (its step is set by the caller from the frames that were written)."""
@@ -266,7 +225,7 @@ def _frame_stop(task: Task, step: int, atoms: Any, forces: np.ndarray, devi: dic
 
 
 def read_back(task: Task, task_dir: Path, type_map: Sequence[str], prism: Any,
-              writer: FrameWriter) -> tuple[int, Stop | None]:
+              writer: Recorder) -> tuple[int, Stop | None]:
     """Turn the dump, model_devi.out and log into our files; returns (last step, stop criterion hit)."""
     devi = read_devi_out(task_dir / MODEL_DEVI_OUT)
     thermo = read_thermo(task_dir / LOG_FILE_LAMMPS)
@@ -276,7 +235,8 @@ def read_back(task: Task, task_dir: Path, type_map: Sequence[str], prism: Any,
             continue
         step = frame.step
         atoms = dump_atoms(frame, type_map, prism, task.atoms.pbc)
-        writer.frame(step, atoms, devi[step], thermo.get(step, {}))
+        values = thermo.get(step, {})
+        writer.write(step, atoms, devi[step], values.get("PotEng", math.nan), values.get("Temp", math.nan))
         stop = _frame_stop(task, step, atoms, frame.forces, devi[step])
         if stop is not None:
             return step, stop
@@ -298,7 +258,7 @@ def run_task(task: Task, frozen: Sequence[Path], type_map: Sequence[str], progra
     write_task(task, out_dir)
     _reset(out_dir)
     TaskStatus(name=task.name, group=task.group, status="running").write(out_dir)
-    writer = FrameWriter(out_dir, task)
+    writer = Recorder(out_dir, task, engine="lammps")
     start = time.perf_counter()
     step, stop = 0, None
     try:

@@ -151,19 +151,20 @@ def check_geometry(atoms: Atoms, stop: StopConfig, step: int) -> Stop | None:
 
 
 class Recorder:
-    """Appends frames to ``traj.extxyz``, rows to ``model_devi.csv`` and lines to ``md.log``."""
+    """Appends frames to ``traj.extxyz``, rows to ``model_devi.csv`` and lines to ``md.log``, for
+    either engine (``lammps``: LAMMPS writes ``model_devi.out`` itself, so ours is not written)."""
 
-    def __init__(self, task_dir: Path, task: Task):
+    def __init__(self, task_dir: Path, task: Task, engine: str = "ase"):
         self.task = task
         self.n_frames = 0
         self._traj = open(task_dir / TRAJ_FILE, "a", encoding="utf-8")
-        self._csv = DeviCsvWriter(task_dir / DEVI_FILE)
+        self._csv = DeviCsvWriter(task_dir / DEVI_FILE, deepmd_out=engine == "ase")
         self._log = open(task_dir / LOG_FILE, "a", encoding="utf-8")
         md = task.md
         press = "-" if md.pressure is None else f"{md.pressure:g}"
         self.log(f"# {task.name} group={task.group} conf={task.conf_label!r} natoms={len(task.atoms)} "
-                 f"ensemble={md.ensemble} T={md.temperature:g} K P={press} bar dt={md.timestep:g} fs "
-                 f"steps={md.steps} traj_freq={md.traj_freq} seed={task.seed}")
+                 f"engine={engine} ensemble={md.ensemble} T={md.temperature:g} K P={press} bar "
+                 f"dt={md.timestep:g} fs steps={md.steps} traj_freq={md.traj_freq} seed={task.seed}")
         self.log(f"# {'step':>8} {'time/fs':>10} {'Epot/eV':>14} {'Ekin/eV':>12} {'T/K':>9} {'max_devi_f':>11}")
 
     def log(self, line: str) -> None:
@@ -171,12 +172,17 @@ class Recorder:
         self._log.flush()
 
     def frame(self, step: int, atoms: Atoms, devi: dict[str, float]) -> None:
-        """Record one frame: the structure (one write, then flush) then its CSV row and log line."""
-        import ase.io
-
-        epot = float(atoms.get_potential_energy())
+        """Record one frame of the ASE engine (``atoms`` carries its calculator's results)."""
         temp = float(atoms.get_temperature()) if len(atoms) else 0.0
         frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        self.write(step, frame, devi, float(atoms.get_potential_energy()), temp, float(atoms.get_kinetic_energy()))
+
+    def write(self, step: int, frame: Atoms, devi: dict[str, float], epot: float, temp: float,
+              ekin: float = math.nan) -> None:
+        """Record one frame: the structure (one write, then flush) then its CSV row and log line
+        (``epot``, ``ekin`` eV, ``temp`` K; NaN where the engine did not report it)."""
+        import ase.io
+
         frame.info.update(step=int(step), time_fs=step * self.task.md.timestep, temperature_K=temp,
                           model_energy=epot, task=self.task.name, group=self.task.group, **devi)
         buf = io.StringIO()
@@ -186,7 +192,7 @@ class Recorder:
         self._csv.write(step, devi)
         self.n_frames += 1
         self.log(f"  {step:>8d} {step * self.task.md.timestep:>10.1f} {epot:>14.6f} "
-                 f"{float(atoms.get_kinetic_energy()):>12.6f} {temp:>9.2f} {devi['max_devi_f']:>11.4g}")
+                 f"{ekin:>12.6f} {temp:>9.2f} {devi['max_devi_f']:>11.4g}")
 
     def close(self) -> None:
         self._traj.close()
