@@ -43,9 +43,10 @@ from .config import ExploreConfig, LammpsConfig, TaskGroupConfig
 from .lammps_io import (BUILTIN_TEMPLATE, DATA_FILE, DUMP_FILE, INPUT_FILE, LOG_FILE_LAMMPS, MODEL_DEVI_OUT,
                         LammpsTask, TemplateError, dump_atoms, error_line, read_dump, read_thermo, render,
                         write_data)
-from .md import DEVI_FILE, LOG_FILE, TRAJ_FILE, Recorder, Stop, TaskReport, check_deviation, check_geometry
-from .status import STATUS_JSON, TaskStatus, read_status
-from .tasks import Task, load_task, write_task
+from .md import (DEVI_FILE, LOG_FILE, TRAJ_FILE, Recorder, Stop, TaskReport, check_deviation, check_geometry,
+                 start_task)
+from .status import STATUS_JSON, read_status
+from .tasks import Task, load_task
 
 log = logging.getLogger(__name__)
 
@@ -251,13 +252,9 @@ def run_task(task: Task, frozen: Sequence[Path], type_map: Sequence[str], progra
     ``template``/``revisions``: a user's input template and its extra placeholders (None: built-in).
     Raises InputError for a template that cannot work (no ``${DEEPMD}``/``${DUMP}``/``run``).
     """
-    prior = read_status(out_dir)
-    if prior is not None and prior.done:
-        return TaskReport.from_status(prior)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_task(task, out_dir)
-    _reset(out_dir)
-    TaskStatus(name=task.name, group=task.group, status="running").write(out_dir)
+    done = start_task(task, out_dir, reset=_reset)
+    if done is not None:
+        return done
     writer = Recorder(out_dir, task, engine="lammps")
     start = time.perf_counter()
     step, stop = 0, None

@@ -23,7 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from ase import Atoms, units
@@ -230,6 +230,20 @@ def _reset(task_dir: Path) -> None:
         (task_dir / name).unlink(missing_ok=True)
 
 
+def start_task(task: Task, out_dir: Path, reset: Callable[[Path], None] = _reset) -> TaskReport | None:
+    """The report of a task already done in ``out_dir`` (a re-run returns it as it is), else None
+    after preparing the folder: ``task.json``, an interrupted attempt's outputs removed (``reset``),
+    ``status.json`` running. Both engines start their tasks here."""
+    prior = read_status(out_dir)
+    if prior is not None and prior.done:
+        return TaskReport.from_status(prior)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_task(task, out_dir)
+    reset(out_dir)
+    TaskStatus(name=task.name, group=task.group, status="running").write(out_dir)
+    return None
+
+
 def run_task(task: Task, calc: Any, out_dir: Path) -> TaskReport:
     """Run one MD task with ``calc`` (a committee, or any ASE calculator: deviations NaN) in ``out_dir``.
 
@@ -237,13 +251,9 @@ def run_task(task: Task, calc: Any, out_dir: Path) -> TaskReport:
     Errors raised by the calculator or integrator during the run stop the task (reason
     ``error``), they do not propagate.
     """
-    prior = read_status(out_dir)
-    if prior is not None and prior.done:
-        return TaskReport.from_status(prior)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_task(task, out_dir)
-    _reset(out_dir)
-    TaskStatus(name=task.name, group=task.group, status="running").write(out_dir)
+    done = start_task(task, out_dir)
+    if done is not None:
+        return done
     rng = np.random.default_rng(task.seed)
     rec = Recorder(out_dir, task)
     start = time.perf_counter()
