@@ -44,7 +44,7 @@ from .lammps_io import (BUILTIN_TEMPLATE, DATA_FILE, DUMP_FILE, INPUT_FILE, LOG_
                         LammpsTask, TemplateError, dump_atoms, error_line, read_dump, read_thermo, render,
                         write_data)
 from .md import (DEVI_FILE, LOG_FILE, TRAJ_FILE, Recorder, Stop, TaskReport, check_deviation, check_geometry,
-                 start_task)
+                 finish_task, start_task)
 from .status import STATUS_JSON, read_status
 from .tasks import Task, load_task
 
@@ -274,16 +274,7 @@ def run_task(task: Task, frozen: Sequence[Path], type_map: Sequence[str], progra
         raise InputError(f"task group {task.group!r}: LAMMPS template: {err}") from None
     except (ValueError, OSError) as err:
         stop = Stop("error", f"{type(err).__name__}: {err}", step)
-    wall = time.perf_counter() - start
-    report = TaskReport(name=task.name, group=task.group, status="finished" if stop is None else "stopped_early",
-                        reason=None if stop is None else stop.reason, detail=None if stop is None else stop.detail,
-                        step=step, n_frames=writer.n_frames, wall_s=round(wall, 3),
-                        steps_per_s=round(step / wall, 3) if wall > 0 else 0.0)
-    writer.log(f"# {report.status} at step {report.step}: {report.n_frames} frames, {report.steps_per_s:g} steps/s"
-               + (f"; {stop.reason}: {stop.detail}" if stop else ""))
-    writer.close()
-    report.status_record().write(out_dir)
-    return report
+    return finish_task(task, writer, out_dir, step, stop, time.perf_counter() - start)
 
 
 def group_of(cfg: ExploreConfig, task: Task) -> TaskGroupConfig:

@@ -267,7 +267,12 @@ def run_task(task: Task, calc: Any, out_dir: Path) -> TaskReport:
         log.warning("%s stopped by an error: %s: %s", task.name, type(err).__name__, err)
         step = int(dyn.nsteps) if dyn is not None else 0
         stop = Stop("error", f"{type(err).__name__}: {err}", step)
-    wall = time.perf_counter() - start
+    return finish_task(task, rec, out_dir, step, stop, time.perf_counter() - start)
+
+
+def finish_task(task: Task, rec: Recorder, out_dir: Path, step: int, stop: Stop | None, wall: float) -> TaskReport:
+    """Close a task of either engine: its report (``step``: the last step run; a stop's own step
+    when it stopped early; ``wall`` s), the log's last line, ``status.json`` written last."""
     report = TaskReport(name=task.name, group=task.group, status="finished" if stop is None else "stopped_early",
                         reason=None if stop is None else stop.reason, detail=None if stop is None else stop.detail,
                         step=step if stop is None else stop.step, n_frames=rec.n_frames, wall_s=round(wall, 3),
