@@ -53,6 +53,15 @@ def _files_by_element(files: dict, key: str, notes: Notes) -> tuple[str | None, 
     return str(folders.pop()), {el: p.name for el, p in paths.items()}
 
 
+def _put_folder(section: dict, config: dict, key: str, folder: str, names: str, base: Path, notes: Notes) -> None:
+    """``fp.<key>`` {element: file} -> ``section[folder]`` (their one folder) and ``section[names]``
+    ({element: file name}); a note instead when the files are in several folders."""
+    if config.get(key):
+        where, files = _files_by_element({el: base / p for el, p in config[key].items()}, f"fp.{key}", notes)
+        if where is not None:
+            section[folder], section[names] = _abs(Path(where)), files
+
+
 def _key_values(text: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """``KEY = VALUE`` (INCAR; several per line with ';') or ``key value`` (ABACUS INPUT) lines,
     comments (# !) removed, numbers and logicals parsed."""
@@ -110,12 +119,8 @@ def _abacus(config: dict, base: Path, out_dir: Path, notes: Notes) -> dict[str, 
         abacus["input"] = _key_values((base / config["input_file"]).read_text(), skip=("INPUT_PARAMETERS",))
         for key in ("pseudo_dir", "orbital_dir", "calculation"):
             abacus["input"].pop(key, None)
-    for key, folder, names in (("pp_files", "pseudo_dir", "pseudopotentials"),
-                               ("orb_files", "orbital_dir", "orbitals")):
-        if config.get(key):
-            where, files = _files_by_element({el: base / p for el, p in config[key].items()}, f"fp.{key}", notes)
-            if where is not None:
-                abacus[folder], abacus[names] = _abs(Path(where)), files
+    _put_folder(abacus, config, "pp_files", "pseudo_dir", "pseudopotentials", base, notes)
+    _put_folder(abacus, config, "orb_files", "orbital_dir", "orbitals", base, notes)
     if config.get("kpt_file"):
         notes.add("fp.kpt_file", "k-points come from label.abacus.kspacing here (a Γ-centred grid)")
     return {"kind": "abacus", "abacus": abacus}
@@ -132,10 +137,7 @@ def _cp2k(config: dict, base: Path, out_dir: Path, notes: Notes) -> dict[str, An
 
 def _espresso(config: dict, base: Path, out_dir: Path, notes: Notes) -> dict[str, Any]:
     espresso: dict[str, Any] = {}
-    if config.get("pp_files"):
-        where, files = _files_by_element({el: base / p for el, p in config["pp_files"].items()}, "fp.pp_files", notes)
-        if where is not None:
-            espresso["pseudo_dir"], espresso["pseudopotentials"] = _abs(Path(where)), files
+    _put_folder(espresso, config, "pp_files", "pseudo_dir", "pseudopotentials", base, notes)
     if config.get("kspacing"):
         espresso["kspacing"] = float(config["kspacing"])
     return {"kind": "espresso", "espresso": espresso}
