@@ -71,6 +71,11 @@ class DataSection:
     validation_fraction: float = field(0.1, doc="frames of each training system held out when no validation "
                                        "data is given (systems with fewer than 1/fraction frames give none)",
                                        ge=0.0, lt=1.0)
+    # A validation set of a handful of frames picks checkpoints by noise: on bench/bench_al.py
+    # (2-3 held-out frames of 38) "best" was step 120 of 800 and members differed 1.6x (issue 18).
+    min_validation_frames: int = field(10, doc="hold out validation_fraction only when that gives at least this "
+                                       "many frames in all; fewer: train on every frame, keep the last model",
+                                       ge=1)
     max_validation_frames: int = field(16, doc="validation frames evaluated at each check (a fixed, evenly spread "
                                        "subset; each frame costs about a third of a training step)", ge=1)
     batch_size: int | str = field("auto", doc="frames per batch: N, 'auto' (= auto:32) or 'auto:N' "
@@ -147,7 +152,7 @@ class TrainingSection:
 class StoppingSection:
     """Best-model keeping, early stopping and the convergence verdict (on validation errors)."""
 
-    keep_best: bool = field(True, doc="the output model is the one with the lowest validation loss")
+    keep_best: bool = field(True, doc="the output model is the one with the lowest validation loss (without validation data: the last)")
     patience: int = field(10, doc="stop after this many validation checks without improvement (0 = never)", ge=0)
     min_steps_fraction: float = field(0.5, doc="never stop early before this fraction of the steps", ge=0, le=1)
     converge_window: float = field(0.25, doc="fraction of the run at its end over which convergence is judged",

@@ -93,7 +93,14 @@ class Trainer:
         if cfg.validation:
             return systems, load_systems(cfg.validation, cfg.fmt)
         if cfg.validation_fraction > 0:
-            return split_validation(systems, cfg.validation_fraction, self.cfg.training.seed)
+            train, valid = split_validation(systems, cfg.validation_fraction, self.cfg.training.seed)
+            n_val = sum(s.n_frames for s in valid)
+            if n_val >= cfg.min_validation_frames:
+                return train, valid
+            log.info("no validation hold-out: %.0f%% of the %d frames is %d frames, under "
+                     "data.min_validation_frames %d; training on every frame and keeping the last model",
+                     100 * cfg.validation_fraction, sum(s.n_frames for s in systems), n_val,
+                     cfg.min_validation_frames)
         return systems, []
 
     def _type_map(self, systems: list[DataSystem]) -> list[str]:
@@ -372,7 +379,7 @@ class _Loop:
         metric = val_loss if self.val_batches else rmse_metric(trn, self.pref)
         if step > 0 and math.isfinite(metric) and metric < st.best_loss:
             st.best_loss, st.best_step, st.checks_since_best = metric, step, 0
-            if cfg.stopping.keep_best:
+            if cfg.stopping.keep_best and self.val_batches:
                 save_model(self.model, self.t.paths["best"], metadata={"training": {"step": step, "partial": True}})
         elif step > 0:
             st.checks_since_best += 1
@@ -420,7 +427,8 @@ class _Loop:
         from dpa3_al.model.train.summary import build_summary
 
         st, paths, cfg = self.state, self.t.paths, self.t.cfg
-        use_best = cfg.stopping.keep_best and paths["best"].is_file() and st.best_step > 0
+        # best-of-run only on validation data: the training window's error is batch noise
+        use_best = cfg.stopping.keep_best and bool(self.val_batches) and paths["best"].is_file() and st.best_step > 0
         out_row = next((r for r in st.rows if r.step == (st.best_step if use_best else st.step)), st.rows[-1])
         final_f = out_row.val["f"] if self.val_batches else st.rows[-1].trn["f"]
         verdict: Verdict = judge_convergence(st.rows, cfg.stopping, self.stop_reason, bool(self.val_batches),

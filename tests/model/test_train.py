@@ -230,3 +230,16 @@ def test_finetune_of_our_model_with_frozen_descriptor(emt, tmp_path):
     s = tuned.summary
     assert s["init"]["mode"] == "finetune" and s["init"]["source"] == str(base)
     assert s["parameters"]["trainable"] < s["parameters"]["total"]
+
+
+@pytest.mark.parametrize("min_frames, held_out, model", [(10, 0, "last"), (3, 3, "best")])
+def test_small_hold_out_trains_on_every_frame_and_keeps_the_last_model(emt, tmp_path, min_frames, held_out, model):
+    """10% of 32 frames is 3: under data.min_validation_frames nothing is held out (a 3-frame
+    validation set picks checkpoints by noise) and the last model is the output."""
+    cfg = TrainConfig.from_dict(tiny_config([emt[0]], steps=24, data={"validation_fraction": 0.1,
+                                                                       "min_validation_frames": min_frames},
+                                            training={"disp_freq": 4, "seed": 7}))
+    s = train(cfg, tmp_path).summary
+    assert s["data"]["validation_frames"] == held_out
+    assert s["model"] == model
+    assert s["data"]["frames"] == 32 - held_out
