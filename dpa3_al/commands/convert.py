@@ -1,6 +1,7 @@
-"""``dpa3-al convert deepmd|dpgen2 INPUT.json -o OUT.yaml``: a deepmd-kit training input as our
-training config, a dpgen2 input as our run config; every key that could not be mapped is
-printed with the reason, and the result is validated as ``dpa3-al train`` / ``submit`` would."""
+"""Convert a deepmd-kit training input (model, learning_rate, loss, training) into a training
+config for 'dpa3-al train', or a dpgen2 input (inputs, train, explore, fp) into a run config for
+'dpa3-al submit'. deepmd-kit's defaults are written out where ours differ (docs/interop-defaults.md);
+keys that have no counterpart are printed with the reason. The output is validated."""
 
 from __future__ import annotations
 
@@ -10,18 +11,15 @@ import re
 from pathlib import Path
 from typing import Any
 
+from dpa3_al.commands import add_verb
+
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "convert", help="convert a deepmd-kit input.json (training) or a dpgen2 input.json (run) to our YAML",
-        description="Convert a deepmd-kit training input (model, learning_rate, loss, training) into a training "
-        "config for 'dpa3-al train', or a dpgen2 input (inputs, train, explore, fp) into a run config for "
-        "'dpa3-al submit'. deepmd-kit's defaults are written out where ours differ (docs/interop-defaults.md); "
-        "keys that have no counterpart are printed with the reason. The output is validated.")
+    p = add_verb(subparsers, "convert", run_convert, description=__doc__,
+                 help="convert a deepmd-kit input.json (training) or a dpgen2 input.json (run) to our YAML")
     p.add_argument("kind", choices=("deepmd", "dpgen2"), help="what INPUT is")
     p.add_argument("input", type=Path, help="the JSON input")
     p.add_argument("-o", "--output", type=Path, required=True, help="YAML file to write")
-    p.set_defaults(func=run_convert)
 
 
 def run_convert(args: argparse.Namespace) -> int:

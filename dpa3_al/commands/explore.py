@@ -1,4 +1,7 @@
-"""``dpa3-al explore CONFIG --models m0.pt m1.pt ... --out DIR``: run one stage's MD tasks."""
+"""Expand the task groups of one stage of the `explore:` section of CONFIG into MD tasks and run them
+with the committee of MODELS. Each task gets DIR/task-NNNNNN/ with task.json, traj.extxyz, model_devi.csv,
+md.log and status.json; DIR/explore.json summarizes. Finished tasks are skipped, so re-running the same
+command resumes."""
 
 from __future__ import annotations
 
@@ -7,16 +10,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from dpa3_al.commands import add_device_option, add_head_option, add_verb
+
 log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "explore", help="run the MD tasks of one exploration stage with a model committee",
-        description="Expand the task groups of one stage of the `explore:` section of CONFIG into MD tasks "
-        "and run them with the committee of MODELS. Each task gets DIR/task-NNNNNN/ with task.json, "
-        "traj.extxyz, model_devi.csv, md.log and status.json; DIR/explore.json summarizes. Finished tasks "
-        "are skipped, so re-running the same command resumes.")
+    parser = add_verb(subparsers, "explore", run, description=__doc__,
+                      help="run the MD tasks of one exploration stage with a model committee")
     parser.add_argument("config", type=Path, help="YAML file: a run config with an `explore:` section, "
                         "or the section itself")
     parser.add_argument("--models", nargs="+", type=Path, required=True, metavar="MODEL",
@@ -25,10 +26,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--stage", type=int, default=0, help="stage index (default 0)")
     parser.add_argument("--iteration", type=int, default=0,
                         help="iteration number: seeds configuration sampling and MD (default 0)")
-    parser.add_argument("--head", default=None, help="head of multi-task checkpoints")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_head_option(parser, "head of multi-task checkpoints")
+    add_device_option(parser)
     parser.add_argument("--drive", default=None, help="override explore.drive: a model index or 'mean'")
-    parser.set_defaults(func=run)
 
 
 def load_section(path: Path, section: str, cls: type) -> Any:

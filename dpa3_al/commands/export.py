@@ -1,4 +1,7 @@
-"""``dpa3-al export``: write a model as a deepmd-kit 3.2 PyTorch checkpoint (for dp, LAMMPS, i-PI, dpgen2)."""
+"""Write MODEL (ours, or a deepmd-kit checkpoint) as a deepmd-kit 3.2 PyTorch checkpoint that
+deepmd-kit's DeepPot, `dp --pt test` and `dp --pt freeze` read; the frozen model runs in LAMMPS with
+`pair_style deepmd`. A deepmd-kit multi-task MODEL is exported whole unless --head picks one head.
+See docs/interop.md."""
 
 from __future__ import annotations
 
@@ -6,18 +9,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from dpa3_al.commands import add_model_argument, add_verb
+
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "export", help="write a model as a deepmd-kit 3.2 checkpoint (then `dp --pt freeze` for LAMMPS)",
-        description="Write MODEL (ours, or a deepmd-kit checkpoint) as a deepmd-kit 3.2 PyTorch checkpoint that "
-        "deepmd-kit's DeepPot, `dp --pt test` and `dp --pt freeze` read; the frozen model runs in LAMMPS with "
-        "`pair_style deepmd`. A deepmd-kit multi-task MODEL is exported whole unless --head picks one head. "
-        "See docs/interop.md.")
-    p.add_argument("model", type=Path, help="model file (ours or deepmd-kit *.pt)")
-    p.add_argument("--head", help="head of a multi-task model (default: every head)")
+    p = add_verb(subparsers, "export", run_export, description=__doc__,
+                 help="write a model as a deepmd-kit 3.2 checkpoint (then `dp --pt freeze` for LAMMPS)")
+    add_model_argument(p, head="head of a multi-task model (default: every head)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.pt", help="checkpoint to write")
-    p.set_defaults(func=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:

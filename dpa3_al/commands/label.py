@@ -1,4 +1,6 @@
-"""``dpa3-al label FRAMES --config CFG --out DIR``: label frames outside a workflow."""
+"""Label the frames of an extxyz (or any ASE-readable) file. Each frame gets a task directory
+DIR/task-NNNNNN/ with inputs, outputs and status.json; a rerun skips finished frames. Labeled frames are
+collected in DIR/labeled.extxyz."""
 
 from __future__ import annotations
 
@@ -6,13 +8,12 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+from dpa3_al.commands import add_verb
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "label", help="label frames with a reference method (tblite, pyscf, espresso, cp2k, vasp, abacus, ase, model)",
-        description="Label the frames of an extxyz (or any ASE-readable) file. Each frame gets a task "
-                    "directory DIR/task-NNNNNN/ with inputs, outputs and status.json; a rerun skips "
-                    "finished frames. Labeled frames are collected in DIR/labeled.extxyz.")
+    parser = add_verb(subparsers, "label", _run, description=__doc__, help="label frames with a reference method "
+                      "(tblite, pyscf, espresso, cp2k, vasp, abacus, ase, model)")
     parser.add_argument("frames", type=Path, help="frames to label (extxyz, or any format ASE reads)")
     parser.add_argument("--config", type=Path, required=True,
                         help="YAML with a label: section (a run config works) or the section itself")
@@ -20,7 +21,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", type=Path, default=None, help="also add the results to this dataset")
     parser.add_argument("--iteration", type=int, default=None, help="iteration recorded in the dataset")
     parser.add_argument("--redo-failed", action="store_true", help="label frames that failed before again")
-    parser.set_defaults(func=_run)
 
 
 def load_label_config(path: Path):

@@ -1,4 +1,8 @@
-"""``dpa3-al report RUN [--out DIR]``: write the run report and print a short summary."""
+"""Read a run directory (runs/<name>/) and write RUN/report/ (or --out): report.md, a self-contained
+report.html and the PNG plots: deviation histograms with the trust levels, accurate/candidate/failed
+counts and ratios, selected and labeled counts, failures by reason, dataset growth, learning curves and
+the stage decisions. Works on a running, finished or failed run; what does not exist yet is reported as
+missing. Safe to run again at any time."""
 
 from __future__ import annotations
 
@@ -6,18 +10,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from dpa3_al.commands import add_verb
+
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "report", help="write the run report (report.md, self-contained report.html, PNG plots)",
-        description="Read a run directory (runs/<name>/) and write RUN/report/ (or --out): report.md, a "
-        "self-contained report.html and the PNG plots: deviation histograms with the trust levels, "
-        "accurate/candidate/failed counts and ratios, selected and labeled counts, failures by reason, "
-        "dataset growth, learning curves and the stage decisions. Works on a running, finished or "
-        "failed run; what does not exist yet is reported as missing. Safe to run again at any time.")
+    parser = add_verb(subparsers, "report", run, description=__doc__,
+                      help="write the run report (report.md, self-contained report.html, PNG plots)")
     parser.add_argument("run", type=Path, help="run directory (holding state.json and iter-NNNNNN/)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default RUN/report)")
-    parser.set_defaults(func=run)
 
 
 def summary_lines(data: Any) -> list[str]:

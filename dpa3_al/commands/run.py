@@ -12,56 +12,48 @@ import sys
 import time
 from pathlib import Path
 
+from dpa3_al.commands import add_verb
+
 RUNS = Path("runs")
 
 
 def register(subparsers) -> None:
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = subparsers.add_parser("submit", help="start a concurrent-learning run from a config file",
-                              description="Validate CONFIG, create runs/<name>/ and start the loop in the "
-                              "background (returns at once unless --wait).", formatter_class=fmt)
+    p = add_verb(subparsers, "submit", cmd_submit, "start a concurrent-learning run from a config file",
+                 "Validate CONFIG, create runs/<name>/ and start the loop in the background (returns at once "
+                 "unless --wait).", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", type=Path, help="run config (YAML), e.g. templates/quickstart.yaml")
     p.add_argument("--name", help="run name (default: the config's name)")
     _runs_option(p)
     p.add_argument("--wait", action="store_true", help="follow the run with a live progress view until it ends")
-    p.set_defaults(func=cmd_submit)
 
-    p = subparsers.add_parser("status", help="where a run is: iteration, stage, steps, ratios, dataset")
-    p.add_argument("run", help="run directory or name")
-    _runs_option(p)
+    p = _run_verb(subparsers, "status", cmd_status, "where a run is: iteration, stage, steps, ratios, dataset")
     p.add_argument("--json", action="store_true", help="print state.json")
-    p.set_defaults(func=cmd_status)
 
-    p = subparsers.add_parser("resume", help="continue a run after a crash, kill, stop or failed step",
-                              description="Finished steps are reused; nothing labeled is labeled again.")
-    p.add_argument("run", help="run directory or name")
-    _runs_option(p)
+    p = _run_verb(subparsers, "resume", cmd_resume, "continue a run after a crash, kill, stop or failed step",
+                  "Finished steps are reused; nothing labeled is labeled again.")
     p.add_argument("--wait", action="store_true", help="follow the run until it ends")
-    p.set_defaults(func=cmd_resume)
 
-    p = subparsers.add_parser("stop", help="stop a run (its driver and every step process)")
-    p.add_argument("run", help="run directory or name")
-    _runs_option(p)
-    p.set_defaults(func=cmd_stop)
+    _run_verb(subparsers, "stop", cmd_stop, "stop a run (its driver and every step process)")
 
-    p = subparsers.add_parser("list", help="the runs under a folder, with their status")
-    _runs_option(p)
-    p.set_defaults(func=cmd_list)
+    _runs_option(add_verb(subparsers, "list", cmd_list, "the runs under a folder, with their status"))
 
-    p = subparsers.add_parser("render", help="write the complete Argo Workflow YAML of a config (offline)")
+    p = add_verb(subparsers, "render", cmd_render, "write the complete Argo Workflow YAML of a config (offline)")
     p.add_argument("config", type=Path)
     p.add_argument("--name", help="workflow name (default: the config's name)")
     p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
-    p.set_defaults(func=cmd_render)
 
-    p = subparsers.add_parser("download", help="fetch the outputs of an Argo run into its run directory")
+    _run_verb(subparsers, "download", cmd_download, "fetch the outputs of an Argo run into its run directory")
+
+    p = add_verb(subparsers, "validate", cmd_validate, "check a run config without running anything")
+    p.add_argument("config", type=Path)
+
+
+def _run_verb(subparsers, name: str, func, help: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A verb about one existing run: the RUN argument and --runs."""
+    p = add_verb(subparsers, name, func, help, description)
     p.add_argument("run", help="run directory or name")
     _runs_option(p)
-    p.set_defaults(func=cmd_download)
-
-    p = subparsers.add_parser("validate", help="check a run config without running anything")
-    p.add_argument("config", type=Path)
-    p.set_defaults(func=cmd_validate)
+    return p
 
 
 def _runs_option(p: argparse.ArgumentParser) -> None:

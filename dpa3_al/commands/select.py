@@ -1,4 +1,7 @@
-"""``dpa3-al select DIR``: classify explored frames, filter and cap the candidates."""
+"""Read every DIR/task-*/ (model_devi.csv, traj.extxyz), classify the recorded frames by the trust
+levels into accurate / candidate / failed, filter the candidates and cap them. Writes OUT/selection.json
+(counts, levels, filters, what was selected and why) and OUT/candidates.extxyz (the frames to label,
+with task/step provenance)."""
 
 from __future__ import annotations
 
@@ -6,14 +9,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from dpa3_al.commands import add_device_option, add_head_option, add_verb
+
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "select", help="pick the frames to label from explored MD tasks",
-        description="Read every DIR/task-*/ (model_devi.csv, traj.extxyz), classify the recorded frames by "
-        "the trust levels into accurate / candidate / failed, filter the candidates and cap them. "
-        "Writes OUT/selection.json (counts, levels, filters, what was selected and why) and "
-        "OUT/candidates.extxyz (the frames to label, with task/step provenance).")
+    parser = add_verb(subparsers, "select", run, description=__doc__,
+                      help="pick the frames to label from explored MD tasks")
     parser.add_argument("dir", type=Path, help="exploration folder holding task-*/ folders")
     parser.add_argument("--config", type=Path, default=None,
                         help="YAML file: a run config with a `select:` section, or the section itself "
@@ -21,9 +22,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default DIR/select)")
     parser.add_argument("--models", nargs="+", type=Path, default=None, metavar="MODEL",
                         help="checkpoints; model 0 gives the descriptors of strategy 'diversity'")
-    parser.add_argument("--head", default=None, help="head of a multi-task checkpoint")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.set_defaults(func=run)
+    add_head_option(parser, "head of a multi-task checkpoint")
+    add_device_option(parser)
 
 
 def _descriptor_fn(args: argparse.Namespace) -> Any:

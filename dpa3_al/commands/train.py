@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from dpa3_al.commands import add_head_option, add_model_argument, add_verb
+
 
 def register(subparsers: Any) -> None:
     _register_train(subparsers)
@@ -15,9 +17,9 @@ def register(subparsers: Any) -> None:
 
 
 def _register_train(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "train", help="train a DPA3 model or committee (from scratch, fine-tune, or continue)",
-        description="Train from INPUT.yaml (a training config, or a run config with a `train:` section) and/or "
+    p = add_verb(
+        subparsers, "train", run_train, "train a DPA3 model or committee (from scratch, fine-tune, or continue)",
+        "Train from INPUT.yaml (a training config, or a run config with a `train:` section) and/or "
         "flags. Writes into OUTPUT: model.pt, lcurve.csv, lcurve.png, train_summary.json (converged: yes/no "
         "and why), checkpoint.pt, train.log; with --numb-models N, member-I/ folders and model-I.pt. "
         "Ctrl-C saves a checkpoint; --restart continues exactly where the run stopped.")
@@ -38,40 +40,34 @@ def _register_train(subparsers: Any) -> None:
     p.add_argument("--memory", choices=["default", "low"], help="model.memory")
     p.add_argument("--restart", action="store_true", help="continue the checkpoints in OUTPUT exactly")
     p.add_argument("--finetune", type=Path, metavar="CKPT", help="fine-tune a pre-trained model (ours or deepmd-kit)")
-    p.add_argument("--head", help="head of a multi-task pre-trained model (RANDOM: new fitting net)")
+    add_head_option(p, "head of a multi-task pre-trained model (RANDOM: new fitting net)")
     p.add_argument("--freeze-descriptor", action="store_true", help="fine-tune the fitting net only")
     p.add_argument("--init-model", type=Path, metavar="CKPT", help="continue a trained model (fewer steps, lower lr)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_train)
 
 
 def _register_test(subparsers: Any) -> None:
-    p = subparsers.add_parser("test", help="errors of a model on labeled data (RMSE/MAE per system, parity plots)",
-                              description="Evaluate MODEL on DATA and print RMSE and MAE of the energy per atom, "
-                              "forces and virial per atom for every system; write parity plots.")
-    p.add_argument("model", type=Path, help="model file (ours or deepmd-kit *.pt)")
+    p = add_verb(subparsers, "test", run_test, "errors of a model on labeled data (RMSE/MAE per system, parity plots)",
+                 "Evaluate MODEL on DATA and print RMSE and MAE of the energy per atom, forces and virial per atom "
+                 "for every system; write parity plots.")
+    add_model_argument(p)
     p.add_argument("data", nargs="+", type=Path, help="deepmd systems (npy, npy/mixed, raw directories searched "
                    "recursively; .h5 files) and/or extxyz files")
-    p.add_argument("--head", help="head of a multi-task model")
     p.add_argument("--fmt", help="dpdata format of other files (e.g. vasp/outcar)")
     p.add_argument("--plot", type=Path, default=Path("parity.png"), help="parity plot PNG (default parity.png)")
     p.add_argument("--json", type=Path, help="also write the errors as JSON")
     p.add_argument("-d", "--detail-file", type=Path, metavar="PREFIX",
                    help="write dp test's detail files PREFIX.e.out, .e_peratom.out, .f.out, .v.out, .v_peratom.out")
-    p.set_defaults(func=run_test)
 
 
 def _register_info(subparsers: Any) -> None:
-    p = subparsers.add_parser("info", help="hyper-parameters, type map, parameter count and provenance of a model",
-                              description="Describe MODEL; with --atoms N, also the estimated peak memory of one "
-                              "energy+forces+virial evaluation of N atoms and how many atoms fit (default and "
-                              "low-memory mode).")
-    p.add_argument("model", type=Path)
-    p.add_argument("--head", help="head of a multi-task model")
+    p = add_verb(subparsers, "info", run_info, "hyper-parameters, type map, parameter count and provenance of a model",
+                 "Describe MODEL; with --atoms N, also the estimated peak memory of one energy+forces+virial "
+                 "evaluation of N atoms and how many atoms fit (default and low-memory mode).")
+    add_model_argument(p)
     p.add_argument("--atoms", type=int, help="estimate the memory of N atoms (liquid-water density by default)")
     p.add_argument("--density", type=float, default=0.1, help="atoms per Å^3 for --atoms (default 0.1)")
     p.add_argument("--memory-budget", type=float, metavar="GB", help="memory to plan for (default: available now)")
-    p.set_defaults(func=run_info)
 
 
 def build_config(args: argparse.Namespace):
