@@ -84,9 +84,10 @@ class SelectConfig:
     adaptive: AdaptiveLowerConfig | None = field(None, doc="adaptive lower level; null = fixed f_lo/v_lo")
     filters: FilterConfig = field(default_factory=FilterConfig, doc="filters applied before the cap")
     max_select: int | None = field(100, doc="most frames selected per iteration; null = all candidates", ge=1)
-    strategy: Literal["random", "highest", "diversity"] = field(
-        "random", doc="how the cap picks: random, highest max_devi_f, or diversity (farthest-point sampling "
-        "of structure-averaged descriptors)")
+    strategy: Literal["random", "highest", "weighted", "diversity"] = field(
+        "random", doc="how the cap picks: random, highest max_devi_f, weighted (random draws with probability "
+        "proportional to max_devi_f squared, the committee's estimate of each frame's squared error), or "
+        "diversity (farthest-point sampling of structure-averaged descriptors)")
     balance: bool = field(True, doc="share the cap evenly across task groups (unused share goes to others)")
     seed: int = field(0, doc="seed of the random strategy", ge=0)
 
@@ -206,6 +207,20 @@ def farthest_point_sampling(features: np.ndarray, k: int, start: int = 0) -> lis
     return chosen
 
 
+def weighted_draw(devi_f: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
+    """``k`` distinct frames drawn at random with probability proportional to ``devi_f**2``.
+
+    The squared deviation estimates the squared error a label removes; drawing (not ranking) keeps
+    every part of the explored space reachable and avoids labeling k neighbours of one spike.
+    NaN or zero deviations get the smallest positive weight present (or uniform weights).
+    """
+    d = np.nan_to_num(np.asarray(devi_f, dtype=np.float64), nan=0.0)
+    w = d ** 2
+    positive = w[w > 0]
+    w = np.where(w > 0, w, positive.min() if positive.size else 1.0)
+    return [int(i) for i in rng.choice(len(w), size=min(k, len(w)), replace=False, p=w / w.sum())]
+
+
 def pick(strategy: str, devi_f: np.ndarray, k: int, rng: np.random.Generator,
          features: Callable[[], np.ndarray] | None = None) -> list[int]:
     """Choose ``k`` of the frames (indices into ``devi_f``) by ``strategy``, in pick order.
@@ -221,6 +236,8 @@ def pick(strategy: str, devi_f: np.ndarray, k: int, rng: np.random.Generator,
     order = np.argsort(-np.nan_to_num(np.asarray(devi_f, dtype=np.float64), nan=-np.inf), kind="stable")
     if strategy == "highest":
         return [int(i) for i in order[:k]]
+    if strategy == "weighted":
+        return weighted_draw(devi_f, k, rng)
     if strategy == "diversity":
         if features is None:
             raise UserError("select.strategy 'diversity' needs a descriptor function (give --models to "
@@ -463,7 +480,8 @@ def _why(ref: FrameRef, rank: int, levels: Levels, cfg: SelectConfig) -> dict[st
     if levels.v_hi is not None:
         reason += f", max_devi_v {ref.devi['max_devi_v']:.4g} < {levels.v_hi:.4g} eV/atom"
     scope = f"group {ref.group}" if cfg.balance else "all groups"
-    how = {"random": "random draw", "highest": "highest max_devi_f", "diversity": "farthest-point sampling"}
+    how = {"random": "random draw", "highest": "highest max_devi_f", "weighted": "draw weighted by max_devi_f^2",
+           "diversity": "farthest-point sampling"}
     if cfg.max_select is not None:
         reason += f"; {how[cfg.strategy]} #{rank + 1} in {scope}"
     return {"frame": ref.key, "task": ref.task, "group": ref.group, "step": ref.step, "max_devi_f": f,

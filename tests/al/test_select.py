@@ -285,3 +285,20 @@ def test_select_step_does_not_pick_frames_already_labeled(explored, tmp_path):
     known = json.loads((tmp_path / "known" / "selection.json").read_text())
     assert (task, step) not in [(s["task"], s["step"]) for s in known["selected"]]
     assert known["n_selected"] == 2 and [f["frame"] for f in known["filters"]["labeled"]["frames"]] == [f"{task}:{step}"]
+
+
+def test_weighted_draw_follows_the_squared_deviation():
+    """'weighted' draws distinct frames, reproducibly, with odds ~ max_devi_f**2: a frame with 3x
+    the deviation is picked ~9x as often; NaN deviations can still be drawn (smallest weight)."""
+    devi = np.array([0.1, 0.3, 0.1, 0.1, np.nan, 0.1])
+    counts = np.zeros(len(devi))
+    rng = np.random.default_rng(11)
+    for _ in range(4000):
+        (i,) = pick("weighted", devi, 1, rng)
+        counts[i] += 1
+    share = counts / counts.sum()
+    assert share[1] == pytest.approx(9 / 14, abs=0.03)             # weights 1,9,1,1,1,1 (NaN -> smallest)
+    assert share[4] == pytest.approx(1 / 14, abs=0.02)
+    picks = pick("weighted", devi, 4, np.random.default_rng(2))
+    assert len(set(picks)) == 4 and picks == pick("weighted", devi, 4, np.random.default_rng(2))
+    assert sorted(pick("weighted", np.zeros(3), 3, np.random.default_rng(0))) == [0, 1, 2]
