@@ -71,3 +71,12 @@ def test_label_verb_labels_frames_and_collects_them(tmp_path: Path) -> None:
     assert len(labeled) == 2
     energies = [a.get_potential_energy() for a in labeled]
     assert energies[0] != energies[1]           # different lattice constants, different EMT energies
+
+
+def test_schema_and_template_verbs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["schema", "select"]) == 0
+    assert capsys.readouterr().out.startswith("select:\n")
+    assert main(["template"]) == 0
+    assert "quickstart" in capsys.readouterr().out
+    assert main(["template", "quickstart", "-o", str(tmp_path / "q.yaml")]) == 0
+    assert (tmp_path / "q.yaml").is_file()

@@ -5,15 +5,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from dpa3_al.commands import add_verb
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("schema", help="every config key with its type, default, unit and meaning")
+    p = add_verb(subparsers, "schema", cmd_schema, "every config key with its type, default, unit and meaning")
     p.add_argument("section", nargs="?", help="one section: train, explore, select, label, workflow, bootstrap")
-    p.set_defaults(func=cmd_schema)
-    p = subparsers.add_parser("template", help="list the ready configs, or copy one to start from")
+
+    p = add_verb(subparsers, "template", cmd_template, "list the ready configs, or copy one to start from")
     p.add_argument("name", nargs="?", help="template name (see the list), e.g. quickstart")
     p.add_argument("-o", "--output", type=Path, help="where to copy it (default: ./NAME.yaml); never overwrites")
-    p.set_defaults(func=cmd_template)
 
 
 def templates_dir() -> Path:

@@ -6,31 +6,30 @@ import argparse
 import json
 from pathlib import Path
 
+from dpa3_al.commands import add_verb
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("data", help="inspect, import and export labeled datasets",
                                    description="Inspect, import and export the labeled dataset of a run.")
     verbs = parser.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
 
-    summary = verbs.add_parser("summary", help="counts per system, iteration and labeler, failures by reason")
+    summary = add_verb(verbs, "summary", _summary, "counts per system, iteration and labeler, failures by reason")
     summary.add_argument("dir", type=Path, help="a dataset directory or a run directory holding dataset/")
     summary.add_argument("--json", action="store_true", help="print the summary as JSON")
-    summary.set_defaults(func=_summary)
 
-    imp = verbs.add_parser("import", help="add labeled data (deepmd npy/mixed/raw dirs, .h5, extxyz, dpdata formats)")
+    imp = add_verb(verbs, "import", _import, "add labeled data (deepmd npy/mixed/raw dirs, .h5, extxyz, dpdata formats)")
     imp.add_argument("sources", type=Path, nargs="+", help="files or directories (deepmd npy, npy/mixed and raw "
                      "systems searched recursively; deepmd/hdf5 .h5 files, file.h5#/group)")
     imp.add_argument("--to", type=Path, required=True, dest="dest", help="dataset directory (created if missing)")
     imp.add_argument("--fmt", default=None, help="dpdata format of other files, e.g. vasp/outcar, abacus/scf, "
                      "qe/pw/scf (deepmd systems, .h5 and .xyz/.extxyz are recognised without it)")
     imp.add_argument("--iteration", type=int, default=None, help="iteration to record (default: initial data)")
-    imp.set_defaults(func=_import)
 
-    exp = verbs.add_parser("export", help="write the dataset as deepmd npy systems or one extxyz file")
+    exp = add_verb(verbs, "export", _export, "write the dataset as deepmd npy systems or one extxyz file")
     exp.add_argument("dir", type=Path, help="a dataset directory or a run directory holding dataset/")
     exp.add_argument("--to", type=Path, required=True, dest="dest", help="output directory (deepmd/npy) or file")
     exp.add_argument("--format", choices=("deepmd/npy", "extxyz"), default="deepmd/npy")
-    exp.set_defaults(func=_export)
 
 
 def dataset_root(path: Path) -> Path:
