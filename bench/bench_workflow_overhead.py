@@ -98,6 +98,17 @@ def _step_seconds(wf_dir: Path) -> list[float]:
     return out
 
 
+def _submit(engine, wf, wf_dir: Path) -> float:
+    """Run ``wf`` to its end; its wall time in s. A failed workflow raises, naming ``wf_dir``."""
+    with engine.session():
+        t0 = time.perf_counter()
+        wf.submit()
+        wall = time.perf_counter() - t0
+    if wf.query_status() != "Succeeded":
+        raise RuntimeError(f"benchmark workflow failed; see {wf_dir}")
+    return wall
+
+
 def chain(workdir: Path, steps: int, work: float, preload: bool = True) -> dict:
     """``steps`` sequential no-op steps (the prep-explore OP), each sleeping ``work`` s."""
     from dflow import Steps
@@ -115,12 +126,7 @@ def chain(workdir: Path, steps: int, work: float, preload: bool = True) -> dict:
                                          "iteration": 0}, artifacts={"schedule": None}))
     wf = engine.workflow("chain", main, "chain")
     built = time.perf_counter() - t0
-    with engine.session():
-        t0 = time.perf_counter()
-        wf.submit()
-        wall = time.perf_counter() - t0
-    if wf.query_status() != "Succeeded":
-        raise RuntimeError(f"benchmark workflow failed; see {workdir / 'chain'}")
+    wall = _submit(engine, wf, workdir / "chain")
     inside = _step_seconds(workdir / "chain")
     rec = {"bench": "chain", "preload": preload, "steps": steps, "work_s": work, "build_s": round(built, 3),
            "wall_s": round(wall, 3),
@@ -147,12 +153,7 @@ def fanout(workdir: Path, tasks: int, work: float, group_size: int, parallel: in
     main.add(prep)
     main.add(run)
     wf = engine.workflow(name, main, name)
-    with engine.session():
-        t0 = time.perf_counter()
-        wf.submit()
-        wall = time.perf_counter() - t0
-    if wf.query_status() != "Succeeded":
-        raise RuntimeError(f"benchmark workflow failed; see {workdir / name}")
+    wall = _submit(engine, wf, workdir / name)
     n_steps = -(-tasks // group_size)
     serial_work = tasks * work / parallel
     rec = {"bench": "fanout", "tasks": tasks, "group_size": group_size, "steps": n_steps, "parallel": parallel,
