@@ -70,8 +70,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--labels", type=int, default=10, help="frames labeled per iteration")
     p.add_argument("--init-copies", type=int, default=4, help="perturbed initial frames per start cell")
     p.add_argument("--steps", type=int, default=800, help="training steps of iteration 0 (train.training.numb_steps)")
-    p.add_argument("--steps-factor", type=float, default=0.4, help="train.init_model.steps_factor")
-    p.add_argument("--lr-factor", type=float, default=0.3, help="train.init_model.lr_factor")
+    p.add_argument("--steps-factor", type=float, default=1.0, help="train.init_model.steps_factor (project default)")
+    p.add_argument("--lr-factor", type=float, default=1.0, help="train.init_model.lr_factor (project default)")
+    p.add_argument("--target", type=float, default=None, metavar="F_RMSE",
+                   help="arm a: an accuracy target (target.f_rmse, eV/Å) instead of --f-lo: the levels follow from "
+                   "the calibration and the stage may converge (then it stops early)")
+    p.add_argument("--conv-accuracy", type=float, default=None, help="the stage's conv_accuracy (default 0.9 with "
+                   "--target, else 1.0: every iteration runs)")
     p.add_argument("--md-steps", type=int, default=200, help="MD steps per exploration task (2 fs)")
     p.add_argument("--traj-freq", type=int, default=10)
     p.add_argument("--strategy", default="diversity", choices=("diversity", "highest", "weighted", "random"))
@@ -138,9 +143,12 @@ def set_key(cfg: dict, assignment: str) -> None:
 def run_config(args: argparse.Namespace, arm: str, seed: int, prep: Path, name: str) -> dict:
     if arm == "b":   # every explored frame is a candidate; pick at random
         select = {"f_lo": 0.0, "f_hi": 1.0e6, "strategy": "random"}
+    elif args.target is not None:   # the levels follow from the target (an explicit f_lo would win)
+        select = {"f_hi": args.f_hi, "strategy": args.strategy}
     else:
         select = {"f_lo": args.f_lo, "f_hi": args.f_hi, "strategy": args.strategy}
     select.update({"max_select": args.labels, "seed": seed})
+    conv = args.conv_accuracy if args.conv_accuracy is not None else (0.9 if args.target is not None else 1.0)
     cfg = {
         "name": name, "seed": seed, "init_data": [str(prep / "init")],
         "train": {"model": small_model(), "learning_rate": {"start_lr": 0.01, "stop_lr": 1.0e-4},
@@ -150,7 +158,7 @@ def run_config(args: argparse.Namespace, arm: str, seed: int, prep: Path, name: 
                   "init_model": {"steps_factor": args.steps_factor, "lr_factor": args.lr_factor},
                   "stopping": {"patience": 0}},
         "explore": {"drive": 0, "stop": {"max_devi_f": args.stop_f, "min_dist_ratio": 0.5},
-                    "stages": [{"max_iter": args.iterations, "conv_accuracy": 1.0, "task_groups": [{
+                    "stages": [{"max_iter": args.iterations, "conv_accuracy": conv, "task_groups": [{
                         "name": "cuau", "configurations": [{"file": str(prep / "cells.extxyz"), "index": ":"}],
                         "temps": list(TEMPS), "ensemble": "nvt-langevin", "timestep": TIMESTEP,
                         "steps": args.md_steps, "traj_freq": args.traj_freq, "seed": seed}]}]},
@@ -158,6 +166,8 @@ def run_config(args: argparse.Namespace, arm: str, seed: int, prep: Path, name: 
         "label": {"kind": "ase", "timeout": 120, "ase": {"calculator": "ase.calculators.emt.EMT"}},
         "workflow": {"engine": "local", "group_size": 2, "max_iterations": args.iterations, "local": {"parallel": 2}},
     }
+    if args.target is not None and arm == "a":
+        cfg["target"] = {"f_rmse": args.target}
     for s in args.set + (args.set_a if arm == "a" else []):
         set_key(cfg, s)
     return cfg
@@ -197,12 +207,23 @@ def run_loop(args, arm: str, seed: int, prep: Path, info: dict, run_root: Path) 
     for k in range(args.iterations):
         prev = run / f"iter-{k - 1:06d}" / "dataset"
         labels = info["init_frames"] + (count_frames(prev) if k > 0 else 0)
-        iters.append({"iteration": k, "labels": labels, "models": [str(m) for m in
-                                                                   member_models(run / f"iter-{k:06d}" / "train")]})
-    last = run / f"iter-{args.iterations - 1:06d}" / "dataset"
+        models = member_models(run / f"iter-{k:06d}" / "train")
+        if not models:          # the stage converged (a target) before this iteration
+            break
+        iters.append({"iteration": k, "labels": labels, "models": [str(m) for m in models]})
+    last = run / f"iter-{len(iters) - 1:06d}" / "dataset"
     emt_labels = count_frames(last)
     return {"wall_s": wall, "emt_calls": emt_labels, "emt_note": "ase-labeler calls (labeled frames)",
             "iterations": iters, "selection": _selections(run, args.iterations)}
+
+
+def _target_text(s: dict) -> str:
+    t = s.get("target")
+    if not t:
+        return ""
+    est = t.get("estimated_f_rmse")
+    return (f"; target {t['f_rmse']:g}: {'calibrated' if t['calibrated'] else 'uncalibrated'}, estimated F RMSE "
+            f"{'-' if est is None else format(est, '.3f')}, converged {s.get('converged')}")
 
 
 def _succeeded(run: Path) -> bool:
@@ -220,8 +241,15 @@ def _selections(run: Path, n: int) -> list[dict]:
             out.append({})
             continue
         s = json.loads(p.read_text())
-        out.append({"n_frames": s["n_frames"], "ratios": s["ratios"], "n_selected": s["n_selected"],
-                    "levels": s["levels"]})
+        row = {"n_frames": s["n_frames"], "ratios": s["ratios"], "n_selected": s["n_selected"], "levels": s["levels"]}
+        target = p.parent / "target.json"
+        if target.is_file():
+            t = json.loads(target.read_text())
+            row["target"] = {k: t.get(k) for k in ("f_rmse", "calibrated", "estimated_f_rmse", "share")}
+        decision = run / f"iter-{k:06d}" / "decide" / "schedule.json"
+        if decision.is_file():
+            row["converged"] = json.loads(decision.read_text())["decisions"][-1].get("converged")
+        out.append(row)
     return out
 
 
@@ -434,7 +462,8 @@ def main(argv=None) -> int:
             if s:
                 lines.append(f"  {arm} s{seed} it{k}: {s['n_frames']} frames, accurate {s['ratios']['accurate']:.2f}"
                              f" candidate {s['ratios']['candidate']:.2f} failed {s['ratios']['failed']:.2f}, "
-                             f"selected {s['n_selected']}, f_lo {s['levels']['f_lo']:.3g} f_hi {s['levels']['f_hi']:.3g}")
+                             f"selected {s['n_selected']}, f_lo {s['levels']['f_lo']:.3g} f_hi {s['levels']['f_hi']:.3g}"
+                             + _target_text(s))
     text = "\n".join(lines)
     args.out.with_suffix(".txt").write_text(text + "\n")
     print(text)

@@ -6,27 +6,36 @@ are trained on, the committee's mean prediction on them is compared with the lab
 ``max_devi_f`` d (eV/Å) and the true force error of the committee mean on that frame: its
 force RMSE e (components, eV/Å) and its largest per-atom error norm e_max (eV/Å).
 
-A user states the accuracy wanted (``target: {f_rmse: 0.05}``, eV/Å). The ratio e / d over the
-latest ``window`` iterations' pairs gives, at quantile ``confidence`` (default 0.9), a factor
-k such that e <= k d for that share of the labeled frames. The lower trust level is then
+A user states the accuracy wanted (``target: {f_rmse: 0.05}``, eV/Å): the force RMSE of the
+committee over the frames it explores. The calibration factor k is the RMS ratio of true error
+to deviation over the latest ``window`` iterations' pairs, k = sqrt(sum e^2 / sum d^2), so that
+k * RMS(d) reproduces the labeled frames' RMSE; with ``confidence`` above 0.5, k is that quantile
+of its bootstrap distribution over the pairs (the estimate then errs on the safe side with that
+probability). An iteration's explored frames (deviations d_1..d_n) then have an estimated force
+RMSE  E = k * RMS(d), and the lower trust level is
 
-    f_lo = f_rmse / k          f_hi = max(select.f_hi, hi_factor * f_lo)
+    f_lo = (f_rmse / k) * d_(s) / RMS(d)          f_hi = max(select.f_hi, hi_factor * f_lo)
 
-so a frame called *accurate* (d < f_lo) has, with the stated confidence, a force RMSE below
-the target, and a stage that converges (accurate ratio >= conv_accuracy) has reached the
-target on that share of its explored frames. Until ``min_frames`` pairs exist (the first
-iteration) the levels are *uncalibrated*: f_lo = 0 and f_hi = 1e9 eV/Å, so every explored frame
-that passes the filters is a candidate and the capped selection (``max_select``, its strategy)
-labels a spread of them, whatever their deviation: the labels that calibrate the next levels.
-A stage with a target does not converge on uncalibrated levels. The upper level keeps its
-meaning (frames too far out to be worth a label: ``select.f_hi``) unless the derived lower
-level comes close to it. A lower level the user wrote explicitly in ``select`` wins over the
-derived one (``explicit_levels``): the target then only reports.
+with d_(s) the deviation below which the share s of the frames lie (s = the stages'
+``conv_accuracy``, 0.9 by default). By construction the accurate ratio (d < f_lo) reaches s
+exactly when E <= f_rmse: a stage converges when the estimated RMSE of what it explores meets the
+target, and not before; the frames above f_lo, the ones that carry that RMSE, are the candidates.
+Until ``min_frames`` pairs exist (the first iteration) the levels are *uncalibrated*: f_lo = 0 and
+f_hi = 1e9 eV/Å, so every explored frame that passes the filters is a candidate and the capped
+selection (``max_select``, its strategy) labels a spread of them, whatever their deviation: the
+labels that calibrate the next levels. A stage with a target does not converge on uncalibrated
+levels. The upper level keeps its meaning (frames too far out to be worth a label:
+``select.f_hi``) unless the derived lower level comes close to it. A lower level the user wrote
+explicitly in ``select`` wins over the derived one (``explicit_levels``): the target then only
+reports. Without explored deviations (a call outside the loop) f_lo = f_rmse / k: a frame below
+it has an estimated force RMSE under the target.
 
 A committee trained too little has deviations far below its true errors (k >> 1): its derived
 f_lo is tiny, every frame below f_hi is a candidate, and the calibration table says so.
-The ratio is measured on candidates (f_lo <= d < f_hi); applying it below f_lo assumes the
-error stays proportional to the deviation there, which the report's calibration plot shows.
+The ratio is measured on labeled frames (candidates); applying it to every explored frame
+assumes the error stays proportional to the deviation there, which the report's calibration
+plot shows (on bench/bench_al.py the frame RMSE / max_devi_f ratio spread 0.50-0.82, 10th-90th
+percentile, over every explored frame, with Spearman correlation 0.91).
 
 Files: ``calibration.json`` (every iteration's pairs, cumulative; written by the evaluate step)
 and ``target.json`` (the levels one select step derived, beside ``selection.json``), each with
@@ -57,14 +66,17 @@ TARGET_JSON = "target.json"
 class TargetConfig:
     """The accuracy a run aims at; the trust levels follow from it (the ``target:`` section)."""
 
-    f_rmse: float = field(0.05, doc="force RMSE wanted on explored frames; f_lo = f_rmse / k where e <= k "
-                          "max_devi_f holds for `confidence` of the labeled frames", unit="eV/Å", gt=0)
-    confidence: float = field(0.9, doc="share of calibration frames whose true force RMSE must lie within the "
-                              "target at the derived lower level", gt=0, lt=1)
+    f_rmse: float = field(0.05, doc="force RMSE wanted over the explored frames; the stage converges when its "
+                          "estimate (k * RMS of max_devi_f, k calibrated on the labels) is at or below it",
+                          unit="eV/Å", gt=0)
+    confidence: float = field(0.5, doc="quantile of the bootstrap distribution of k used: 0.5 = a central "
+                              "estimate, 0.9 = the target is met with 90% confidence", gt=0, lt=1)
     window: int = field(2, doc="calibrate on the labels of the latest this many iterations", ge=1)
     min_frames: int = field(5, doc="fewer calibration frames than this: uncalibrated levels (f_lo 0, f_hi 1e9: "
                             "every explored frame is a candidate)", ge=1)
     hi_factor: float = field(3.0, doc="f_hi = max(select.f_hi, hi_factor * f_lo)", gt=1)
+    share: float = field(0.9, doc="set by the loader to the stages' conv_accuracy: the accurate ratio that "
+                         "means the target is met", gt=0, le=1)
     explicit_levels: bool = field(False, doc="set by the loader when select.f_lo is written in the config: "
                                   "the configured levels win and the target only reports")
 
@@ -90,6 +102,8 @@ class CalibrationFit:
     slope_max: float       # least squares true_f_max = slope * max_devi_f (through the origin)
     corr_max: float        # Pearson correlation of max_devi_f and true_f_max
     confidence: float
+    k_rms: float = math.nan    # sqrt(sum e^2 / sum d^2): k * RMS(d) reproduces the frames' RMSE
+    k: float = math.nan        # k_rms's bootstrap quantile at `confidence` (k_rms at 0.5)
 
 
 def fit(pairs: Sequence[CalibrationPair], confidence: float = 0.9) -> CalibrationFit:
@@ -102,9 +116,20 @@ def fit(pairs: Sequence[CalibrationPair], confidence: float = 0.9) -> Calibratio
     d, e, emax = (np.array(c, dtype=np.float64) for c in zip(*rows))
     ratio = e / d
     corr = float(np.corrcoef(d, emax)[0, 1]) if len(d) > 1 and d.std() > 0 and emax.std() > 0 else math.nan
+    k_rms = float(np.sqrt((e @ e) / (d @ d)))
     return CalibrationFit(n=len(d), ratio_q=float(np.quantile(ratio, confidence)),
                           ratio_median=float(np.median(ratio)), slope_max=float(d @ emax / (d @ d)),
-                          corr_max=corr, confidence=confidence)
+                          corr_max=corr, confidence=confidence, k_rms=k_rms, k=_bootstrap_k(d, e, confidence, k_rms))
+
+
+def _bootstrap_k(d: np.ndarray, e: np.ndarray, confidence: float, k_rms: float, draws: int = 400) -> float:
+    """Quantile ``confidence`` of the RMS ratio over pairs resampled with replacement (seeded:
+    the same pairs give the same k); ``k_rms`` itself at 0.5 or with a single pair."""
+    if confidence == 0.5 or len(d) < 2:
+        return k_rms
+    idx = np.random.default_rng(len(d)).integers(0, len(d), size=(draws, len(d)))
+    ks = np.sqrt((e[idx] ** 2).sum(axis=1) / (d[idx] ** 2).sum(axis=1))
+    return float(np.quantile(ks, confidence))
 
 
 @dataclass(frozen=True)
@@ -119,6 +144,8 @@ class TargetLevels:
     reason: str
     fit: CalibrationFit | None = None
     explicit: bool = False      # the configured levels were used because the user wrote them
+    estimated_f_rmse: float = math.nan   # k * RMS(max_devi_f) over this iteration's explored frames (eV/Å)
+    share: float = 0.9                   # the accurate ratio that means the target is met
 
     def write(self, folder: Path) -> Path:
         path = Path(folder) / TARGET_JSON
@@ -144,23 +171,46 @@ class TargetLevels:
 UNCALIBRATED = (0.0, 1.0e9)      # f_lo, f_hi (eV/Å) before any calibration: every frame a candidate
 
 
-def derive_levels(target: TargetConfig, pairs: Sequence[CalibrationPair], f_lo: float, f_hi: float) -> TargetLevels:
-    """The levels for the next selection from the pairs of the latest ``target.window`` iterations;
-    the configured ``f_lo``/``f_hi`` when the user wrote them, :data:`UNCALIBRATED` when too few
-    pairs exist."""
+def derive_levels(target: TargetConfig, pairs: Sequence[CalibrationPair], f_lo: float, f_hi: float,
+                  explored: np.ndarray | None = None) -> TargetLevels:
+    """The levels for the next selection from the pairs of the latest ``target.window`` iterations
+    and this iteration's ``explored`` max_devi_f (every recorded frame, NaN for a frame without
+    one); the configured ``f_lo``/``f_hi`` when the user wrote them, :data:`UNCALIBRATED` when
+    too few pairs exist."""
     recent = sorted({p.iteration for p in pairs})[-target.window:]
     fitted = fit([p for p in pairs if p.iteration in recent], target.confidence)
+    estimate, k = math.nan, fitted.k
+    if fitted.n and k > 0 and math.isfinite(k) and explored is not None:
+        finite = np.asarray(explored, dtype=np.float64)[np.isfinite(explored)]
+        estimate = float(k * np.sqrt(np.mean(finite ** 2))) if finite.size else math.nan
+    common = dict(f_rmse=target.f_rmse, confidence=target.confidence, fit=fitted, estimated_f_rmse=estimate,
+                  share=target.share)
     if target.explicit_levels:
-        return TargetLevels(target.f_rmse, target.confidence, False, f_lo, f_hi,
-                            "select.f_lo is set in the config and wins over the target", fitted, explicit=True)
-    if fitted.n < target.min_frames or not (fitted.ratio_q > 0 and math.isfinite(fitted.ratio_q)):
-        return TargetLevels(target.f_rmse, target.confidence, False, *UNCALIBRATED,
-                            f"{fitted.n} calibration frames (< {target.min_frames}): uncalibrated, every explored "
-                            "frame is a candidate (labels to calibrate on)", fitted)
-    lo = target.f_rmse / fitted.ratio_q
-    reason = (f"f_lo = target {target.f_rmse:g} / k {fitted.ratio_q:.3g} (true force RMSE <= k max_devi_f on "
-              f"{100 * target.confidence:g}% of {fitted.n} labeled frames of iterations {recent})")
-    return TargetLevels(target.f_rmse, target.confidence, True, lo, max(f_hi, target.hi_factor * lo), reason, fitted)
+        return TargetLevels(calibrated=False, f_lo=f_lo, f_hi=f_hi, explicit=True,
+                            reason="select.f_lo is set in the config and wins over the target", **common)
+    if fitted.n < target.min_frames or not (k > 0 and math.isfinite(k)):
+        return TargetLevels(calibrated=False, f_lo=UNCALIBRATED[0], f_hi=UNCALIBRATED[1],
+                            reason=f"{fitted.n} calibration frames (< {target.min_frames}): uncalibrated, every "
+                            "explored frame is a candidate (labels to calibrate on)", **common)
+    how = f"k {k:.3g}: force RMSE = k max_devi_f in RMS over {fitted.n} labeled frames of iterations {recent}"
+    lo = target.f_rmse / k
+    level = _share_level(explored, target.share)
+    if math.isfinite(estimate) and estimate > 0 and math.isfinite(level):
+        lo *= level / (estimate / k)
+        how = (f"explored force RMSE estimated {estimate:.3g} eV/Å against the target {target.f_rmse:g} ({how}); "
+               f"f_lo puts {100 * target.share:g}% of the frames below it exactly when the estimate meets the target")
+    else:
+        how = f"f_lo = target {target.f_rmse:g} / {how}"
+    return TargetLevels(calibrated=True, f_lo=lo, f_hi=max(f_hi, target.hi_factor * lo), reason=how, **common)
+
+
+def _share_level(explored: np.ndarray | None, share: float) -> float:
+    """The deviation below which ``share`` of the frames lie (NaN counts as above every level):
+    the ceil(share n)-th smallest; NaN without frames."""
+    if explored is None or len(explored) == 0:
+        return math.nan
+    d = np.sort(np.nan_to_num(np.asarray(explored, dtype=np.float64), nan=np.inf))
+    return float(d[max(math.ceil(share * len(d) - 1e-9), 1) - 1])
 
 
 @dataclass(frozen=True)

@@ -117,12 +117,24 @@ def load_run_config(path: Path) -> RunConfig:
             raise ConfigError("train.finetune.model", f"{ft} does not exist", source=str(path))
         train = dataclasses.replace(train, finetune=dataclasses.replace(train.finetune, model=ft))
     cfg = dataclasses.replace(cfg, init_data=init, train=train, test_data=_resolve_test_data(cfg, base, str(path)))
-    if cfg.target is not None and "f_lo" in (raw.get("select") or {}):
-        cfg = dataclasses.replace(cfg, target=dataclasses.replace(cfg.target, explicit_levels=True))
+    if cfg.target is not None:
+        cfg = dataclasses.replace(cfg, target=_target_with_share(cfg, str(path), raw))
     elements = check_configurations(cfg, base, source=str(path))
     cfg = resolve_type_map(cfg, elements, source=str(path))
     check_label(cfg, source=str(path))
     return cfg
+
+
+def _target_with_share(cfg: RunConfig, source: str, raw: dict) -> TargetConfig:
+    """The target with what the loader knows: whether select.f_lo was written (it then wins) and
+    the accurate share that means "target met" (the stages' conv_accuracy, one value for all)."""
+    shares = {s.conv_accuracy for s in cfg.explore.stages}
+    if len(shares) > 1:
+        raise ConfigError("explore.stages", f"with a target every stage's conv_accuracy is the share of explored "
+                          f"frames that must be accurate for the target to be met; give them one value (found "
+                          f"{sorted(shares)})", source=source)
+    return dataclasses.replace(cfg.target, explicit_levels="f_lo" in (raw.get("select") or {}),
+                               share=shares.pop())
 
 
 def resolve_type_map(cfg: RunConfig, elements: set[str], *, source: str | None = None) -> RunConfig:

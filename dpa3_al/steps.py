@@ -141,15 +141,15 @@ def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteratio
     head = data.pop("head", None) or outer.get("head")
     device = data.pop("device", None) or outer.get("device") or "cpu"
     cfg = from_dict(SelectConfig, data, path="select")
+    dirs = sorted((Path(d) for d in explored if (Path(d) / TASK_JSON).is_file()), key=lambda d: d.name)
     levels = None
     if outer.get("target") is not None and cfg.adaptive is None:
-        cfg, levels = _target_levels(cfg, outer["target"], calibration)
+        cfg, levels = _target_levels(cfg, outer["target"], calibration, dirs)
     descriptor_fn = None
     if found:
         from dpa3_al.model import DPA3Calculator
 
         descriptor_fn = DPA3Calculator(str(found[0]), head=head, device=device).get_descriptor
-    dirs = sorted((Path(d) for d in explored if (Path(d) / TASK_JSON).is_file()), key=lambda d: d.name)
     log.info("iteration %d: selecting from %d task folders", iteration, len(dirs))
     labeled = labeled_frames([Path(p) for p in labeled_data]) if cfg.filters.dedup_tol is not None else []
     n = select(dirs, cfg, Path(workdir), descriptor_fn=descriptor_fn, labeled=labeled).n_selected
@@ -158,14 +158,17 @@ def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteratio
     return n
 
 
-def _target_levels(cfg, target: dict[str, Any], calibration: Path | None):
-    """(select config with the levels the target and calibration give, the TargetLevels)."""
+def _target_levels(cfg, target: dict[str, Any], calibration: Path | None, task_dirs: Sequence[Path]):
+    """(select config with the levels the target, the calibration and this iteration's explored
+    deviations give, the TargetLevels)."""
     import dataclasses
 
     from dpa3_al.calibration import CalibrationRecord, TargetConfig, derive_levels
+    from dpa3_al.explore.frames import read_frames_table
 
     tcfg = from_dict(TargetConfig, target, path="target")
-    levels = derive_levels(tcfg, CalibrationRecord.read(calibration).pairs, cfg.f_lo, cfg.f_hi)
+    explored = read_frames_table(task_dirs).column("max_devi_f") if task_dirs else None
+    levels = derive_levels(tcfg, CalibrationRecord.read(calibration).pairs, cfg.f_lo, cfg.f_hi, explored)
     log.info("trust levels: f_lo %.4g, f_hi %.4g eV/Å (%s)", levels.f_lo, levels.f_hi, levels.reason)
     if not levels.explicit:
         cfg = dataclasses.replace(cfg, f_lo=levels.f_lo, f_hi=levels.f_hi)

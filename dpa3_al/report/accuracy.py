@@ -110,11 +110,12 @@ def _calibration_figure(its: Sequence[IterationData]) -> bytes | None:
 
 
 def predicted_rmse(it: IterationData) -> float:
-    """The force RMSE of all explored frames that the deviation predicts: the median of true frame
-    RMSE / max_devi_f over this iteration's labels (same committee) times the RMS of max_devi_f
-    over every recorded frame (eV/Å); NaN without labels or deviations."""
+    """The force RMSE of all explored frames that the deviation predicts: k (the RMS ratio of true
+    frame force RMSE to max_devi_f over this iteration's labels, same committee) times the RMS of
+    max_devi_f over every recorded frame (eV/Å), as the accuracy target estimates it
+    (dpa3_al.calibration); NaN without labels or deviations."""
     devi = it.devi_f[np.isfinite(it.devi_f)]
-    ratio = fit(it.calibration).ratio_median
+    ratio = fit(it.calibration, 0.5).k_rms
     return float(ratio * np.sqrt(np.mean(devi ** 2))) if devi.size and math.isfinite(ratio) else math.nan
 
 
@@ -123,10 +124,10 @@ def _calibration_rows(run: RunData) -> list[tuple[str, ...]]:
     for it in run.iterations:
         if not it.calibration and it.target is None:
             continue
-        f = fit(it.calibration, it.target.confidence if it.target else 0.9)
+        f = fit(it.calibration, it.target.confidence if it.target else 0.5)
         tg = it.target
         test = {str(r.get("member")): r for r in (it.test or {}).get("rows", []) if isinstance(r, dict)}
-        rows.append((str(it.index), str(f.n), fmt(f.ratio_median, 3), fmt(f.ratio_q, 3), fmt(f.slope_max, 3),
+        rows.append((str(it.index), str(f.n), fmt(f.ratio_median, 3), fmt(f.k, 3), fmt(f.slope_max, 3),
                      fmt(f.corr_max, 3), fmt(predicted_rmse(it), 4), fmt(test.get("mean", {}).get("test_f_rmse"), 4),
                      "-" if tg is None else f"{fmt(tg.f_lo, 4)} / {fmt(tg.f_hi, 4)}",
                      "-" if tg is None else ("calibrated" if tg.calibrated else "configured") + f": {tg.reason}"))
@@ -171,13 +172,13 @@ def accuracy_blocks(run: RunData, images: dict[str, bytes]) -> list[Any]:
                     images, "nothing to plot")
     cal = _calibration_rows(run)
     blocks.append(Para("Calibration: each iteration's new labels against the deviation they were selected with. "
-                       "k = quantile of true frame force RMSE / max_devi_f at the stated confidence (a lower level "
-                       "f_lo = target / k); slope and correlation of the true max per-atom force error against "
-                       "max_devi_f. Predicted F RMSE: median ratio x RMS of max_devi_f over every explored frame, "
-                       "the error the deviation announces, beside the test set's (committee mean). Levels: those "
-                       "the select step used."))
+                       "k = RMS ratio of true frame force RMSE to max_devi_f (its bootstrap quantile at the "
+                       "target's confidence); slope and correlation of the true max per-atom force error against "
+                       "max_devi_f. Predicted F RMSE: k x RMS of max_devi_f over every explored frame, the error "
+                       "the deviation announces (what an accuracy target is judged on), beside the test set's "
+                       "(committee mean). Levels: those the select step used."))
     if cal:
-        blocks.append(Table(("labels of iteration", "labeled frames", "median ratio", "k (quantile)", "slope (max error)",
+        blocks.append(Table(("labels of iteration", "labeled frames", "median ratio", "k", "slope (max error)",
                              "correlation", "predicted F RMSE (eV/Å)", "test F RMSE (eV/Å)", "f_lo / f_hi used (eV/Å)",
                              "levels"), tuple(cal)))
     blocks += place({"accuracy-calibration.png": ("selection deviation against true error of the labeled frames",

@@ -38,6 +38,13 @@ def test_fit_of_a_known_calibration():
     bad = [CalibrationPair(0, "x", math.nan, 0.1, 0.2), CalibrationPair(0, "y", 0.0, 0.1, 0.2)]
     assert fit([*_pairs(devi, ratio), *bad]).n == 10
     assert fit([]).n == 0 and math.isnan(fit([]).ratio_q)
+    # k: the RMS ratio, so that k * RMS(d) reproduces the labeled frames' RMSE; above confidence 0.5
+    # its bootstrap quantile, larger (safer), and reproducible
+    e = ratio * devi
+    assert f.k_rms == pytest.approx(np.sqrt(np.sum(e ** 2) / np.sum(devi ** 2)))
+    assert fit(_pairs(devi, ratio), confidence=0.5).k == f.k_rms
+    assert f.k > f.k_rms and f.k == fit(_pairs(devi, ratio), confidence=0.9).k
+    assert fit(_pairs(devi, [0.3] * 10), confidence=0.9).k == pytest.approx(0.3)
 
 
 def test_levels_follow_the_target_through_the_calibration():
@@ -53,6 +60,24 @@ def test_levels_follow_the_target_through_the_calibration():
     assert levels.fit.n == 12 and "iterations [1, 2]" in levels.reason
     # a frame just below f_lo has a true RMSE below the target by construction (e = 0.25 d)
     assert 0.25 * (levels.f_lo * 0.999) < target.f_rmse
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_accurate_share_is_reached_exactly_when_the_estimated_rmse_meets_the_target(seed):
+    """With explored deviations, f_lo is placed so that accurate ratio >= share <=> k RMS(d) <= target."""
+    rng = np.random.default_rng(seed)
+    pairs = _pairs(rng.uniform(0.05, 0.5, 20), rng.uniform(0.4, 0.8, 20))
+    k = fit(pairs, 0.5).k
+    devi = rng.lognormal(np.log(0.1), 0.5, 300)
+    devi[rng.integers(0, 300, 3)] = np.nan                      # frames without a deviation: never accurate
+    estimate = k * np.sqrt(np.nanmean(devi ** 2))
+    for f_rmse in estimate * np.array([0.7, 0.95, 0.999, 1.001, 1.05, 1.5]):
+        target = TargetConfig(f_rmse=float(f_rmse), confidence=0.5, min_frames=5, share=0.9)
+        lv = derive_levels(target, pairs, f_lo=0.05, f_hi=0.15, explored=devi)
+        assert lv.calibrated and lv.estimated_f_rmse == pytest.approx(estimate)
+        accurate = float(np.mean(classify(devi, None, Levels(lv.f_lo, lv.f_hi)) == 0))
+        assert (accurate >= 0.9) == (estimate <= f_rmse), (f_rmse, estimate, accurate)
+        assert lv.f_hi == pytest.approx(max(0.15, 3 * lv.f_lo)) and "estimated" in lv.reason
 
 
 def test_before_calibration_every_explored_frame_is_a_candidate():
@@ -101,7 +126,7 @@ def _explored(rng, true_rmse, ratio=0.25, n=400):
 
 
 def _outcome(target, pairs, devi):
-    lv = derive_levels(target, pairs, f_lo=0.05, f_hi=0.15)
+    lv = derive_levels(target, pairs, f_lo=0.05, f_hi=0.15, explored=devi)
     classes = classify(devi, None, Levels(lv.f_lo, lv.f_hi))
     return IterationOutcome(accurate_ratio=float(np.mean(classes == 0)), n_frames=len(devi), f_lo=lv.f_lo,
                             calibrated=lv.calibrated), lv
@@ -117,7 +142,8 @@ def test_a_stage_converges_once_the_committee_reaches_the_target_and_not_before(
         devi, true = _explored(rng, rmse)
         outcome, levels = _outcome(target, pairs, devi)
         decision, state = judge([STAGE], state, outcome)
-        history.append((rmse, outcome.accurate_ratio, decision.converged, levels.calibrated))
+        history.append((float(np.sqrt(np.mean(true ** 2))), outcome.accurate_ratio, decision.converged,
+                        levels.calibrated))
         if state.finished:
             break
         # label 12 of the candidates (between the levels): their true error calibrates the next levels
@@ -126,11 +152,11 @@ def test_a_stage_converges_once_the_committee_reaches_the_target_and_not_before(
     rmses = [h[0] for h in history]
     assert history[0][3] is False and history[0][2] is False          # iteration 0: levels not calibrated
     assert all(calibrated for *_, calibrated in history[1:])
-    # not converged (accurate ratio far below 0.9) while the explored frames are not better than the target ...
-    assert all(not conv and ratio < 0.6 for rmse, ratio, conv, _ in history if rmse >= 0.05)
-    # ... converged once ~all of them are better, at calibrated levels
+    # not converged (accurate ratio below 0.9) while the explored frames' force RMSE is above the target ...
+    assert all(not conv and ratio < 0.9 for rmse, ratio, conv, _ in history if rmse > 0.05)
+    # ... converged in the first iteration where it is below, at calibrated levels
     assert history[-1][2] is True and history[-1][3] is True and history[-1][1] >= 0.9
-    assert rmses[-1] < 0.05
+    assert rmses[-1] <= 0.05 and all(r > 0.05 for r in rmses[:-1]) and len(rmses) == 4
 
 
 def test_decide_reads_target_json_beside_the_selection(tmp_path):
@@ -173,17 +199,21 @@ def test_a_real_loop_calibrates_its_levels_from_the_first_labels(tmp_path):
     assert not t0.calibrated and (t0.f_lo, t0.f_hi) == (0.0, 1.0e9)
     pairs = CalibrationRecord.read(run.iteration_dir(0) / "decide").iteration(0)
     assert len(pairs) == 4 and all(p.true_f_rmse > 0 for p in pairs)
-    k = fit(pairs, 0.8).ratio_q
-    assert t1.calibrated and t1.f_lo == pytest.approx(0.05 / k)
+    k = fit(pairs, 0.8).k
+    from dpa3_al.explore.frames import read_frames_table
+    from dpa3_al.explore.tasks import task_dirs
+    devi = read_frames_table(task_dirs(run.iteration_dir(1) / "explore")).column("max_devi_f")
+    assert t1.calibrated and t1.estimated_f_rmse == pytest.approx(k * np.sqrt(np.nanmean(devi ** 2)))
     sel1 = SelectionReport.read(run.iteration_dir(1) / "select")
     assert sel1.levels.f_lo == pytest.approx(t1.f_lo)
+    assert (sel1.ratio("accurate") >= t1.share) == (t1.estimated_f_rmse <= 0.05)
     d0 = ScheduleRecord.read(run.iteration_dir(0) / "decide").latest(0)
     d1 = ScheduleRecord.read(run.iteration_dir(1) / "decide").latest(1)
     assert not d0.converged and "not yet calibrated" in d0.reason
     assert "calibrated to the accuracy target" in d1.reason
     assert t1.f_hi == pytest.approx(max(0.15, 3 * 0.05 / k))                # select.f_hi default 0.15 kept
     md = (run.root / "report" / "report.md").read_text()
-    assert "## Accuracy" in md and "calibrated: f_lo = target" in md
+    assert "## Accuracy" in md and "calibrated: explored force RMSE estimated" in md
 
 
 def test_the_select_step_uses_the_levels_the_target_gives(tmp_path, monkeypatch):
@@ -223,3 +253,15 @@ def test_a_lower_level_written_in_the_config_wins_over_the_target(tmp_path):
     written = _load(tmp_path, _config(tmp_path, 1, target=target, select={"f_lo": 0.1, "f_hi": 0.4}), "a.yaml")
     only_hi = _load(tmp_path, _config(tmp_path, 1, target=target, select={"f_hi": 0.4}), "b.yaml")
     assert written.target.explicit_levels and not only_hi.target.explicit_levels
+
+
+def test_with_a_target_the_stages_share_one_conv_accuracy(tmp_path):
+    from dpa3_al.common.typed_config import ConfigError
+    from tests.al.test_seeds import _config, _load
+
+    cfg = _config(tmp_path, 1, target={"f_rmse": 0.05})
+    cfg["explore"]["stages"][0]["conv_accuracy"] = 0.8
+    assert _load(tmp_path, cfg, "a.yaml").target.share == 0.8
+    cfg["explore"]["stages"].append({**cfg["explore"]["stages"][0], "conv_accuracy": 0.95})
+    with pytest.raises(ConfigError, match=r"explore.stages.*one value"):
+        _load(tmp_path, cfg, "b.yaml")
