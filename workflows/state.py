@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from dpa3_al.common.errors import UserError
-from dpa3_al.common.fileio import atomic_write_text
+from dpa3_al.common.fileio import atomic_write_text, known_fields
 
 __all__ = ["StepState", "RunState", "RunStatus", "CorruptState", "STATUSES"]
 
@@ -85,8 +85,7 @@ class RunState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunState":
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
+        data = known_fields(cls, data)
         data["steps"] = {k: _step(v) for k, v in data.get("steps", {}).items()}
         data["failures"] = [_step(v) for v in data.get("failures", [])]
         return cls(**data)
@@ -133,5 +132,4 @@ def _check_types(state: RunState) -> None:
 
 
 def _step(data: dict[str, Any]) -> StepState:
-    known = {f.name for f in fields(StepState)}
-    return StepState(**{k: v for k, v in data.items() if k in known})
+    return StepState(**known_fields(StepState, data))

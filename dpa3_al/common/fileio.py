@@ -13,14 +13,15 @@ the workflows share one implementation.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-__all__ = ["read_json_object", "replacing", "atomic_write", "atomic_write_path", "atomic_write_bytes", "atomic_write_text",
-           "atomic_write_json", "json_default", "fsync_dir", "replace_entry"]
+__all__ = ["read_json_object", "known_fields", "replacing", "atomic_write", "atomic_write_path", "atomic_write_bytes",
+           "atomic_write_text", "atomic_write_json", "json_default", "fsync_dir", "replace_entry"]
 
 
 def _umask() -> int:
@@ -122,3 +123,16 @@ def read_json_object(path: str | os.PathLike, name: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a JSON {type(data).__name__}, not an object")
     return data
+
+
+def known_fields(cls: type, data: Any) -> dict[str, Any]:
+    """The items of the JSON object ``data`` that are fields of the dataclass ``cls``: what a
+    file contract's reader passes to ``cls(**...)``, keys written by another version dropped.
+
+    Raises:
+        ValueError: ``data`` is not an object.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"a JSON {type(data).__name__}, not an object")
+    known = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in known}

@@ -8,11 +8,11 @@ the run report. Units: wall time s, speed MD steps/s.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dpa3_al.common.fileio import atomic_write_text, json_default
+from dpa3_al.common.fileio import atomic_write_text, json_default, known_fields
 
 STATUS_JSON = "status.json"
 DONE_STATES = ("finished", "stopped_early")
@@ -62,10 +62,7 @@ class TaskStatus:
             FileNotFoundError: the task never started. ValueError: not a JSON object.
         """
         data = json.loads((Path(task_dir) / STATUS_JSON).read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError(f"a JSON {type(data).__name__}, not an object")
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**known_fields(cls, data))
 
 
 def read_status(task_dir: Path) -> TaskStatus | None:

@@ -18,11 +18,13 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+
+from dpa3_al.common.fileio import known_fields
 
 from .files import atomic_write_json, atomic_write_with, frame_fingerprint, read_json
 from .results import LabeledFrame, LabelFailure, LabelMeta, LabelResult, attach_results
@@ -66,12 +68,9 @@ class LabelStatus:
     @classmethod
     def read(cls, task_dir: Path) -> "LabelStatus":
         """Raises FileNotFoundError (not finished) or ValueError (not a status object)."""
-        data = read_json(Path(task_dir) / STATUS)
-        if not isinstance(data, dict):
-            raise ValueError(f"a JSON {type(data).__name__}, not an object")
-        known = {f.name for f in fields(cls)}
+        data = known_fields(cls, read_json(Path(task_dir) / STATUS))
         try:
-            return cls(**{k: v for k, v in data.items() if k in known})
+            return cls(**data)
         except TypeError as err:
             raise ValueError(f"not a label status ({err})") from None
 
