@@ -18,7 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from .base import Computed, Labeler, require_program
-from .external import check_positions, grouped_order, run_program, tail_text
+from .external import grouped_order, in_input_order, run_program, tail_text
 from .kpoints import kpoint_grid
 from .results import LabelError, LabelerUnavailable
 
@@ -83,11 +83,7 @@ class AbacusLabeler(Labeler):
             if rc != 0 and err.reason == "missing_output":
                 raise LabelError("crash", f"exit status {rc}: {tail_text(task_dir / 'abacus.err')}") from None
             raise
-        check_positions(atoms.positions[order], positions, atoms.cell.array, atoms.pbc, task_dir / "STRU")
-        forces = np.empty_like(computed["forces"])
-        forces[order] = computed["forces"]
-        computed["forces"] = forces
-        return computed
+        return in_input_order(computed, positions, atoms, order, task_dir / "STRU")
 
 
 def _value(v: Any) -> str:

@@ -10,10 +10,16 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .results import LabelError
 from .worker import die_with_parent, thread_env
+
+if TYPE_CHECKING:
+    import numpy as np
+    from ase import Atoms
+
+    from .base import Computed
 
 __all__ = ["run_program", "tail_text"]
 
@@ -79,3 +85,16 @@ def check_positions(expected: "np.ndarray", found: "np.ndarray", cell: "np.ndarr
     if worst > tol:
         raise LabelError("missing_output", f"{source} holds another structure (positions differ by up to "
                                            f"{worst:.3g} Å); the program did not write its own output")
+
+
+def in_input_order(computed: "Computed", positions: "np.ndarray", atoms: "Atoms", order: "np.ndarray",
+                   source: Path) -> "Computed":
+    """The results of the species-grouped structure ``atoms[order]`` back in ``atoms``' order,
+    once the output's ``positions`` (Å, grouped) are checked to be the input's (read from ``source``)."""
+    import numpy as np
+
+    check_positions(atoms.positions[order], positions, atoms.cell.array, atoms.pbc, source)
+    forces = np.empty_like(computed["forces"])
+    forces[order] = computed["forces"]
+    computed["forces"] = forces
+    return computed

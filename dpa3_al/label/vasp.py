@@ -18,7 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from .base import Computed, Labeler, require_program
-from .external import check_positions, grouped_order, run_program, tail_text
+from .external import grouped_order, in_input_order, run_program, tail_text
 from .kpoints import kpoint_grid
 from .results import LabelError, LabelerUnavailable
 
@@ -77,11 +77,7 @@ class VaspLabeler(Labeler):
             raise LabelError("crash" if rc else "missing_output",
                              f"no OUTCAR (exit status {rc}): {tail_text(task_dir / 'vasp.out')}")
         computed, positions = parse_outcar(task_dir / "OUTCAR")
-        check_positions(atoms.positions[order], positions, atoms.cell.array, atoms.pbc, task_dir / "OUTCAR")
-        forces = np.empty_like(computed["forces"])
-        forces[order] = computed["forces"]
-        computed["forces"] = forces
-        return computed
+        return in_input_order(computed, positions, atoms, order, task_dir / "OUTCAR")
 
 
 def write_incar(tags: dict[str, Any]) -> str:
