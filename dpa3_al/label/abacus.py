@@ -18,7 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from .base import Computed, Labeler, require_program
-from .external import grouped_order, in_input_order, run_program, tail_text
+from .external import grouped_order, in_input_order, keyword_value, run_program, tail_text
 from .kpoints import kpoint_grid
 from .results import LabelError, LabelerUnavailable
 
@@ -64,7 +64,7 @@ class AbacusLabeler(Labeler):
             params["orbital_dir"] = str(Path(s.orbital_dir).resolve())
         params.update({k: v for k, v in s.input.items() if k not in _FIXED})
         params.update(calculation="scf", suffix="ABACUS", stru_file="STRU", kpoint_file="KPT")
-        lines = ["INPUT_PARAMETERS"] + [f"{key} {_value(v)}" for key, v in params.items()]
+        lines = ["INPUT_PARAMETERS"] + [f"{key} {keyword_value(v, '1', '0')}" for key, v in params.items()]
         (task_dir / "INPUT").write_text("\n".join(lines) + "\n")
         system = dpdata.System(grouped, fmt="ase/structure")
         extra = {"numerical_orbital": [s.orbitals[e] for e in species]} if self._lcao() else {}
@@ -84,14 +84,6 @@ class AbacusLabeler(Labeler):
                 raise LabelError("crash", f"exit status {rc}: {tail_text(task_dir / 'abacus.err')}") from None
             raise
         return in_input_order(computed, positions, atoms, order, task_dir / "STRU")
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "1" if v else "0"
-    if isinstance(v, (list, tuple)):
-        return " ".join(str(x) for x in v)
-    return str(v)
 
 
 def parse_abacus_output(task_dir: Path) -> tuple[Computed, np.ndarray]:

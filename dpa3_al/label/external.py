@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .results import LabelError
 from .worker import die_with_parent, thread_env
@@ -69,6 +69,16 @@ def grouped_order(symbols: Sequence[str]) -> "np.ndarray":
 
     first = {s: i for i, s in reversed(list(enumerate(symbols)))}
     return np.argsort([first[s] for s in symbols], kind="stable")
+
+
+def keyword_value(value: Any, true: str, false: str) -> str:
+    """A value in a keyword input file (VASP INCAR, ABACUS INPUT): booleans as ``true`` /
+    ``false``, lists and tuples space-separated, anything else as ``str``."""
+    if isinstance(value, bool):
+        return true if value else false
+    if isinstance(value, (list, tuple)):
+        return " ".join(keyword_value(v, true, false) for v in value)
+    return str(value)
 
 
 def check_positions(expected: "np.ndarray", found: "np.ndarray", cell: "np.ndarray", pbc: Sequence[bool],

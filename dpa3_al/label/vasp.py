@@ -18,7 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from .base import Computed, Labeler, require_program
-from .external import grouped_order, in_input_order, run_program, tail_text
+from .external import grouped_order, in_input_order, keyword_value, run_program, tail_text
 from .kpoints import kpoint_grid
 from .results import LabelError, LabelerUnavailable
 
@@ -82,14 +82,7 @@ class VaspLabeler(Labeler):
 
 def write_incar(tags: dict[str, Any]) -> str:
     """INCAR text; booleans as .TRUE./.FALSE., lists space-separated."""
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return ".TRUE." if v else ".FALSE."
-        if isinstance(v, (list, tuple)):
-            return " ".join(value(x) for x in v)
-        return str(v)
-
-    return "".join(f"{key.upper()} = {value(v)}\n" for key, v in tags.items())
+    return "".join(f"{key.upper()} = {keyword_value(v, '.TRUE.', '.FALSE.')}\n" for key, v in tags.items())
 
 
 def parse_outcar(path: Path) -> tuple[Computed, np.ndarray]:

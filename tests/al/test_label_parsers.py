@@ -160,3 +160,12 @@ def test_abacus_unconverged_scf_is_a_failure(tmp_path):
     with pytest.raises(LabelError) as err:
         parse_abacus_output(tmp_path / "run")
     assert err.value.reason == "scf_not_converged"
+
+
+def test_keyword_values_of_incar_and_abacus_input():
+    from dpa3_al.label.external import keyword_value
+
+    assert keyword_value(True, ".TRUE.", ".FALSE.") == ".TRUE." and keyword_value(False, "1", "0") == "0"
+    assert keyword_value([1, 2.5, "x"], "1", "0") == "1 2.5 x"
+    assert keyword_value((True, False), ".TRUE.", ".FALSE.") == ".TRUE. .FALSE."
+    assert keyword_value(300, "1", "0") == "300"
