@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from al import system  # noqa: E402
 from al.evaluate import METRICS, evaluate_committee  # noqa: E402
+from al.timeshare import time_shares  # noqa: E402
 
 TEMPS = (300.0, 800.0, 1300.0)
 TIMESTEP = 2.0  # fs
@@ -214,7 +215,16 @@ def run_loop(args, arm: str, seed: int, prep: Path, info: dict, run_root: Path) 
     last = run / f"iter-{len(iters) - 1:06d}" / "dataset"
     emt_labels = count_frames(last)
     return {"wall_s": wall, "emt_calls": emt_labels, "emt_note": "ase-labeler calls (labeled frames)",
-            "iterations": iters, "selection": _selections(run, args.iterations)}
+            "iterations": iters, "selection": _selections(run, args.iterations), "time_shares": time_shares(run)}
+
+
+def _share_text(shares: dict | None) -> str:
+    """'; training 69% ...' of a loop run's wall time (bench/al/timeshare.py)."""
+    if not shares or not shares.get("wall_s"):
+        return ""
+    wall = shares["wall_s"]
+    return "; of the loop's " + f"{wall:.0f} s: " + ", ".join(
+        f"{k[:-2]} {100 * v / wall:.0f}%" for k, v in shares.items() if k != "wall_s" and v)
 
 
 def _target_text(s: dict) -> str:
@@ -455,7 +465,8 @@ def main(argv=None) -> int:
     lines += ["", "wall time and EMT calls per arm and seed:"]
     for (arm, seed), res in sorted(runs.items()):
         lines.append(f"  {arm} seed {seed}: {res['wall_s']:7.0f} s, EMT calls {res['emt_calls']} ({res['emt_note']})"
-                     + (" [iteration 0 = arm a's models]" if res.get("iteration0_from_arm_a") else ""))
+                     + (" [iteration 0 = arm a's models]" if res.get("iteration0_from_arm_a") else "")
+                     + _share_text(res.get("time_shares")))
     lines += ["", "selection per iteration (arms a, b):"]
     for (arm, seed), res in sorted(runs.items()):
         for k, s in enumerate(res.get("selection", [])):
