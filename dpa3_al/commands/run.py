@@ -359,7 +359,7 @@ def describe(root: Path, state) -> list[str]:
         ratios = (f"accurate {data.ratio('accurate'):.2f}, candidate {data.ratio('candidate'):.2f}, "
                   f"failed {data.ratio('failed'):.2f}" if data.n_frames else "no frames recorded")
         lines.append(f"  iteration {it} exploration: {data.n_frames} frames; {ratios}; trust levels "
-                     f"f_lo {lv.f_lo} f_hi {lv.f_hi} eV/Å; selected {data.n_selected}")
+                     f"f_lo {lv.f_lo:.4g} f_hi {lv.f_hi:.4g} eV/Å; selected {data.n_selected}")
     frames = dataset_frames(root)
     if frames is not None:
         lines.append(f"  dataset: {frames} labeled frames ({root / 'dataset'})")
