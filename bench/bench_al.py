@@ -80,7 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "--target, else 1.0: every iteration runs)")
     p.add_argument("--md-steps", type=int, default=200, help="MD steps per exploration task (2 fs)")
     p.add_argument("--traj-freq", type=int, default=10)
-    p.add_argument("--strategy", default="diversity", choices=("diversity", "highest", "weighted", "random"))
+    p.add_argument("--strategy", default="weighted", choices=("diversity", "highest", "weighted", "random"),
+                   help="arm a's select.strategy (default weighted: the one of the current results, docs/al-benchmark.md)")
     p.add_argument("--f-lo", type=float, default=0.05, help="arm a: lower trust level (eV/Å)")
     p.add_argument("--f-hi", type=float, default=0.6, help="arm a: upper trust level (eV/Å)")
     p.add_argument("--stop-f", type=float, default=2.0, help="explore.stop.max_devi_f (eV/Å), all loop arms")
