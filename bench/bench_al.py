@@ -70,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "the initial data + k x labels)")
     p.add_argument("--labels", type=int, default=10, help="frames labeled per iteration")
     p.add_argument("--init-copies", type=int, default=4, help="perturbed initial frames per start cell")
-    p.add_argument("--steps", type=int, default=800, help="training steps of iteration 0 (train.training.numb_steps)")
+    p.add_argument("--steps", type=int, default=1600, help="training steps per iteration (train.training.numb_steps; 1600: enough for the deviation to select, docs/al-benchmark.md; 800 halves the time)")
     p.add_argument("--steps-factor", type=float, default=1.0, help="train.init_model.steps_factor (project default)")
     p.add_argument("--lr-factor", type=float, default=1.0, help="train.init_model.lr_factor (project default)")
     p.add_argument("--target", type=float, default=None, metavar="F_RMSE",
