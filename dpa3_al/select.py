@@ -22,7 +22,7 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 from ase import Atoms
 
-from dpa3_al.explore.frames import FrameRef, load_frames, read_frames_table
+from dpa3_al.explore.frames import FrameRef, FrameTable, load_frames, read_frames_table
 from dpa3_al.explore.tasks import atomic_write_json, atomic_write_text
 from dpa3_al.common.errors import UserError
 from dpa3_al.common.fileio import read_json_object
@@ -435,7 +435,7 @@ def _cap(cands: list[FrameRef], groups: list[str], cfg: SelectConfig,
 
 def select(task_dirs: Sequence[Path], cfg: SelectConfig, out_dir: Path,
            descriptor_fn: Callable[[Atoms], np.ndarray] | None = None,
-           labeled: Sequence[Atoms] = ()) -> SelectionReport:
+           labeled: Sequence[Atoms] = (), table: FrameTable | None = None) -> SelectionReport:
     """Classify every recorded frame of ``task_dirs``, filter and cap the candidates, and write
     ``out_dir/selection.json`` and ``out_dir/candidates.extxyz``.
 
@@ -448,8 +448,9 @@ def select(task_dirs: Sequence[Path], cfg: SelectConfig, out_dir: Path,
             to one of them are dropped (filter ``labeled``), so no label is spent twice. The
             exploration restarts from the same structures, whose step-0 frames otherwise come back
             every iteration (bench/bench_al.py: 5 of 30 labels).
+        table: the frames table of ``task_dirs`` when the caller has read it already.
     """
-    table = read_frames_table(task_dirs)
+    table = read_frames_table(task_dirs) if table is None else table
     devi_f, devi_v = table.column("max_devi_f"), table.column("max_devi_v")
     levels = resolve_levels(devi_f, devi_v, cfg)
     classes = classify(devi_f, devi_v if levels.v_hi is not None else None, levels)

@@ -131,6 +131,7 @@ def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteratio
     (``calibration.json`` or its folder) and writes ``target.json`` beside ``selection.json``.
     ``labeled_data`` (the run's dataset and init_data): frames already labeled are not picked again.
     """
+    from dpa3_al.explore.frames import read_frames_table
     from dpa3_al.explore.tasks import TASK_JSON
     from dpa3_al.select import SelectConfig, labeled_frames, select
 
@@ -142,9 +143,10 @@ def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteratio
     device = data.pop("device", None) or outer.get("device") or "cpu"
     cfg = from_dict(SelectConfig, data, path="select")
     dirs = sorted((Path(d) for d in explored if (Path(d) / TASK_JSON).is_file()), key=lambda d: d.name)
-    levels = None
+    levels, table = None, None
     if outer.get("target") is not None and cfg.adaptive is None:
-        cfg, levels = _target_levels(cfg, outer["target"], calibration, dirs)
+        table = read_frames_table(dirs) if dirs else None          # read once: levels, then select()
+        cfg, levels = _target_levels(cfg, outer["target"], calibration, table)
     descriptor_fn = None
     if found:
         from dpa3_al.model import DPA3Calculator
@@ -152,22 +154,20 @@ def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteratio
         descriptor_fn = DPA3Calculator(str(found[0]), head=head, device=device).get_descriptor
     log.info("iteration %d: selecting from %d task folders", iteration, len(dirs))
     labeled = labeled_frames([Path(p) for p in labeled_data]) if cfg.filters.dedup_tol is not None else []
-    n = select(dirs, cfg, Path(workdir), descriptor_fn=descriptor_fn, labeled=labeled).n_selected
+    n = select(dirs, cfg, Path(workdir), descriptor_fn=descriptor_fn, labeled=labeled, table=table).n_selected
     if levels is not None:
         levels.write(Path(workdir))
     return n
 
 
-def _target_levels(cfg, target: dict[str, Any], calibration: Path | None, task_dirs: Sequence[Path]):
+def _target_levels(cfg, target: dict[str, Any], calibration: Path | None, table):
     """(select config with the levels the target, the calibration and this iteration's explored
-    deviations give, the TargetLevels)."""
+    frames ``table`` (None: no frames) give, the TargetLevels)."""
     import dataclasses
 
     from dpa3_al.calibration import CalibrationRecord, TargetConfig, derive_levels
-    from dpa3_al.explore.frames import read_frames_table
-
     tcfg = from_dict(TargetConfig, target, path="target")
-    explored = read_frames_table(task_dirs).column("max_devi_f") if task_dirs else None
+    explored = table.column("max_devi_f") if table is not None else None
     levels = derive_levels(tcfg, CalibrationRecord.read(calibration).pairs, cfg.f_lo, cfg.f_hi, explored)
     log.info("trust levels: f_lo %.4g, f_hi %.4g eV/Å (%s)", levels.f_lo, levels.f_hi, levels.reason)
     if not levels.explicit:
