@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -56,7 +56,7 @@ from dpa3_al.common.fileio import atomic_write_text
 from dpa3_al.common.typed_config import field
 
 __all__ = ["TargetConfig", "CalibrationPair", "CalibrationFit", "TargetLevels", "CalibrationRecord",
-           "fit", "derive_levels", "CALIBRATION_JSON", "TARGET_JSON"]
+           "fit", "derive_levels", "recalibrate", "CALIBRATION_JSON", "TARGET_JSON"]
 
 CALIBRATION_JSON = "calibration.json"
 TARGET_JSON = "target.json"
@@ -146,11 +146,17 @@ class TargetLevels:
     explicit: bool = False      # the configured levels were used because the user wrote them
     estimated_f_rmse: float = math.nan   # k * RMS(max_devi_f) over this iteration's explored frames (eV/Å)
     share: float = 0.9                   # the accurate ratio that means the target is met
+    explored: tuple[float, ...] = ()     # the explored max_devi_f, sorted (NaN last); quantiles beyond EXPLORED_KEEP
 
     def write(self, folder: Path) -> Path:
         path = Path(folder) / TARGET_JSON
         atomic_write_text(path, json.dumps(_nan_to_none(asdict(self)), indent=1))
         return path
+
+    def accurate_ratio(self, f_lo: float) -> float:
+        """The share of the explored frames with max_devi_f < ``f_lo`` (NaN: no frames kept)."""
+        d = np.asarray(self.explored, dtype=np.float64)
+        return float(np.mean(np.nan_to_num(d, nan=np.inf) < f_lo)) if d.size else math.nan
 
     @classmethod
     def read(cls, path: Path) -> "TargetLevels | None":
@@ -162,13 +168,27 @@ class TargetLevels:
         data = json.loads(path.read_text(encoding="utf-8"))
         try:
             fitted = data.get("fit")
-            return cls(**{**_none_to_nan({k: v for k, v in data.items() if k != "fit"}),
-                          "fit": None if fitted is None else CalibrationFit(**_none_to_nan(fitted))})
+            explored = tuple(math.nan if v is None else float(v) for v in data.get("explored") or ())
+            return cls(**{**_none_to_nan({k: v for k, v in data.items() if k not in ("fit", "explored")}),
+                          "fit": None if fitted is None else CalibrationFit(**_none_to_nan(fitted)),
+                          "explored": explored})
         except (AttributeError, TypeError) as err:
             raise ValueError(f"not a target.json ({err})") from None
 
 
 UNCALIBRATED = (0.0, 1.0e9)      # f_lo, f_hi (eV/Å) before any calibration: every frame a candidate
+EXPLORED_KEEP = 2001             # target.json keeps every explored deviation up to this many, else as many quantiles
+
+
+def _explored_sample(explored: np.ndarray | None) -> tuple[float, ...]:
+    """The explored deviations, sorted with NaN last, as kept in target.json (evenly spaced order
+    statistics when there are more than :data:`EXPLORED_KEEP`), rounded to 6 significant digits."""
+    if explored is None or len(explored) == 0:
+        return ()
+    d = np.sort(np.nan_to_num(np.asarray(explored, dtype=np.float64), nan=np.inf))
+    if d.size > EXPLORED_KEEP:
+        d = d[np.round(np.linspace(0, d.size - 1, EXPLORED_KEEP)).astype(int)]
+    return tuple(float(f"{v:.6g}") if math.isfinite(v) else math.nan for v in d)
 
 
 def derive_levels(target: TargetConfig, pairs: Sequence[CalibrationPair], f_lo: float, f_hi: float,
@@ -184,7 +204,7 @@ def derive_levels(target: TargetConfig, pairs: Sequence[CalibrationPair], f_lo: 
         finite = np.asarray(explored, dtype=np.float64)[np.isfinite(explored)]
         estimate = float(k * np.sqrt(np.mean(finite ** 2))) if finite.size else math.nan
     common = dict(f_rmse=target.f_rmse, confidence=target.confidence, fit=fitted, estimated_f_rmse=estimate,
-                  share=target.share)
+                  share=target.share, explored=_explored_sample(explored))
     if target.explicit_levels:
         return TargetLevels(calibrated=False, f_lo=f_lo, f_hi=f_hi, explicit=True,
                             reason="select.f_lo is set in the config and wins over the target", **common)
@@ -202,6 +222,24 @@ def derive_levels(target: TargetConfig, pairs: Sequence[CalibrationPair], f_lo: 
     else:
         how = f"f_lo = target {target.f_rmse:g} / {how}"
     return TargetLevels(calibrated=True, f_lo=lo, f_hi=max(f_hi, target.hi_factor * lo), reason=how, **common)
+
+
+def recalibrate(target: TargetConfig, selected: TargetLevels, pairs: Sequence[CalibrationPair],
+                iteration: int) -> TargetLevels | None:
+    """The levels the iteration's own labels give for the frames it explored: the verdict of the
+    decide step. The select step derived ``selected`` from earlier iterations' labels (earlier,
+    less accurate committees: k lags one committee behind); here k comes from the pairs of
+    ``iteration`` alone, the committee that explored, and f_lo is placed on the same explored
+    deviations (``selected.explored``). None when there is nothing to recalibrate: levels the user
+    wrote, no explored deviations kept, or fewer than ``min_frames`` pairs of this iteration."""
+    if selected.explicit or not selected.explored:
+        return None
+    own = [p for p in pairs if p.iteration == iteration]
+    if len(own) < target.min_frames:
+        return None
+    explored = np.asarray(selected.explored, dtype=np.float64)
+    levels = derive_levels(replace(target, window=1), own, selected.f_lo, selected.f_hi, explored)
+    return levels if levels.calibrated else None
 
 
 def _share_level(explored: np.ndarray | None, share: float) -> float:

@@ -17,6 +17,13 @@ An iteration with no recorded frames never converges. With an accuracy target (`
 :mod:`dpa3_al.calibration`), an iteration whose levels were not calibrated against true errors
 (``target.json`` beside ``selection.json`` says ``calibrated: false``) never converges either:
 the accurate ratio then says nothing about the target.
+
+With a target, the verdict is *recalibrated*: the select step placed its levels with k from
+earlier iterations' labels (an earlier committee: it overestimates a committee that has since
+improved), but by decide time the evaluate step has measured the committee that explored on
+this iteration's own labels (``calibration.json``). :func:`decide` re-derives f_lo from those
+pairs alone on the same explored deviations (:func:`dpa3_al.calibration.recalibrate`) and judges
+the accurate ratio at that level; ``decide/target.json`` keeps the levels of the verdict.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from dpa3_al.calibration import TargetLevels
+from dpa3_al.calibration import CalibrationRecord, TargetConfig, TargetLevels, recalibrate
 from dpa3_al.common.errors import UserError
 from dpa3_al.common.fileio import read_json_object
 from dpa3_al.explore.config import StageConfig
@@ -52,6 +59,8 @@ class IterationOutcome:
     f_lo: float | None = None
     adaptive: bool = False
     calibrated: bool | None = None     # None: no accuracy target; else whether the levels were calibrated
+    estimated_f_rmse: float | None = None   # recalibrated verdict: k (this iteration's labels) * RMS(max_devi_f)
+    selected_ratio: float | None = None     # recalibrated verdict: the accurate ratio at the select step's levels
 
     @classmethod
     def from_selection(cls, selection: SelectionReport, target: TargetLevels | None = None) -> "IterationOutcome":
@@ -134,6 +143,9 @@ def stage_converged(stage: StageConfig, history: Sequence[IterationOutcome]) -> 
         return _level_converged(stage, [h.f_lo for h in history if h.adaptive])
     ratio = last.accurate_ratio
     levels = " (levels calibrated to the accuracy target)" if last.calibrated else ""
+    if last.estimated_f_rmse is not None:
+        levels = (f" (levels recalibrated on this iteration's labels: estimated force RMSE of the explored frames "
+                  f"{last.estimated_f_rmse:.3g} eV/Å; {last.selected_ratio:.4f} at the select step's levels)")
     if ratio >= stage.conv_accuracy:
         return True, f"accurate ratio {ratio:.4f} >= conv_accuracy {stage.conv_accuracy:g}{levels}"
     return False, f"accurate ratio {ratio:.4f} < conv_accuracy {stage.conv_accuracy:g}{levels}"
@@ -191,6 +203,19 @@ def replay(stages: Sequence[StageConfig], outcomes: Sequence[IterationOutcome]) 
     return decisions, state
 
 
+def _recalibrated(outcome: IterationOutcome, target: TargetConfig, selected: TargetLevels, calibration: Path,
+                  iteration: int, workdir: Path) -> IterationOutcome:
+    """``outcome`` judged at the levels this iteration's own labels give (unchanged when they give none)."""
+    fresh = recalibrate(target, selected, CalibrationRecord.read(calibration).pairs, iteration)
+    if fresh is None:
+        return outcome
+    fresh.write(workdir)
+    log.info("iteration %d: verdict levels recalibrated on its own labels: f_lo %.4g eV/Å (select step: %.4g), "
+             "estimated force RMSE %.3g eV/Å", iteration, fresh.f_lo, selected.f_lo, fresh.estimated_f_rmse)
+    return replace(outcome, accurate_ratio=fresh.accurate_ratio(fresh.f_lo), f_lo=fresh.f_lo, calibrated=True,
+                   estimated_f_rmse=fresh.estimated_f_rmse, selected_ratio=outcome.accurate_ratio)
+
+
 SCHEDULE_JSON = "schedule.json"
 
 
@@ -228,7 +253,7 @@ class ScheduleRecord:
 
 
 def decide(stages: Sequence[StageConfig], schedule: Path | None, selection: Path, iteration: int,
-           workdir: Path) -> bool:
+           workdir: Path, target: TargetConfig | None = None, calibration: Path | None = None) -> bool:
     """The decide step: judge this iteration and write ``workdir/schedule.json``.
 
     Args:
@@ -237,6 +262,9 @@ def decide(stages: Sequence[StageConfig], schedule: Path | None, selection: Path
         selection: the select step's folder (or its ``selection.json``).
         iteration: the loop iteration, stored with the decision.
         workdir: where ``schedule.json`` goes.
+        target: the run's accuracy target, if any; with ``calibration`` (the evaluate step's
+            ``calibration.json`` or its folder, holding this iteration's pairs) the verdict is
+            recalibrated on this iteration's labels and its levels written to ``workdir/target.json``.
     Returns:
         True when the exploration is over (last stage converged or finished its max_iter).
     Raises:
@@ -247,7 +275,10 @@ def decide(stages: Sequence[StageConfig], schedule: Path | None, selection: Path
     previous = previous / SCHEDULE_JSON if previous is not None and previous.is_dir() else previous
     record = ScheduleRecord.read(previous) if previous is not None and previous.is_file() else ScheduleRecord()
     folder = Path(selection) if Path(selection).is_dir() else Path(selection).parent
-    outcome = IterationOutcome.from_selection(SelectionReport.read(Path(selection)), TargetLevels.read(folder))
+    selected = TargetLevels.read(folder)
+    outcome = IterationOutcome.from_selection(SelectionReport.read(Path(selection)), selected)
+    if target is not None and selected is not None and calibration is not None:
+        outcome = _recalibrated(outcome, target, selected, calibration, iteration, Path(workdir))
     decision, state = judge(stages, record.state, outcome)
     decision = replace(decision, loop_iteration=iteration)
     ScheduleRecord(state, (*record.decisions, decision)).write(Path(workdir))

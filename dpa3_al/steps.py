@@ -235,14 +235,20 @@ def evaluate(config: dict[str, Any] | None, models: Sequence[Path], selection: P
 
 
 def decide(config: dict[str, Any], schedule: Path | None, selection: Path, dataset: Path | None, iteration: int,
-           workdir: Path) -> bool:
+           workdir: Path, evaluation: Path | None = None) -> bool:
     """decide: judge this iteration by the stages of ``explore``; True when the exploration is over
-    (``dataset`` is not used by the decision)."""
+    (``dataset`` is not used by the decision). With a ``target`` beside ``explore`` and the evaluate
+    step's folder (``evaluation``, holding calibration.json), the verdict's levels are recalibrated
+    on this iteration's own labels (:mod:`dpa3_al.schedule`)."""
+    from dpa3_al.calibration import TargetConfig
     from dpa3_al.explore.config import ExploreConfig
     from dpa3_al.schedule import decide as judge_iteration
 
     cfg, _ = _parse(ExploreConfig, config, "explore")
-    return judge_iteration(cfg.stages, schedule, Path(selection), iteration, Path(workdir))
+    target = (config or {}).get("target")
+    tcfg = from_dict(TargetConfig, target, path="target") if target else None
+    return judge_iteration(cfg.stages, schedule, Path(selection), iteration, Path(workdir), target=tcfg,
+                           calibration=None if evaluation is None else Path(evaluation))
 
 
 def bootstrap(config: dict[str, Any], workdir: Path) -> int:

@@ -30,7 +30,7 @@ def plan_from_config(cfg, base_dir: Path) -> Plan:
         "run-label": StepCall(config=label),
         "collect": StepCall(config={"dedup_tol": 1e-3}),
         "evaluate": StepCall(config=target),
-        "decide": StepCall(config={"explore": explore, "base_dir": base}),
+        "decide": StepCall(config={"explore": explore, "base_dir": base, **target}),
         "bootstrap": StepCall(config={"explore": explore, "base_dir": base,
                                       "bootstrap": to_dict(cfg.bootstrap or BootstrapConfig(seed=cfg.seed))}),
     }

@@ -176,6 +176,72 @@ def test_decide_reads_target_json_beside_the_selection(tmp_path):
     assert decide(stages, None, sel, 0, tmp_path / "d3") is True      # no target: as before
 
 
+def _write_selection(folder: Path, devi: np.ndarray, levels: TargetLevels) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    classes = classify(devi, None, Levels(levels.f_lo, levels.f_hi))
+    counts = {"accurate": int(np.sum(classes == 0)), "candidate": int(np.sum(classes == 1)),
+              "failed": int(np.sum(classes == 2)), "failed_nan": 0}
+    SelectionReport(Levels(levels.f_lo, levels.f_hi), counts, {}, {}).write(folder)
+    levels.write(folder)
+    return folder
+
+
+def test_the_verdict_is_recalibrated_on_the_iterations_own_labels(tmp_path):
+    """The select step's levels come from an earlier committee (k lags); the decide step judges
+    at the levels this iteration's own labels give, on the same explored deviations."""
+    rng = np.random.default_rng(1)
+    target = TargetConfig(f_rmse=0.05, min_frames=5)
+    devi, true = _explored(rng, 0.04)                  # this committee: true = 0.25 devi, RMSE ~0.044 eV/Å
+    assert np.sqrt(np.mean(true ** 2)) <= 0.05
+    old = _pairs(np.linspace(0.1, 0.3, 10), [1.0] * 10, 2)           # the previous committee: true = devi
+    selected = derive_levels(target, old, 0.05, 0.15, explored=devi)
+    assert selected.calibrated and selected.estimated_f_rmse > 0.15   # lagged: 4x too pessimistic
+    sel = _write_selection(tmp_path / "select", devi, selected)
+    assert TargetLevels.read(sel).explored == tuple(sorted(float(f"{d:.6g}") for d in devi))
+    top = np.argsort(devi)[-10:]                                       # the labels of iteration 3
+    own = [CalibrationPair(3, str(i), float(devi[i]), float(true[i]), float(2 * true[i])) for i in top]
+    cal = tmp_path / "evaluate"
+    cal.mkdir()
+    CalibrationRecord((*old, *own)).write(cal)
+
+    assert decide([STAGE], None, sel, 3, tmp_path / "lagged") is False        # no calibration: as selected
+    assert decide([STAGE], None, sel, 3, tmp_path / "d", target=target, calibration=cal) is True
+    decision = ScheduleRecord.read(tmp_path / "d").decisions[-1]
+    fresh = TargetLevels.read(tmp_path / "d")
+    k = fit(own, 0.5).k
+    assert fresh.estimated_f_rmse == pytest.approx(k * np.sqrt(np.mean(devi ** 2)), rel=1e-4)
+    assert fresh.estimated_f_rmse <= 0.05 and fresh.fit.n == 10         # only this iteration's pairs
+    assert decision.f_lo == pytest.approx(fresh.f_lo) and decision.f_lo > selected.f_lo
+    assert decision.accurate_ratio == pytest.approx(np.mean(devi < fresh.f_lo)) and decision.accurate_ratio >= 0.9
+    assert "recalibrated on this iteration's labels" in decision.reason
+    history = ScheduleRecord.read(tmp_path / "d").state.history
+    assert history == () or history[-1].selected_ratio < 0.9             # the lagged levels said "no"
+
+    # the other way: a committee worse than its predecessor is not passed on the old k
+    worse = [CalibrationPair(3, p.frame, p.max_devi_f, 4 * p.true_f_rmse, 4 * p.true_f_max) for p in own]
+    good_old = _pairs(np.linspace(0.1, 0.3, 10), [0.25] * 10, 2)
+    sel2 = _write_selection(tmp_path / "select2", devi, derive_levels(target, good_old, 0.05, 0.15, explored=devi))
+    assert decide([STAGE], None, sel2, 3, tmp_path / "lagged2") is True
+    CalibrationRecord((*good_old, *worse)).write(cal)
+    assert decide([STAGE], None, sel2, 3, tmp_path / "d2", target=target, calibration=cal) is False
+
+    # fewer of its own labels than min_frames: the select step's levels judge
+    CalibrationRecord((*old, *own[:4])).write(cal)
+    assert decide([STAGE], None, sel, 3, tmp_path / "d3", target=target, calibration=cal) is False
+    assert not (tmp_path / "d3" / "target.json").exists()
+
+
+def test_explored_deviations_kept_for_the_verdict_are_bounded_and_keep_nan_frames():
+    from dpa3_al.calibration import EXPLORED_KEEP
+
+    devi = np.concatenate([np.random.default_rng(0).uniform(0, 1, 10_000), [np.nan] * 500])
+    lv = derive_levels(TargetConfig(min_frames=1), _pairs([0.1, 0.2], [0.5, 0.5]), 0.05, 0.15, explored=devi)
+    assert len(lv.explored) == EXPLORED_KEEP and math.isnan(lv.explored[-1])
+    # the accurate ratio from the kept quantiles matches the full set's to a few parts in a thousand
+    for level in (0.1, 0.5, 0.9):
+        assert lv.accurate_ratio(level) == pytest.approx(np.mean(np.nan_to_num(devi, nan=9) < level), abs=2e-3)
+
+
 @pytest.mark.slow
 def test_a_real_loop_calibrates_its_levels_from_the_first_labels(tmp_path):
     """The loop with tiny models trained for real and EMT labels, 2 iterations with a target:
@@ -209,8 +275,14 @@ def test_a_real_loop_calibrates_its_levels_from_the_first_labels(tmp_path):
     assert (sel1.ratio("accurate") >= t1.share) == (t1.estimated_f_rmse <= 0.05)
     d0 = ScheduleRecord.read(run.iteration_dir(0) / "decide").latest(0)
     d1 = ScheduleRecord.read(run.iteration_dir(1) / "decide").latest(1)
-    assert not d0.converged and "not yet calibrated" in d0.reason
-    assert "calibrated to the accuracy target" in d1.reason
+    # the verdicts: recalibrated on each iteration's own labels (iteration 0 too: its 4 labels >= min_frames)
+    assert not d0.converged and "recalibrated on this iteration's labels" in d0.reason
+    assert "recalibrated on this iteration's labels" in d1.reason
+    v1 = TargetLevels.read(run.iteration_dir(1) / "decide")
+    own = CalibrationRecord.read(run.iteration_dir(1) / "decide").iteration(1)
+    assert v1.fit.n == len(own) and v1.estimated_f_rmse == pytest.approx(
+        fit(own, 0.8).k * np.sqrt(np.nanmean(devi ** 2)), rel=1e-4)
+    assert (d1.accurate_ratio >= t1.share) == (v1.estimated_f_rmse <= 0.05)
     assert t1.f_hi == pytest.approx(max(0.15, 3 * 0.05 / k))                # select.f_hi default 0.15 kept
     md = (run.root / "report" / "report.md").read_text()
     assert "## Accuracy" in md and "calibrated: explored force RMSE estimated" in md

@@ -40,7 +40,7 @@ OP_CALLS = {
     "collect": ("config", "dataset", "labeled", "iteration", "workdir"),
     "evaluate": ("config", "models", "selection", "labeled", "dataset", "init_data", "test_data", "calibration",
                  "iteration", "final", "workdir"),
-    "decide": ("config", "schedule", "selection", "dataset", "iteration", "workdir"),
+    "decide": ("config", "schedule", "selection", "dataset", "iteration", "workdir", "evaluation"),
 }
 CONFIG = {"temps": [300.0, 600.0], "nested": {"k": 1}}
 
@@ -165,8 +165,10 @@ CASES = [
           {"models": ["m0", "m2"], "selection": "sel", "labeled": ["l0"], "dataset": "ds", "init_data": ["a"],
            "test_data": ["b"], "calibration": "ev", "iteration": 2, "final": False, "workdir": "evaluate"},
           lambda kw: kw["workdir"], {"result": "evaluate"}),
-    _case("decide", {"iteration": 2, "max_iterations": 10, "schedule": None, "selection": "sel", "dataset": "ds"},
-          {"schedule": None, "selection": "sel", "dataset": "ds", "iteration": 2, "workdir": "decide"},
+    _case("decide", {"iteration": 2, "max_iterations": 10, "schedule": None, "selection": "sel", "dataset": "ds",
+                     "evaluation": "ev"},
+          {"schedule": None, "selection": "sel", "dataset": "ds", "iteration": 2, "workdir": "decide",
+           "evaluation": "ev"},
           _schedule, {"done": False, "next_iteration": 3, "next_iter_name": "iter-000003",
                       "schedule": "decide/schedule.json", "result": "decide"}),
 ]
@@ -228,6 +230,21 @@ def test_decide_refuses_a_function_that_wrote_no_schedule(tmp_path, monkeypatch)
     with pytest.raises(FileNotFoundError, match=r"wf_spy:record did not write decide/schedule\.json"):
         _execute("decide", {"iteration": 0, "max_iterations": 5, "selection": "sel", "dataset": "ds"},
                  monkeypatch, lambda kw: False)
+
+
+def test_optional_keywords_reach_only_functions_that_take_them():
+    from dpa3_al.workflows.ops._call import call
+
+    got = {}
+    wf_spy.old_contract = lambda config, workdir: got.setdefault("old", (config, workdir))
+    wf_spy.new_contract = lambda config, workdir, evaluation=None: got.setdefault("new", evaluation)
+    wf_spy.any_contract = lambda **kw: got.setdefault("any", sorted(kw))
+    try:
+        for name in ("old_contract", "new_contract", "any_contract"):
+            call(f"{wf_spy.__name__}:{name}", optional={"evaluation": "ev"}, config={}, workdir="w")
+    finally:
+        del wf_spy.old_contract, wf_spy.new_contract, wf_spy.any_contract
+    assert got == {"old": ({}, "w"), "new": "ev", "any": ["config", "evaluation", "workdir"]}
 
 
 def test_op_retried_in_the_same_folder_reuses_its_working_folder(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ users with their own science) pass another path; the OP itself never changes.
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,9 +44,16 @@ def resolve(spec: str) -> Callable[..., Any]:
     return obj
 
 
-def call(spec: str, **kwargs: Any) -> Any:
-    """Call the step function named by ``spec`` with keyword arguments only."""
-    return resolve(spec)(**kwargs)
+def call(spec: str, optional: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """Call the step function named by ``spec`` with keyword arguments only; those in
+    ``optional`` only when the function takes them (a parameter of that name or ``**kwargs``),
+    so a function written to an older, shorter contract keeps working."""
+    func = resolve(spec)
+    if optional:
+        params = inspect.signature(func).parameters
+        takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        kwargs.update({k: v for k, v in optional.items() if takes_all or k in params})
+    return func(**kwargs)
 
 
 def workdir(name: str) -> Path:

@@ -1,4 +1,4 @@
-"""Converged or go on: ``func(config, schedule, selection, dataset, iteration, workdir) -> bool``."""
+"""Converged or go on: ``func(config, schedule, selection, dataset, iteration, workdir[, evaluation]) -> bool``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ STATE_FILE = "schedule.json"
 class Decide(OP):
     """The function returns True to stop and writes ``workdir/schedule.json`` (the schedule
     state the next iteration's prep-explore reads). The loop also stops at max_iterations.
+    The function is given the evaluate step's folder (``evaluation``) when it takes that argument.
     The evaluate step's files (``evaluation``: test.json, calibration.json) are copied beside
     schedule.json, so the iteration's verdict and the measurements behind it are published together."""
 
@@ -38,7 +39,7 @@ class Decide(OP):
     def execute(self, ip: OPIO) -> OPIO:
         wd, it = workdir("decide"), int(ip["iteration"])
         done = call(ip["func"], config=ip["config"], schedule=ip["schedule"], selection=ip["selection"],
-                    dataset=ip["dataset"], iteration=it, workdir=wd)
+                    dataset=ip["dataset"], iteration=it, workdir=wd, optional={"evaluation": ip.get("evaluation")})
         _keep_evaluation(ip.get("evaluation"), wd)
         if not (wd / STATE_FILE).is_file():
             raise FileNotFoundError(f"{ip['func']} did not write {wd / STATE_FILE} (the schedule state)")
