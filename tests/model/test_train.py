@@ -149,7 +149,7 @@ def test_time_budget_cuts_the_steps_and_scales_the_schedule(emt, tmp_path):
     result = train(cfg, tmp_path)
     s = result.summary
     assert s["planned_steps"] < 100000 and s["steps"] <= s["planned_steps"] + 1
-    assert s["time_s"] < 10
+    assert s["time_s"] < 60      # uncut, 100000 steps take ~30 min; a loose bound: the suite may run on loaded cores
     rows = read_lcurve(tmp_path / "lcurve.csv")
     assert rows[-1].lr < 0.5 * 1e-2                     # the decay ran over the cut budget
 
