@@ -232,9 +232,13 @@ def _target_text(s: dict) -> str:
     t = s.get("target")
     if not t:
         return ""
-    est = t.get("estimated_f_rmse")
-    return (f"; target {t['f_rmse']:g}: {'calibrated' if t['calibrated'] else 'uncalibrated'}, estimated F RMSE "
-            f"{'-' if est is None else format(est, '.3f')}, converged {s.get('converged')}")
+    est, verdict = t.get("estimated_f_rmse"), s.get("verdict")
+    text = (f"; target {t['f_rmse']:g}: {'calibrated' if t['calibrated'] else 'uncalibrated'}, estimated F RMSE "
+            f"{'-' if est is None else format(est, '.3f')}")
+    if verdict:      # the decide step's levels, from this iteration's own labels
+        text += (f"; verdict on own labels: estimated {verdict['estimated_f_rmse']:.3f}, f_lo {verdict['f_lo']:.3g}, "
+                 f"accurate {verdict['accurate_ratio']:.2f}")
+    return text + f", converged {s.get('converged')}"
 
 
 def _succeeded(run: Path) -> bool:
@@ -259,7 +263,13 @@ def _selections(run: Path, n: int) -> list[dict]:
             row["target"] = {k: t.get(k) for k in ("f_rmse", "calibrated", "estimated_f_rmse", "share")}
         decision = run / f"iter-{k:06d}" / "decide" / "schedule.json"
         if decision.is_file():
-            row["converged"] = json.loads(decision.read_text())["decisions"][-1].get("converged")
+            last = json.loads(decision.read_text())["decisions"][-1]
+            row["converged"] = last.get("converged")
+            verdict = decision.parent / "target.json"
+            if verdict.is_file():
+                v = json.loads(verdict.read_text())
+                row["verdict"] = {"estimated_f_rmse": v.get("estimated_f_rmse"), "f_lo": v.get("f_lo"),
+                                  "accurate_ratio": last.get("accurate_ratio")}
         out.append(row)
     return out
 
@@ -439,6 +449,8 @@ def main(argv=None) -> int:
             cache = run_root / f"{arm}-s{seed}.result.json"
             if cache.is_file():
                 res = json.loads(cache.read_text())
+                if arm in ("a", "b") and (run_root / f"{arm}-s{seed}").is_dir():   # read what the run says now
+                    res["selection"] = _selections(run_root / f"{arm}-s{seed}", args.iterations)
             elif args.report_only:
                 print(f"arm {arm} seed {seed}: not finished, left out (--report-only)")
                 continue
