@@ -125,10 +125,14 @@ def _labeled_frames(labeled: Sequence[Path]) -> list[tuple[int, Any]]:
 
 
 def calibration_pairs(models: Sequence[Path], selected: Sequence[dict[str, Any]], labeled: Sequence[Path],
-                      iteration: int) -> list[CalibrationPair]:
+                      iteration: int, strategy: str = "random", n_candidates: int | None = None
+                      ) -> list[CalibrationPair]:
     """The committee mean's true error on each frame labeled this iteration, beside the
     ``max_devi_f`` the frame was selected with (``selected``: selection.json's records, in
-    candidate order, which is the label tasks' index)."""
+    candidate order, which is the label tasks' index) and the odds it had to be selected
+    (``strategy`` among ``n_candidates``: :func:`~dpa3_al.calibration.selection_weight`)."""
+    from dpa3_al.calibration import selection_weight
+
     from dpa3_al.model import CommitteeCalculator
 
     frames = [(i, lab) for i, lab in _labeled_frames(labeled) if i < len(selected)]
@@ -136,6 +140,7 @@ def calibration_pairs(models: Sequence[Path], selected: Sequence[dict[str, Any]]
         return []
     committee = CommitteeCalculator([str(m) for m in models])
     pairs = []
+    all_taken = n_candidates is None or len(selected) >= n_candidates
     for index, lab in frames:
         res = committee.evaluate_all(lab.atoms)
         diff = res["forces_comm"].mean(axis=0) - lab.forces
@@ -143,7 +148,8 @@ def calibration_pairs(models: Sequence[Path], selected: Sequence[dict[str, Any]]
         pairs.append(CalibrationPair(
             iteration=iteration, frame=str(selected[index].get("frame", index)),
             max_devi_f=math.nan if devi is None else float(devi),
-            true_f_rmse=float(np.sqrt(np.mean(diff ** 2))), true_f_max=float(np.linalg.norm(diff, axis=1).max())))
+            true_f_rmse=float(np.sqrt(np.mean(diff ** 2))), true_f_max=float(np.linalg.norm(diff, axis=1).max()),
+            weight=selection_weight(strategy, math.nan if devi is None else float(devi), all_taken)))
     return pairs
 
 

@@ -323,6 +323,7 @@ class SelectionReport:
     selected: list[dict[str, Any]] = dc_field(default_factory=list)
     strategy: str = "random"
     max_select: int | None = None
+    n_eligible: int | None = None      # candidates left after the filters: the pool the strategy chose from
 
     @property
     def n_frames(self) -> int:
@@ -336,7 +337,8 @@ class SelectionReport:
         return {"n_frames": self.n_frames, "counts": self.counts,
                 "ratios": {c: self.ratio(c) for c in CLASS_NAMES}, "levels": asdict(self.levels),
                 "per_group": self.per_group, "tasks": self.tasks, "filters": self.filters,
-                "strategy": self.strategy, "max_select": self.max_select, "quotas": self.quotas,
+                "strategy": self.strategy, "max_select": self.max_select, "n_eligible": self.n_eligible,
+                "quotas": self.quotas,
                 "n_selected": len(self.selected), "selected": self.selected}
 
     @property
@@ -362,7 +364,7 @@ class SelectionReport:
                        per_group=data.get("per_group") or {}, tasks=data.get("tasks") or {},
                        filters=data.get("filters") or {}, quotas=data.get("quotas") or {},
                        selected=list(data.get("selected") or []), strategy=data.get("strategy", "random"),
-                       max_select=data.get("max_select"))
+                       max_select=data.get("max_select"), n_eligible=data.get("n_eligible"))
         except (KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"not a selection record ({type(err).__name__}: {err})") from None
 
@@ -458,6 +460,7 @@ def select(task_dirs: Sequence[Path], cfg: SelectConfig, out_dir: Path,
                              tasks=table.task_outcomes(), strategy=cfg.strategy, max_select=cfg.max_select)
     cands = load_frames(table, np.flatnonzero(classes == CANDIDATE))
     cands, report.filters = _apply_filters(cands, cfg.filters, labeled)
+    report.n_eligible = len(cands)
     chosen, report.quotas = _cap(cands, table.groups, cfg, descriptor_fn)
     chosen.sort(key=lambda pair: (pair[0].task, pair[0].step))
     report.selected = [_why(ref, rank, levels, cfg) for ref, rank in chosen]

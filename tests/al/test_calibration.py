@@ -47,6 +47,31 @@ def test_fit_of_a_known_calibration():
     assert fit(_pairs(devi, [0.3] * 10), confidence=0.9).k == pytest.approx(0.3)
 
 
+def test_pairs_drawn_by_deviation_count_with_the_inverse_of_their_odds():
+    """Strategy ``weighted`` labels high-deviation frames, where the error per unit deviation is
+    lower (a shared error floor): k from those pairs, unweighted, underestimates the candidates'
+    error; weighted by 1/d^2 (Horvitz-Thompson) it does not, on average over draws."""
+    from dpa3_al.calibration import selection_weight
+    from dpa3_al.select import weighted_draw
+
+    rng = np.random.default_rng(3)
+    d = rng.lognormal(np.log(0.1), 0.6, 300)
+    e = np.sqrt(0.05 ** 2 + (0.3 * d) ** 2)                    # error floor 0.05 eV/Å + 0.3 x deviation
+    k_true = np.sqrt(np.sum(e ** 2) / np.sum(d ** 2))
+    plain, weighted = [], []
+    for _ in range(200):
+        idx = weighted_draw(d, 15, rng)
+        pairs = [CalibrationPair(0, str(i), d[i], e[i], 2 * e[i], selection_weight("weighted", d[i], False))
+                 for i in idx]
+        weighted.append(fit(pairs, 0.5).k_rms)
+        plain.append(fit([CalibrationPair(0, p.frame, p.max_devi_f, p.true_f_rmse, p.true_f_max) for p in pairs],
+                         0.5).k_rms)
+    assert np.mean(plain) < 0.9 * k_true                          # biased towards the high-deviation ratio
+    assert np.mean(weighted) == pytest.approx(k_true, rel=0.06)
+    assert selection_weight("random", 0.3, False) == 1.0 and selection_weight("weighted", 0.3, True) == 1.0
+    assert selection_weight("weighted", 0.3, False) == pytest.approx(0.09)
+
+
 def test_levels_follow_the_target_through_the_calibration():
     target = TargetConfig(f_rmse=0.04, confidence=0.8, window=2, min_frames=5, hi_factor=3.0)
     # iteration 0: e = 0.5 d (old committee), iterations 1-2: e = 0.25 d exactly
@@ -190,7 +215,7 @@ def test_the_verdict_is_recalibrated_on_the_iterations_own_labels(tmp_path):
     """The select step's levels come from an earlier committee (k lags); the decide step judges
     at the levels this iteration's own labels give, on the same explored deviations."""
     rng = np.random.default_rng(1)
-    target = TargetConfig(f_rmse=0.05, min_frames=5)
+    target = TargetConfig(f_rmse=0.05, min_frames=5, confidence=0.5)
     devi, true = _explored(rng, 0.04)                  # this committee: true = 0.25 devi, RMSE ~0.044 eV/Å
     assert np.sqrt(np.mean(true ** 2)) <= 0.05
     old = _pairs(np.linspace(0.1, 0.3, 10), [1.0] * 10, 2)           # the previous committee: true = devi
