@@ -74,7 +74,7 @@ class TargetConfig:
                           unit="eV/Å", gt=0)
     confidence: float = field(0.9, doc="quantile of the bootstrap distribution of k used: 0.5 = a central "
                               "estimate, 0.9 = the target is met with 90% confidence (on bench/bench_al.py the "
-                              "0.9 estimate was 0.90-1.10x the test-set force RMSE, the 0.5 one 0.80-1.05x)",
+                              "0.9 estimate was 0.90-1.10x the test-set force RMSE, the 0.5 one 0.80-0.99x)",
                               gt=0, lt=1)
     window: int = field(2, doc="calibrate on the labels of the latest this many iterations", ge=1)
     min_frames: int = field(5, doc="fewer calibration frames than this: uncalibrated levels (f_lo 0, f_hi 1e9: "
