@@ -111,11 +111,12 @@ def _calibration_figure(its: Sequence[IterationData]) -> bytes | None:
 
 def predicted_rmse(it: IterationData) -> float:
     """The force RMSE of all explored frames that the deviation predicts: k (the RMS ratio of true
-    frame force RMSE to max_devi_f over this iteration's labels, same committee) times the RMS of
-    max_devi_f over every recorded frame (eV/Å), as the accuracy target estimates it
-    (dpa3_al.calibration); NaN without labels or deviations."""
+    frame force RMSE to max_devi_f over this iteration's labels, same committee, each label weighted
+    by the inverse of its selection odds; at the target's confidence, else central) times the RMS
+    of max_devi_f over every recorded frame (eV/Å): the estimate the decide step judges a target
+    on (dpa3_al.calibration); NaN without labels or deviations."""
     devi = it.devi_f[np.isfinite(it.devi_f)]
-    ratio = fit(it.calibration, 0.5).k_rms
+    ratio = fit(it.calibration, it.target.confidence if it.target else 0.5).k
     return float(ratio * np.sqrt(np.mean(devi ** 2))) if devi.size and math.isfinite(ratio) else math.nan
 
 
