@@ -21,7 +21,7 @@ import math
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -125,13 +125,11 @@ def _labeled_frames(labeled: Sequence[Path]) -> list[tuple[int, Any]]:
 
 
 def calibration_pairs(models: Sequence[Path], selected: Sequence[dict[str, Any]], labeled: Sequence[Path],
-                      iteration: int, strategy: str = "random", n_candidates: int | None = None
-                      ) -> list[CalibrationPair]:
+                      iteration: int, odds: Callable[[float], float] | None = None) -> list[CalibrationPair]:
     """The committee mean's true error on each frame labeled this iteration, beside the
     ``max_devi_f`` the frame was selected with (``selected``: selection.json's records, in
     candidate order, which is the label tasks' index) and the odds it had to be selected
-    (``strategy`` among ``n_candidates``: :func:`~dpa3_al.calibration.selection_weight`)."""
-    from dpa3_al.calibration import selection_weight
+    (``odds(max_devi_f)``: :meth:`~dpa3_al.select.SelectionReport.selection_odds`; 1 without)."""
 
     from dpa3_al.model import CommitteeCalculator
 
@@ -140,7 +138,6 @@ def calibration_pairs(models: Sequence[Path], selected: Sequence[dict[str, Any]]
         return []
     committee = CommitteeCalculator([str(m) for m in models])
     pairs = []
-    all_taken = n_candidates is None or len(selected) >= n_candidates
     for index, lab in frames:
         res = committee.evaluate_all(lab.atoms)
         diff = res["forces_comm"].mean(axis=0) - lab.forces
@@ -149,7 +146,7 @@ def calibration_pairs(models: Sequence[Path], selected: Sequence[dict[str, Any]]
             iteration=iteration, frame=str(selected[index].get("frame", index)),
             max_devi_f=math.nan if devi is None else float(devi),
             true_f_rmse=float(np.sqrt(np.mean(diff ** 2))), true_f_max=float(np.linalg.norm(diff, axis=1).max()),
-            weight=selection_weight(strategy, math.nan if devi is None else float(devi), all_taken)))
+            weight=1.0 if odds is None else odds(math.nan if devi is None else float(devi))))
     return pairs
 
 

@@ -345,6 +345,14 @@ class SelectionReport:
     def n_selected(self) -> int:
         return len(self.selected)
 
+    def selection_odds(self, max_devi_f: float) -> float:
+        """The relative odds a frame of deviation ``max_devi_f`` had to be chosen
+        (:func:`~dpa3_al.calibration.selection_weight` for this strategy and pool)."""
+        from dpa3_al.calibration import selection_weight
+
+        pool = self.n_eligible if self.n_eligible is not None else self.counts.get("candidate", 0)
+        return selection_weight(self.strategy, max_devi_f, self.n_selected >= pool)
+
     def write(self, folder: Path) -> Path:
         """Write ``folder/selection.json`` atomically (NaN as null); returns its path."""
         path = Path(folder) / SELECTION_JSON

@@ -229,9 +229,7 @@ def evaluate(config: dict[str, Any] | None, models: Sequence[Path], selection: P
     if not final:
         report = SelectionReport.read(Path(selection)) if selection is not None else None
         pairs = calibration_pairs(files, report.selected if report else [], labeled, iteration,
-                                  strategy=report.strategy if report else "random",
-                                  n_candidates=(report.n_eligible if report.n_eligible is not None
-                                                else report.counts.get("candidate")) if report else None)
+                                  odds=report.selection_odds if report else None)
         CalibrationRecord.read(calibration).with_iteration(iteration, pairs).write(wd, confidence)
     log.info("iteration %s: %d labels; test rows %d", "final" if final else iteration, labels, len(rows))
     return wd

@@ -22,7 +22,7 @@ import numpy as np
 
 
 def main(argv: list[str]) -> int:
-    from dpa3_al.calibration import CalibrationRecord, fit, selection_weight
+    from dpa3_al.calibration import CalibrationRecord, fit
     from dpa3_al.explore.frames import read_frames_table
     from dpa3_al.explore.tasks import task_dirs
     from dpa3_al.select import SelectionReport
@@ -37,10 +37,8 @@ def main(argv: list[str]) -> int:
             if it == 0 or arm not in ("a", "b") or not (folder / "decide" / "calibration.json").is_file():
                 continue
             report = SelectionReport.read(folder / "select")
-            pool = report.n_eligible if report.n_eligible is not None else report.counts["candidate"]
             pairs = CalibrationRecord.read(folder / "decide").iteration(it)
-            weighted = [dataclasses.replace(p, weight=selection_weight(report.strategy, p.max_devi_f,
-                                                                       report.n_selected >= pool)) for p in pairs]
+            weighted = [dataclasses.replace(p, weight=report.selection_odds(p.max_devi_f)) for p in pairs]
             plain = [dataclasses.replace(p, weight=1.0) for p in pairs]
             rms = float(np.sqrt(np.nanmean(read_frames_table(task_dirs(folder / "explore")).column("max_devi_f") ** 2)))
             for name, ps in (("weighted", weighted), ("plain", plain)):

@@ -23,8 +23,7 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
-    from dpa3_al.calibration import (CalibrationRecord, TargetConfig, TargetLevels, derive_levels, recalibrate,
-                                     selection_weight)
+    from dpa3_al.calibration import CalibrationRecord, TargetConfig, TargetLevels, derive_levels, recalibrate
     from dpa3_al.explore.frames import read_frames_table
     from dpa3_al.explore.tasks import task_dirs
     from dpa3_al.select import SelectionReport
@@ -44,9 +43,7 @@ def main(argv: list[str]) -> int:
             if selected is None:        # a run with fixed levels: the explored deviations from its frames
                 selected = derive_levels(TargetConfig(f_rmse=f_rmse), [], report.levels.f_lo, report.levels.f_hi,
                                          read_frames_table(task_dirs(folder / "explore")).column("max_devi_f"))
-            n_pool = report.n_eligible if report.n_eligible is not None else report.counts["candidate"]
-            pairs = [dataclasses.replace(p, weight=selection_weight(report.strategy, p.max_devi_f,
-                                                                    report.n_selected >= n_pool))
+            pairs = [dataclasses.replace(p, weight=report.selection_odds(p.max_devi_f))
                      for p in CalibrationRecord.read(folder / "decide").iteration(it)]
             for conf in confidences:
                 fresh = recalibrate(TargetConfig(f_rmse=f_rmse, confidence=conf), selected, pairs, it)
