@@ -123,6 +123,16 @@ def test_calibration_pairs_pair_the_selection_deviation_with_the_true_error(comm
     diff = comm["forces_comm"].mean(axis=0) - frames[2].get_forces()
     assert pairs[1].true_f_max == pytest.approx(np.linalg.norm(diff, axis=1).max())
     assert pairs[1].true_f_rmse == pytest.approx(np.sqrt(np.mean(diff ** 2)))
+    assert [p.weight for p in pairs] == [1.0, 1.0]            # no selection odds given: uniform
+    # a weighted draw among more candidates than it took: each label carries its odds, max_devi_f^2
+    from dpa3_al.select import Levels, SelectionReport
+    report = SelectionReport(Levels(0.05, 0.6), {"accurate": 0, "candidate": 10, "failed": 0}, {}, {},
+                             selected=selected, strategy="weighted", n_eligible=10)
+    weighted = calibration_pairs(models, selected, [tmp_path / "label"], iteration=4, odds=report.selection_odds)
+    assert [p.weight for p in weighted] == [pytest.approx(0.01), pytest.approx(0.09)]
+    every = SelectionReport(Levels(0.05, 0.6), {"accurate": 0, "candidate": 10, "failed": 0}, {}, {},
+                            selected=selected, strategy="weighted", n_eligible=3)   # the whole pool taken
+    assert every.selection_odds(0.3) == 1.0
 
 
 def _row(member, f):
