@@ -24,6 +24,9 @@ def test_templates_validate_and_build_a_plan(name):
     assert plan.loop.n_models == cfg.committee == 4
     assert plan.loop.bootstrap == (not cfg.init_data)
     assert all(p.exists() for p in cfg.init_data)
+    # a run with an accuracy target gives it to the steps that derive, measure and judge with it
+    for step in ("select", "evaluate", "decide"):
+        assert ("target" in plan.loop.calls[step].config) == (cfg.target is not None), step
 
 
 def test_argo_template_renders_offline(capsys):
