@@ -144,9 +144,10 @@ def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteratio
     cfg = from_dict(SelectConfig, data, path="select")
     dirs = sorted((Path(d) for d in explored if (Path(d) / TASK_JSON).is_file()), key=lambda d: d.name)
     levels, table = None, None
-    if outer.get("target") is not None and cfg.adaptive is None:
+    tcfg = _target(outer)
+    if tcfg is not None and cfg.adaptive is None:
         table = read_frames_table(dirs) if dirs else None          # read once: levels, then select()
-        cfg, levels = _target_levels(cfg, outer["target"], calibration, table)
+        cfg, levels = _target_levels(cfg, tcfg, calibration, table)
     descriptor_fn = None
     if found:
         from dpa3_al.model import DPA3Calculator
@@ -160,13 +161,20 @@ def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteratio
     return n
 
 
-def _target_levels(cfg, target: dict[str, Any], calibration: Path | None, table):
+def _target(config: Mapping[str, Any] | None):
+    """The run's accuracy target beside a step's section (``config["target"]``), typed; None without one."""
+    from dpa3_al.calibration import TargetConfig
+
+    target = (config or {}).get("target")
+    return from_dict(TargetConfig, target, path="target") if target is not None else None
+
+
+def _target_levels(cfg, tcfg, calibration: Path | None, table):
     """(select config with the levels the target, the calibration and this iteration's explored
     frames ``table`` (None: no frames) give, the TargetLevels)."""
     import dataclasses
 
-    from dpa3_al.calibration import CalibrationRecord, TargetConfig, derive_levels
-    tcfg = from_dict(TargetConfig, target, path="target")
+    from dpa3_al.calibration import CalibrationRecord, derive_levels
     explored = table.column("max_devi_f") if table is not None else None
     levels = derive_levels(tcfg, CalibrationRecord.read(calibration).pairs, cfg.f_lo, cfg.f_hi, explored)
     log.info("trust levels: f_lo %.4g, f_hi %.4g eV/Å (%s)", levels.f_lo, levels.f_hi, levels.reason)
@@ -210,14 +218,14 @@ def evaluate(config: dict[str, Any] | None, models: Sequence[Path], selection: P
     ``init_data`` + ``dataset``); without ``final``, the true error on this iteration's labels
     against their selection deviation, appended to ``calibration.json``; with ``final``, the final
     model (``model.pt``, ``committee/``, ``final.json``). Returns ``workdir``."""
-    from dpa3_al.calibration import CalibrationRecord, TargetConfig
+    from dpa3_al.calibration import CalibrationRecord
     from dpa3_al.evaluation import calibration_pairs, committee_errors, count_frames, pick_final, write_test
     from dpa3_al.select import SelectionReport
 
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
-    target = (config or {}).get("target")
-    confidence = from_dict(TargetConfig, target, path="target").confidence if target else 0.9
+    tcfg = _target(config)
+    confidence = tcfg.confidence if tcfg is not None else 0.9
     labels = count_frames([*init_data, *([dataset] if dataset is not None else [])])
     if final:
         info = pick_final([Path(m) for m in models], wd)
@@ -241,14 +249,11 @@ def decide(config: dict[str, Any], schedule: Path | None, selection: Path, datas
     (``dataset`` is not used by the decision). With a ``target`` beside ``explore`` and the evaluate
     step's folder (``evaluation``, holding calibration.json), the verdict's levels are recalibrated
     on this iteration's own labels (:mod:`dpa3_al.schedule`)."""
-    from dpa3_al.calibration import TargetConfig
     from dpa3_al.explore.config import ExploreConfig
     from dpa3_al.schedule import decide as judge_iteration
 
     cfg, _ = _parse(ExploreConfig, config, "explore")
-    target = (config or {}).get("target")
-    tcfg = from_dict(TargetConfig, target, path="target") if target else None
-    return judge_iteration(cfg.stages, schedule, Path(selection), iteration, Path(workdir), target=tcfg,
+    return judge_iteration(cfg.stages, schedule, Path(selection), iteration, Path(workdir), target=_target(config),
                            calibration=None if evaluation is None else Path(evaluation))
 
 
