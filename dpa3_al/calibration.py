@@ -179,8 +179,8 @@ class TargetLevels:
 
     def accurate_ratio(self, f_lo: float) -> float:
         """The share of the explored frames with max_devi_f < ``f_lo`` (NaN: no frames kept)."""
-        d = np.asarray(self.explored, dtype=np.float64)
-        return float(np.mean(np.nan_to_num(d, nan=np.inf) < f_lo)) if d.size else math.nan
+        d = _nan_above(self.explored)
+        return float(np.mean(d < f_lo)) if d.size else math.nan
 
     @classmethod
     def read(cls, path: Path) -> "TargetLevels | None":
@@ -200,6 +200,12 @@ class TargetLevels:
             raise ValueError(f"not a target.json ({err})") from None
 
 
+def _nan_above(devi: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Deviations as float64 with NaN (a failed frame) as +inf: above every level, as the
+    select step classifies it."""
+    return np.nan_to_num(np.asarray(devi, dtype=np.float64), nan=np.inf)
+
+
 UNCALIBRATED = (0.0, 1.0e9)      # f_lo, f_hi (eV/Å) before any calibration: every frame a candidate
 EXPLORED_KEEP = 2001             # target.json keeps every explored deviation up to this many, else as many quantiles
 
@@ -209,7 +215,7 @@ def _explored_sample(explored: np.ndarray | None) -> tuple[float, ...]:
     statistics when there are more than :data:`EXPLORED_KEEP`), rounded to 6 significant digits."""
     if explored is None or len(explored) == 0:
         return ()
-    d = np.sort(np.nan_to_num(np.asarray(explored, dtype=np.float64), nan=np.inf))
+    d = np.sort(_nan_above(explored))
     if d.size > EXPLORED_KEEP:
         d = d[np.round(np.linspace(0, d.size - 1, EXPLORED_KEEP)).astype(int)]
     return tuple(float(f"{v:.6g}") if math.isfinite(v) else math.nan for v in d)
@@ -271,7 +277,7 @@ def _share_level(explored: np.ndarray | None, share: float) -> float:
     the ceil(share n)-th smallest; NaN without frames."""
     if explored is None or len(explored) == 0:
         return math.nan
-    d = np.sort(np.nan_to_num(np.asarray(explored, dtype=np.float64), nan=np.inf))
+    d = np.sort(_nan_above(explored))
     return float(d[max(math.ceil(share * len(d) - 1e-9), 1) - 1])
 
 
