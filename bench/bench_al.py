@@ -12,6 +12,9 @@ same length, other seeds). Three arms at equal label counts, several seeds each:
      (iteration 0 on the initial data, then each iteration continued from the previous member
      with the same init_model schedule, on the growing random set; the workflow's own
      train_member function)
+  o  (optional, ``--arms o``) arm a with an oracle: the cap drawn by the committee mean's TRUE
+     largest per-atom force error instead of its deviation (bench/al/oracle.py): the most a
+     deviation-weighted selection can buy here
 
 Every member and the committee mean are evaluated on the test set after every iteration:
 energy RMSE per atom, force RMSE, per-atom force error p99, p99.9 and max. Outputs (``--out``
@@ -63,7 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "al", help="work folder (runs, data)")
     p.add_argument("--tag", default=None, help="name of this benchmark's runs in the work folder (default: out name)")
     p.add_argument("--arms", default="a,b,c", help="arms to run: a (loop), b (loop, random among explored), "
-                   "c (random reference-MD frames)")
+                   "c (random reference-MD frames), o (arm a with an oracle selection by the true error, "
+                   "bench/al/oracle.py)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 1..N")
     p.add_argument("--first-seed", type=int, default=1)
     p.add_argument("--iterations", type=int, default=4, help="loop iterations (models of iteration k trained on "
@@ -170,7 +174,7 @@ def run_config(args: argparse.Namespace, arm: str, seed: int, prep: Path, name: 
     }
     if args.target is not None and arm == "a":
         cfg["target"] = {"f_rmse": args.target}
-    for s in args.set + (args.set_a if arm == "a" else []):
+    for s in args.set + (args.set_a if arm in ("a", "o") else []):
         set_key(cfg, s)
     return cfg
 
@@ -185,7 +189,7 @@ def member_models(train_dir: Path) -> list[Path]:
 
 
 def run_loop(args, arm: str, seed: int, prep: Path, info: dict, run_root: Path) -> dict:
-    """Arms a and b: one ``dpa3-al submit --wait``; returns per-iteration models and counts."""
+    """Arms a, b and o: one ``dpa3-al submit --wait``; returns per-iteration models and counts."""
     name = f"{arm}-s{seed}"
     cfg = run_config(args, arm, seed, prep, name)
     cfg_path = run_root / f"{name}.yaml"
@@ -198,7 +202,13 @@ def run_loop(args, arm: str, seed: int, prep: Path, info: dict, run_root: Path) 
     else:
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         cmd = [str(CLI), "-q", "submit", str(cfg_path), "--runs", str(run_root), "--wait"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        env = None
+        if arm == "o":      # the oracle's select step: bench/al/oracle.py, importable in the step processes
+            cmd = [str(PY), str(Path(__file__).resolve().parent / "al" / "oracle.py"), "submit", str(cfg_path),
+                   str(run_root)]
+            here = str(Path(__file__).resolve().parent)
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         wall = time.time() - t0
         log_path.write_text(proc.stdout + proc.stderr)
         (run / "wall_s").write_text(f"{wall:.1f}\n")
@@ -362,7 +372,9 @@ def write_csv(rows: list[dict], path: Path) -> None:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
-ARM_NAMES = {"a": "a: loop", "b": "b: loop, random among explored", "c": "c: random reference-MD frames"}
+ARM_NAMES = {"a": "a: loop", "b": "b: loop, random among explored", "c": "c: random reference-MD frames",
+             "o": "o: loop, oracle (true error) selection"}
+LOOP_ARMS = ("a", "b", "o")
 
 
 def summary_table(rows: list[dict]) -> list[str]:
@@ -398,7 +410,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     panels = (("f_rmse", "test force RMSE (eV/Å)", 1.0), ("e_rmse", "test energy RMSE (meV/atom)", 1000.0),
               ("f_p99", "p99 per-atom force error (eV/Å)", 1.0), ("f_max", "max per-atom force error (eV/Å)", 1.0))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
-    colors = {"a": "C0", "b": "C1", "c": "C2"}
+    colors = {"a": "C0", "b": "C1", "c": "C2", "o": "C3"}
     for ax, (key, label, scale) in zip(axes, panels):
         for arm in sorted({r["arm"] for r in rows}):
             mean = [r for r in rows if r["arm"] == arm and r["member"] == "mean"]
@@ -449,13 +461,13 @@ def main(argv=None) -> int:
             cache = run_root / f"{arm}-s{seed}.result.json"
             if cache.is_file():
                 res = json.loads(cache.read_text())
-                if arm in ("a", "b") and (run_root / f"{arm}-s{seed}").is_dir():   # read what the run says now
+                if arm in LOOP_ARMS and (run_root / f"{arm}-s{seed}").is_dir():   # read what the run says now
                     res["selection"] = _selections(run_root / f"{arm}-s{seed}", args.iterations)
             elif args.report_only:
                 print(f"arm {arm} seed {seed}: not finished, left out (--report-only)")
                 continue
             else:
-                if arm in ("a", "b"):
+                if arm in LOOP_ARMS:
                     res = run_loop(args, arm, seed, work / "data", info, run_root)
                 else:
                     res = run_random_md(args, seed, work / "data", info, run_root, runs.get(("a", seed)))
@@ -480,7 +492,7 @@ def main(argv=None) -> int:
         lines.append(f"  {arm} seed {seed}: {res['wall_s']:7.0f} s, EMT calls {res['emt_calls']} ({res['emt_note']})"
                      + (" [iteration 0 = arm a's models]" if res.get("iteration0_from_arm_a") else "")
                      + _share_text(res.get("time_shares")))
-    lines += ["", "selection per iteration (arms a, b):"]
+    lines += ["", "selection per iteration (loop arms):"]
     for (arm, seed), res in sorted(runs.items()):
         for k, s in enumerate(res.get("selection", [])):
             if s:

@@ -55,23 +55,27 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+PAIRS = (("a", "b"), ("a", "c"), ("o", "b"), ("o", "a"))     # (arm, against): o is the oracle arm
+
+
 def versus(rows: list[dict]) -> str:
-    """Arm a against b and c at the last iteration: (a - x) / x of the seed means, and paired."""
+    """Arm a (and the oracle o) against the others at the last iteration: (x - y) / y of the
+    seed means, and per seed."""
     last = max(r["iteration"] for r in rows)
     mean = {(r["arm"], r["seed"]): r for r in rows if r["member"] == "mean" and r["iteration"] == last}
-    out = [f"arm a against the others at the last iteration ({last}); negative = a better:", ""]
-    for other in ("b", "c"):
-        seeds = sorted(s for (a, s) in mean if a == "a" and ("a", s) in mean and (other, s) in mean)
+    out = [f"arm a (and o) against the others at the last iteration ({last}); negative = the first better:", ""]
+    for arm, other in PAIRS:
+        seeds = sorted(s for (x, s) in mean if x == arm and (other, s) in mean)
         if not seeds:
             continue
         parts = []
         for k, t, _ in KEYS:
-            a = np.array([mean[("a", s)][k] for s in seeds])
+            a = np.array([mean[(arm, s)][k] for s in seeds])
             o = np.array([mean[(other, s)][k] for s in seeds])
             rel = (a - o) / o
             parts.append(f"{t.split(' (')[0]} {100 * (a.mean() / o.mean() - 1):+.0f} % "
                          f"(per seed {', '.join(f'{100 * x:+.0f}' for x in rel)})")
-        out.append(f"- a vs {other} ({len(seeds)} seeds): " + "; ".join(parts))
+        out.append(f"- {arm} vs {other} ({len(seeds)} seeds): " + "; ".join(parts))
     return "\n".join(out)
 
 
