@@ -15,6 +15,7 @@ same length, other seeds). Three arms at equal label counts, several seeds each:
   o  (optional, ``--arms o``) arm a with an oracle: the cap drawn by the committee mean's TRUE
      largest per-atom force error instead of its deviation (bench/al/oracle.py): the most a
      deviation-weighted selection can buy here
+  v  (optional) arm a drawing with odds ~ avg_devi_f^2 instead of max_devi_f^2 (bench/al/oracle.py)
 
 Every member and the committee mean are evaluated on the test set after every iteration:
 energy RMSE per atom, force RMSE, per-atom force error p99, p99.9 and max. Outputs (``--out``
@@ -67,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tag", default=None, help="name of this benchmark's runs in the work folder (default: out name)")
     p.add_argument("--arms", default="a,b,c", help="arms to run: a (loop), b (loop, random among explored), "
                    "c (random reference-MD frames), o (arm a with an oracle selection by the true error, "
-                   "bench/al/oracle.py)")
+                   "bench/al/oracle.py), v (arm a drawing by avg_devi_f)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 1..N")
     p.add_argument("--first-seed", type=int, default=1)
     p.add_argument("--iterations", type=int, default=4, help="loop iterations (models of iteration k trained on "
@@ -174,7 +175,7 @@ def run_config(args: argparse.Namespace, arm: str, seed: int, prep: Path, name: 
     }
     if args.target is not None and arm == "a":
         cfg["target"] = {"f_rmse": args.target}
-    for s in args.set + (args.set_a if arm in ("a", "o") else []):
+    for s in args.set + (args.set_a if arm in ("a", "o", "v") else []):
         set_key(cfg, s)
     return cfg
 
@@ -203,8 +204,8 @@ def run_loop(args, arm: str, seed: int, prep: Path, info: dict, run_root: Path) 
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         cmd = [str(CLI), "-q", "submit", str(cfg_path), "--runs", str(run_root), "--wait"]
         env = None
-        if arm == "o":      # the oracle's select step: bench/al/oracle.py, importable in the step processes
-            cmd = [str(PY), str(Path(__file__).resolve().parent / "al" / "oracle.py"), "submit", str(cfg_path),
+        if arm in ("o", "v"):      # their select step: bench/al/oracle.py, importable in the step processes
+            cmd = [str(PY), str(Path(__file__).resolve().parent / "al" / "oracle.py"), "submit", arm, str(cfg_path),
                    str(run_root)]
             here = str(Path(__file__).resolve().parent)
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
@@ -373,8 +374,8 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 ARM_NAMES = {"a": "a: loop", "b": "b: loop, random among explored", "c": "c: random reference-MD frames",
-             "o": "o: loop, oracle (true error) selection"}
-LOOP_ARMS = ("a", "b", "o")
+             "o": "o: loop, oracle (true error) selection", "v": "v: loop, drawn by avg_devi_f"}
+LOOP_ARMS = ("a", "b", "o", "v")
 
 
 def summary_table(rows: list[dict]) -> list[str]:
@@ -410,7 +411,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     panels = (("f_rmse", "test force RMSE (eV/Å)", 1.0), ("e_rmse", "test energy RMSE (meV/atom)", 1000.0),
               ("f_p99", "p99 per-atom force error (eV/Å)", 1.0), ("f_max", "max per-atom force error (eV/Å)", 1.0))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
-    colors = {"a": "C0", "b": "C1", "c": "C2", "o": "C3"}
+    colors = {"a": "C0", "b": "C1", "c": "C2", "o": "C3", "v": "C4"}
     for ax, (key, label, scale) in zip(axes, panels):
         for arm in sorted({r["arm"] for r in rows}):
             mean = [r for r in rows if r["arm"] == arm and r["member"] == "mean"]

@@ -1,18 +1,19 @@
-"""Arm o of the AL benchmark: the loop with an oracle in place of the committee deviation.
+"""Arms o and v of the AL benchmark: the loop with another weight for its selection draw.
 
-The select step of this arm labels every candidate with EMT (the benchmark's exact reference)
-and draws the cap with odds proportional to the committee mean's TRUE largest per-atom force
-error squared, where arm a draws with odds ~ max_devi_f^2 (strategy ``weighted``). Everything
-else (trust band, filters, cap, training, exploration) is arm a's. So:
+Arm a draws its cap with odds ~ max_devi_f^2 (strategy ``weighted``). These arms replace that
+weight in the select step and keep everything else (trust band, filters, cap, training,
+exploration) as arm a's:
 
-- o against a: what a perfect error estimate would add to the deviation (the estimator's cost);
-- o against b (random among explored): the most a deviation-weighted draw can buy on this
-  benchmark; when o does not reach a goal, no better deviation will.
+- o, the oracle: the select step labels every candidate with EMT (the benchmark's exact
+  reference) and draws with odds ~ the committee mean's TRUE largest per-atom force error
+  squared. o against a: what a perfect error estimate would add to the deviation; o against b
+  (random among explored): the most a deviation-weighted draw can buy on this benchmark. The
+  oracle's EMT calls are not labels (nothing trains on them); only the drawn frames are
+  labeled, by the ordinary label step.
+- v: odds ~ avg_devi_f^2, the atoms' mean force deviation instead of the largest (it ranked the
+  frames' force RMSE better on one committee, bench/results/al-devi-vs-error.txt).
 
-The oracle's EMT calls are not labels (they are not trained on); only the drawn frames are
-labeled, by the ordinary label step.
-
-    python bench/al/oracle.py submit RUN.yaml RUNS_DIR     # what bench_al.py runs for arm o
+    python bench/al/oracle.py submit ARM RUN.yaml RUNS_DIR     # what bench_al.py runs for arms o, v
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-ORACLE_FUNC = "al.oracle:select_candidates"
+ARM_FUNCS = {"o": "al.oracle:select_oracle", "v": "al.oracle:select_avg"}
 
 
 def committee_error(atoms, calcs, reference) -> float:
@@ -38,13 +39,34 @@ def committee_error(atoms, calcs, reference) -> float:
     return float(np.linalg.norm(np.mean(forces, axis=0) - ref.get_forces(), axis=1).max())
 
 
-def select_candidates(config: dict, explored: Sequence[Path], iteration: int, workdir: Path,
-                      models: Sequence[Path] | None = None, calibration: Path | None = None,
-                      labeled_data: Sequence[Path] = ()) -> int:
-    """The project's select step with the cap drawn by true error instead of deviation."""
+def _select_drawn_by(weights, label: str, config: dict, explored: Sequence[Path], iteration: int, workdir: Path,
+                     models: Sequence[Path] | None, calibration: Path | None, labeled_data: Sequence[Path]) -> int:
+    """The project's select step with the cap drawn with odds ~ ``weights(candidates)``^2."""
+    from dpa3_al import select as sel
+    from dpa3_al import steps
+
+    def drawn_cap(cands, groups, cfg, descriptor_fn):  # noqa: ARG001 (select._cap's signature)
+        k = len(cands) if cfg.max_select is None else min(cfg.max_select, len(cands))
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0]))
+        order = sel.weighted_draw(np.asarray(weights(cands, models), dtype=np.float64), k, rng)
+        return [(cands[i], rank) for rank, i in enumerate(order)], {"all": k}
+
+    plain_why = sel._why
+
+    def why(ref, rank, levels, cfg):
+        rec = plain_why(ref, rank, levels, cfg)
+        rec["reason"] = rec["reason"].replace("draw weighted by max_devi_f^2", f"draw weighted by {label}^2")
+        return rec
+
+    sel._cap, sel._why = drawn_cap, why     # this step process only: select() looks them up at call time
+    return steps.select_candidates(config, explored, iteration, workdir, models=models,
+                                   calibration=calibration, labeled_data=labeled_data)
+
+
+def true_errors(cands, models) -> list[float]:
+    """The committee mean's true largest per-atom force error (eV/Å) on each candidate (EMT)."""
     from ase.calculators.emt import EMT
 
-    from dpa3_al import select as sel
     from dpa3_al import steps
     from dpa3_al.model import DPA3Calculator
 
@@ -53,36 +75,34 @@ def select_candidates(config: dict, explored: Sequence[Path], iteration: int, wo
     if not found:
         raise RuntimeError("oracle selection: no committee models were given to the select step")
     calcs = [DPA3Calculator(str(p), device="cpu") for p in found]
-
-    def oracle_cap(cands, groups, cfg, descriptor_fn):  # noqa: ARG001 (select._cap's signature)
-        errors = np.array([committee_error(r.atoms, calcs, EMT()) for r in cands])
-        k = len(cands) if cfg.max_select is None else min(cfg.max_select, len(cands))
-        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0]))
-        order = sel.weighted_draw(errors, k, rng)
-        return [(cands[i], rank) for rank, i in enumerate(order)], {"all": k}
-
-    plain_why = sel._why
-
-    def oracle_why(ref, rank, levels, cfg):
-        rec = plain_why(ref, rank, levels, cfg)
-        rec["reason"] = rec["reason"].replace("draw weighted by max_devi_f^2",
-                                              "oracle draw weighted by the true largest force error^2")
-        return rec
-
-    sel._cap, sel._why = oracle_cap, oracle_why   # this step process only: select() looks them up at call time
-    return steps.select_candidates(config, explored, iteration, workdir, models=models,
-                                   calibration=calibration, labeled_data=labeled_data)
+    return [committee_error(r.atoms, calcs, EMT()) for r in cands]
 
 
-def submit(cfg_path: Path, runs: Path) -> int:
-    """Submit ``cfg_path`` as ``dpa3-al submit --wait`` does, with the oracle select step."""
+def select_oracle(config: dict, explored: Sequence[Path], iteration: int, workdir: Path,
+                  models: Sequence[Path] | None = None, calibration: Path | None = None,
+                  labeled_data: Sequence[Path] = ()) -> int:
+    """Arm o's select step: the draw weighted by the true error."""
+    return _select_drawn_by(true_errors, "the oracle's true largest force error", config, explored, iteration,
+                            workdir, models, calibration, labeled_data)
+
+
+def select_avg(config: dict, explored: Sequence[Path], iteration: int, workdir: Path,
+               models: Sequence[Path] | None = None, calibration: Path | None = None,
+               labeled_data: Sequence[Path] = ()) -> int:
+    """Arm v's select step: the draw weighted by avg_devi_f."""
+    return _select_drawn_by(lambda cands, _: [r.devi["avg_devi_f"] for r in cands], "avg_devi_f", config,
+                            explored, iteration, workdir, models, calibration, labeled_data)
+
+
+def submit(arm: str, cfg_path: Path, runs: Path) -> int:
+    """Submit ``cfg_path`` as ``dpa3-al submit --wait`` does, with ``arm``'s select step."""
     from dpa3_al.config import config_dict, load_run_config
     from dpa3_al.workflows import StepCall, submit as wf_submit, wait
     from dpa3_al.workflows.plan import plan_from_config
 
     cfg = load_run_config(cfg_path)
     plan = plan_from_config(cfg, cfg_path.resolve().parent)
-    plan.loop.calls["select"] = StepCall(func=ORACLE_FUNC, config=plan.loop.calls["select"].config)
+    plan.loop.calls["select"] = StepCall(func=ARM_FUNCS[arm], config=plan.loop.calls["select"].config)
     run = wf_submit(runs, cfg.name, plan, config_dict(cfg))
     state = wait(run.root, interval=5.0)
     print(f"{cfg.name}: {state.status}")
@@ -90,6 +110,6 @@ def submit(cfg_path: Path, runs: Path) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] != "submit":
+    if len(sys.argv) != 5 or sys.argv[1] != "submit" or sys.argv[2] not in ARM_FUNCS:
         sys.exit(__doc__)
-    sys.exit(submit(Path(sys.argv[2]), Path(sys.argv[3])))
+    sys.exit(submit(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])))

@@ -55,7 +55,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-PAIRS = (("a", "b"), ("a", "c"), ("o", "b"), ("o", "a"))     # (arm, against): o is the oracle arm
+PAIRS = (("a", "b"), ("a", "c"), ("o", "b"), ("o", "a"), ("v", "b"), ("v", "a"))   # (arm, against); o, v: bench/al/oracle.py
 
 
 def versus(rows: list[dict]) -> str:
