@@ -190,7 +190,7 @@ def member_models(train_dir: Path) -> list[Path]:
 
 
 def run_loop(args, arm: str, seed: int, prep: Path, info: dict, run_root: Path) -> dict:
-    """Arms a, b and o: one ``dpa3-al submit --wait``; returns per-iteration models and counts."""
+    """The loop arms (a, b, o, v): one ``dpa3-al submit --wait`` (o, v: bench/al/oracle.py submit); returns per-iteration models and counts."""
     name = f"{arm}-s{seed}"
     cfg = run_config(args, arm, seed, prep, name)
     cfg_path = run_root / f"{name}.yaml"

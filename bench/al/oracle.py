@@ -13,6 +13,9 @@ exploration) as arm a's:
 - v: odds ~ avg_devi_f^2, the atoms' mean force deviation instead of the largest (it ranked the
   frames' force RMSE better on one committee, bench/results/al-devi-vs-error.txt).
 
+The selection record still says strategy ``weighted``, so the calibration weighs these arms'
+labels by max_devi_f^2 odds: their target estimates (not used at conv_accuracy 1) are not exact.
+
     python bench/al/oracle.py submit ARM RUN.yaml RUNS_DIR     # what bench_al.py runs for arms o, v
 """
 

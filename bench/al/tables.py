@@ -59,11 +59,11 @@ PAIRS = (("a", "b"), ("a", "c"), ("o", "b"), ("o", "a"), ("v", "b"), ("v", "a"))
 
 
 def versus(rows: list[dict]) -> str:
-    """Arm a (and the oracle o) against the others at the last iteration: (x - y) / y of the
-    seed means, and per seed."""
+    """Arm a (and the arms o, v) against the others at the last iteration (:data:`PAIRS`):
+    (x - y) / y of the seed means, and per seed."""
     last = max(r["iteration"] for r in rows)
     mean = {(r["arm"], r["seed"]): r for r in rows if r["member"] == "mean" and r["iteration"] == last}
-    out = [f"arm a (and o) against the others at the last iteration ({last}); negative = the first better:", ""]
+    out = [f"arm a (and o, v) against the others at the last iteration ({last}); negative = the first better:", ""]
     for arm, other in PAIRS:
         seeds = sorted(s for (x, s) in mean if x == arm and (other, s) in mean)
         if not seeds:
