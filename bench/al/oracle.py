@@ -30,16 +30,12 @@ import numpy as np
 ARM_FUNCS = {"o": "al.oracle:select_oracle", "v": "al.oracle:select_avg"}
 
 
-def committee_error(atoms, calcs, reference) -> float:
-    """Largest per-atom |F_mean - F_ref| (eV/Å) of the committee mean on ``atoms``."""
-    forces = []
-    for calc in calcs:
-        a = atoms.copy()
-        a.calc = calc
-        forces.append(np.array(a.get_forces()))
-    ref = atoms.copy()
-    ref.calc = reference
-    return float(np.linalg.norm(np.mean(forces, axis=0) - ref.get_forces(), axis=1).max())
+def committee_error(atoms, committee, reference) -> float:
+    """Largest per-atom |F_mean - F_ref| (eV/Å) of the committee mean on ``atoms``
+    (``committee``: a CommitteeCalculator, whose forces are the members' mean)."""
+    a, ref = atoms.copy(), atoms.copy()
+    a.calc, ref.calc = committee, reference
+    return float(np.linalg.norm(a.get_forces() - ref.get_forces(), axis=1).max())
 
 
 def _select_drawn_by(weights, label: str, config: dict, explored: Sequence[Path], iteration: int, workdir: Path,
@@ -71,14 +67,14 @@ def true_errors(cands, models) -> list[float]:
     from ase.calculators.emt import EMT
 
     from dpa3_al import steps
-    from dpa3_al.model import DPA3Calculator
+    from dpa3_al.model import CommitteeCalculator
 
     found = steps.checkpoints(models)
     found = [p for p in found if p.name == "model.pt"] or found
     if not found:
         raise RuntimeError("oracle selection: no committee models were given to the select step")
-    calcs = [DPA3Calculator(str(p), device="cpu") for p in found]
-    return [committee_error(r.atoms, calcs, EMT()) for r in cands]
+    committee = CommitteeCalculator([str(p) for p in found], device="cpu")
+    return [committee_error(r.atoms, committee, EMT()) for r in cands]
 
 
 def select_oracle(config: dict, explored: Sequence[Path], iteration: int, workdir: Path,
