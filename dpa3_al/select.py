@@ -85,8 +85,9 @@ class SelectConfig:
     filters: FilterConfig = field(default_factory=FilterConfig, doc="filters applied before the cap")
     max_select: int | None = field(100, doc="most frames selected per iteration; null = all candidates", ge=1)
     strategy: Literal["random", "highest", "weighted", "diversity"] = field(
-        "random", doc="how the cap picks: random, highest max_devi_f, weighted (random draws with probability "
-        "proportional to max_devi_f squared, the committee's estimate of each frame's squared error), or "
+        "weighted", doc="how the cap picks: weighted (random draws with probability proportional to "
+        "max_devi_f squared, the committee's estimate of each frame's squared error; on docs/al-benchmark.md "
+        "12-16 % lower test force error than random at equal labels), random, highest max_devi_f, or "
         "diversity (farthest-point sampling of structure-averaged descriptors)")
     balance: bool = field(True, doc="share the cap evenly across task groups (unused share goes to others)")
     seed: int = field(0, doc="seed of the random strategy", ge=0)
