@@ -218,14 +218,14 @@ def evaluate(config: dict[str, Any] | None, models: Sequence[Path], selection: P
     ``init_data`` + ``dataset``); without ``final``, the true error on this iteration's labels
     against their selection deviation, appended to ``calibration.json``; with ``final``, the final
     model (``model.pt``, ``committee/``, ``final.json``). Returns ``workdir``."""
-    from dpa3_al.calibration import CalibrationRecord
+    from dpa3_al.calibration import CalibrationRecord, TargetConfig
     from dpa3_al.evaluation import calibration_pairs, committee_errors, count_frames, pick_final, write_test
     from dpa3_al.select import SelectionReport
 
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
     tcfg = _target(config)
-    confidence = tcfg.confidence if tcfg is not None else 0.9
+    confidence = (tcfg or TargetConfig()).confidence    # without a target: the default confidence
     labels = count_frames([*init_data, *([dataset] if dataset is not None else [])])
     if final:
         info = pick_final([Path(m) for m in models], wd)
