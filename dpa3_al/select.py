@@ -3,7 +3,8 @@
 Pure functions over arrays do the work: trust-level classification (accurate < f_lo <=
 candidate < f_hi <= failed; NaN is failed and counted), the adaptive lower level, the
 filters applied before the cap (minimum distance, box skewness/length, duplicates), the
-cap strategies (random, highest deviation, farthest-point sampling in descriptor space) and
+cap strategies (deviation-weighted draw, random, highest deviation, deviation-weighted
+farthest-point sampling in descriptor space) and
 the balancing across task groups. :func:`select` reads task folders, applies them and writes
 ``selection.json`` and ``candidates.extxyz``.
 
@@ -88,7 +89,8 @@ class SelectConfig:
         "weighted", doc="how the cap picks: weighted (random draws with probability proportional to "
         "max_devi_f squared, the committee's estimate of each frame's squared error; on docs/al-benchmark.md "
         "12-16 % lower test force error than random at equal labels), random, highest max_devi_f, or "
-        "diversity (farthest-point sampling of structure-averaged descriptors)")
+        "diversity (farthest-point sampling of structure-averaged descriptors, each distance weighted by the "
+        "frame's max_devi_f: spread over the structures the committee is unsure of)")
     balance: bool = field(True, doc="share the cap evenly across task groups (unused share goes to others)")
     seed: int = field(0, doc="seed of the random strategy", ge=0)
 
@@ -189,18 +191,26 @@ def allot(sizes: Sequence[int], cap: int | None) -> list[int]:
     return quotas
 
 
-def farthest_point_sampling(features: np.ndarray, k: int, start: int = 0) -> list[int]:
-    """Greedy farthest-point sampling: ``start``, then each time the point farthest (Euclidean)
-    from all chosen ones (ties: lowest index). Returns ``min(k, n)`` indices in pick order."""
+def farthest_point_sampling(features: np.ndarray, k: int, start: int = 0,
+                            weights: np.ndarray | None = None) -> list[int]:
+    """Greedy farthest-point sampling: ``start``, then each time the point with the largest
+    ``weight * distance`` (Euclidean) to the nearest chosen one (ties: lowest index). Without
+    ``weights`` (all 1) this is plain farthest-point sampling. Returns ``min(k, n)`` indices in
+    pick order; once every weighted score is 0, the plain distance decides."""
     x = np.asarray(features, dtype=np.float64)
     n = len(x)
     if k <= 0 or n == 0:
         return []
+    w = np.ones(n) if weights is None else np.nan_to_num(np.asarray(weights, dtype=np.float64), nan=0.0).clip(0)
     chosen = [int(start)]
     dist = np.linalg.norm(x - x[start], axis=1)
+    dist[start] = -1.0
     while len(chosen) < min(k, n):
-        nxt = int(np.argmax(dist))
-        if dist[nxt] <= 0.0 and len(set(chosen)) == n:
+        score = w * dist
+        if score.max() <= 0.0:          # every weighted point is already covered: spread by distance alone
+            score = dist
+        nxt = int(np.argmax(score))
+        if score[nxt] < 0.0:
             break
         chosen.append(nxt)
         dist = np.minimum(dist, np.linalg.norm(x - x[nxt], axis=1))
@@ -227,7 +237,8 @@ def pick(strategy: str, devi_f: np.ndarray, k: int, rng: np.random.Generator,
     """Choose ``k`` of the frames (indices into ``devi_f``) by ``strategy``, in pick order.
 
     ``features`` (called only for ``diversity`` and only when a choice is needed) returns the
-    (n, d) structure-averaged descriptors; sampling starts at the highest-deviation frame.
+    (n, d) structure-averaged descriptors; sampling starts at the highest-deviation frame, then
+    takes the frame with the largest max_devi_f x distance to the nearest frame taken.
     """
     n = len(devi_f)
     if k >= n:
@@ -243,7 +254,7 @@ def pick(strategy: str, devi_f: np.ndarray, k: int, rng: np.random.Generator,
         if features is None:
             raise UserError("select.strategy 'diversity' needs a descriptor function (give --models to "
                             "`dpa3-al select`, or use strategy random/highest)")
-        return farthest_point_sampling(features(), k, start=int(order[0]))
+        return farthest_point_sampling(features(), k, start=int(order[0]), weights=devi_f)
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
@@ -494,7 +505,7 @@ def _why(ref: FrameRef, rank: int, levels: Levels, cfg: SelectConfig) -> dict[st
         reason += f", max_devi_v {ref.devi['max_devi_v']:.4g} < {levels.v_hi:.4g} eV/atom"
     scope = f"group {ref.group}" if cfg.balance else "all groups"
     how = {"random": "random draw", "highest": "highest max_devi_f", "weighted": "draw weighted by max_devi_f^2",
-           "diversity": "farthest-point sampling"}
+           "diversity": "deviation-weighted farthest-point sampling"}
     if cfg.max_select is not None:
         reason += f"; {how[cfg.strategy]} #{rank + 1} in {scope}"
     return {"frame": ref.key, "task": ref.task, "group": ref.group, "step": ref.step, "max_devi_f": f,

@@ -95,6 +95,26 @@ def test_farthest_point_sampling_picks_one_per_cluster():
         pick("diversity", devi, 4, np.random.default_rng(0))
 
 
+def test_diversity_weighs_distance_by_deviation():
+    # a line of points; the committee is unsure only at both ends and at x = 4
+    x = np.arange(9, dtype=float)[:, None]
+    devi = np.array([0.5, 0.01, 0.01, 0.01, 0.3, 0.01, 0.01, 0.01, 0.4])
+    plain = farthest_point_sampling(x, 3, start=0)
+    weighted = farthest_point_sampling(x, 3, start=0, weights=devi)
+    assert plain == [0, 8, 4]
+    assert weighted == [0, 8, 4]
+    # a confident far point loses to an unsure nearer one; a near unsure point to a farther unsure one
+    x = np.array([[0.0], [1.0], [5.0], [10.0]])
+    assert farthest_point_sampling(x, 2, start=0, weights=np.array([1.0, 1.0, 0.5, 0.01])) == [0, 2]
+    assert farthest_point_sampling(x, 2, start=0) == [0, 3]
+    assert farthest_point_sampling(x, 2, start=0, weights=np.array([1.0, 1.0, 0.1, 0.01])) == [0, 1]
+    # the deviation decides the first pick, the weighted distance the rest (through pick)
+    chosen = pick("diversity", np.array([0.1, 0.2, 0.9, 0.3]), 3, np.random.default_rng(0), features=lambda: x)
+    assert chosen == [2, 3, 1]
+    # zero weights everywhere else: the plain distance spreads the rest, each point once
+    assert sorted(farthest_point_sampling(x, 4, start=1, weights=np.array([0.0, 1.0, 0.0, 0.0]))) == [0, 1, 2, 3]
+
+
 def _box(positions, cell=(10.0, 10.0, 10.0)) -> Atoms:
     return Atoms("Ar" * len(positions), positions=positions, cell=cell, pbc=True)
 
