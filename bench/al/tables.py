@@ -55,15 +55,16 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-PAIRS = (("a", "b"), ("a", "c"), ("o", "b"), ("o", "a"), ("v", "b"), ("v", "a"))   # (arm, against); o, v: bench/al/oracle.py
+PAIRS = (("a", "b"), ("a", "c"), ("o", "b"), ("o", "a"), ("v", "b"), ("v", "a"),   # (arm, against); o, v: bench/al/oracle.py
+         ("w", "b"), ("w", "a"), ("w", "d"), ("d", "b"), ("d", "a"))                # w, d: bench/al/combine.py
 
 
 def versus(rows: list[dict]) -> str:
-    """Arm a (and the arms o, v) against the others at the last iteration (:data:`PAIRS`):
+    """Arm a (and the arms o, v, w, d) against the others at the last iteration (:data:`PAIRS`):
     (x - y) / y of the seed means, and per seed."""
     last = max(r["iteration"] for r in rows)
     mean = {(r["arm"], r["seed"]): r for r in rows if r["member"] == "mean" and r["iteration"] == last}
-    out = [f"arm a (and o, v) against the others at the last iteration ({last}); negative = the first better:", ""]
+    out = [f"arm a (and o, v, w, d) against the others at the last iteration ({last}); negative = the first better:", ""]
     for arm, other in PAIRS:
         seeds = sorted(s for (x, s) in mean if x == arm and (other, s) in mean)
         if not seeds:

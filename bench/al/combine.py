@@ -1,0 +1,61 @@
+"""One comparison from arms that ran under different tags: rows of bench_al.py CSVs (or of its
+cached ``*.result.json`` runs), arms renamed, written as one CSV and one learning-curve PNG.
+
+    python bench/al/combine.py OUT SOURCE:ARM=NEW [SOURCE:ARM=NEW ...]
+    python bench/al/combine.py bench/results/al-lever-diversity \\
+        bench/results/al-steps1600.csv:a=a bench/results/al-steps1600.csv:b=b \\
+        bench/out/al/runs/lever-divw1600:a=w bench/out/al/runs/lever-div1600:a=d
+
+SOURCE: a CSV written by bench_al.py, or a run folder ``bench/out/al/runs/TAG`` (its finished
+``ARM-sSEED.result.json``). Arms that share iteration 0 (same seeds and steps) compare at equal
+labels. Writes OUT.csv and OUT.png (bench_al.py's plot); ``bench/al/tables.py OUT.csv`` then
+prints the tables and the paired per-seed differences.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bench_al  # noqa: E402
+
+NAMES = {"w": "w: loop, deviation-weighted farthest-point sampling", "d": "d: loop, farthest-point sampling"}
+
+
+def rows_of(source: Path, arm: str) -> list[dict]:
+    if source.suffix == ".csv":
+        with open(source) as fh:
+            rows = [r for r in csv.DictReader(fh) if r["arm"] == arm]
+        for r in rows:
+            for k in ("seed", "iteration", "labels"):
+                r[k] = int(r[k])
+            for k in bench_al.METRICS:
+                r[k] = float(r[k])
+        return rows
+    return [r for f in sorted(source.glob(f"{arm}-s*.result.json")) for r in json.loads(f.read_text())["rows"]]
+
+
+def main(argv: list[str]) -> int:
+    out, specs = Path(argv[0]), argv[1:]
+    rows = []
+    for spec in specs:
+        source, _, arms = spec.rpartition(":")
+        old, _, new = arms.partition("=")
+        got = rows_of(Path(source), old)
+        if not got:
+            raise SystemExit(f"{spec}: no rows of arm {old!r} in {source}")
+        rows += [{**r, "arm": new or old} for r in got]
+    bench_al.ARM_NAMES.update(NAMES)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bench_al.write_csv(rows, out.with_suffix(".csv"))
+    bench_al.plot(rows, out.with_suffix(".png"), f"{out.name}: {' '.join(specs)}")
+    print(f"{len(rows)} rows -> {out.with_suffix('.csv')}, {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
