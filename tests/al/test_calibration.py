@@ -70,6 +70,8 @@ def test_pairs_drawn_by_deviation_count_with_the_inverse_of_their_odds():
     assert np.mean(weighted) == pytest.approx(k_true, rel=0.06)
     assert selection_weight("random", 0.3, False) == 1.0 and selection_weight("weighted", 0.3, True) == 1.0
     assert selection_weight("weighted", 0.3, False) == pytest.approx(0.09)
+    assert selection_weight("diversity", 0.3, False) == pytest.approx(0.09)
+    assert selection_weight("highest", 0.3, False) == 1.0 and selection_weight("diversity", 0.3, True) == 1.0
 
 
 def test_levels_follow_the_target_through_the_calibration():
