@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
     bench_al.ARM_NAMES.update(NAMES)
     out.parent.mkdir(parents=True, exist_ok=True)
     bench_al.write_csv(rows, out.with_suffix(".csv"))
-    bench_al.plot(rows, out.with_suffix(".png"), f"{out.name}: {' '.join(specs)}")
+    bench_al.plot(rows, out.with_suffix(".png"), f"{out.name}: arms {', '.join(sorted({r['arm'] for r in rows}))}")
     print(f"{len(rows)} rows -> {out.with_suffix('.csv')}, {out.with_suffix('.png')}")
     return 0
 
