@@ -253,7 +253,7 @@ def pick(strategy: str, devi_f: np.ndarray, k: int, rng: np.random.Generator,
     if strategy == "diversity":
         if features is None:
             raise UserError("select.strategy 'diversity' needs a descriptor function (give --models to "
-                            "`dpa3-al select`, or use strategy random/highest)")
+                            "`dpa3-al select`, or use strategy weighted/random/highest)")
         return farthest_point_sampling(features(), k, start=int(order[0]), weights=devi_f)
     raise ValueError(f"unknown strategy {strategy!r}")
 
@@ -438,7 +438,7 @@ def _cap(cands: list[FrameRef], groups: list[str], cfg: SelectConfig,
     if cfg.strategy == "diversity" and descriptor_fn is None and cfg.max_select is not None \
             and len(cands) > cfg.max_select:
         raise UserError("select.strategy is 'diversity' but no descriptor function was given: pass --models "
-                        "(the committee's model 0 gives the descriptors) or use strategy random/highest")
+                        "(the committee's model 0 gives the descriptors) or use strategy weighted/random/highest")
     names = list(buckets)
     quotas = dict(zip(names, allot([len(buckets[g]) for g in names], cfg.max_select)))
     chosen: list[tuple[FrameRef, int]] = []
