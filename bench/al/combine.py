@@ -14,7 +14,6 @@ prints the tables and the paired per-seed differences.
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -22,20 +21,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_al  # noqa: E402
+from al import tables  # noqa: E402
 
 NAMES = {"w": "w: loop, deviation-weighted farthest-point sampling", "d": "d: loop, farthest-point sampling"}
 
 
 def rows_of(source: Path, arm: str) -> list[dict]:
     if source.suffix == ".csv":
-        with open(source) as fh:
-            rows = [r for r in csv.DictReader(fh) if r["arm"] == arm]
-        for r in rows:
-            for k in ("seed", "iteration", "labels"):
-                r[k] = int(r[k])
-            for k in bench_al.METRICS:
-                r[k] = float(r[k])
-        return rows
+        return [r for r in tables.load(source) if r["arm"] == arm]
     return [r for f in sorted(source.glob(f"{arm}-s*.result.json")) for r in json.loads(f.read_text())["rows"]]
 
 
