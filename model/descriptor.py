@@ -24,7 +24,7 @@ from torch import nn
 from dpa3_al.model.activations import get_activation
 from dpa3_al.model.config import RepFlowConfig
 from dpa3_al.model.graph import Graph
-from dpa3_al.model.nn import Dense
+from dpa3_al.model.nn import Dense, lookup, shift
 from dpa3_al.model.kernels.recompute import recompute
 from dpa3_al.model.repflow import LayerGeometry, RepFlowLayer
 
@@ -76,9 +76,9 @@ class DPA3Descriptor(nn.Module):
 
     def forward(self, types: torch.Tensor, r: torch.Tensor, graph: Graph) -> torch.Tensor:
         """types (N,), r (E, 3) edge vectors in the model dtype -> descriptor (N, dim_out)."""
-        tebd = self.type_embedding.matrix.index_select(0, types)                     # (N, n_dim)
+        tebd = lookup(self.type_embedding.matrix, types, 2)                           # (N, n_dim)
         if self.type_embedding.bias is not None:
-            tebd = tebd + self.type_embedding.bias
+            tebd = shift(tebd, self.type_embedding.bias)
         geo, edge_in, angle_in = self._geometry(types, r, graph)                      # (E, 1), (T, 1)
         e = self.edge_embd(edge_in) if self.cfg.edge_init_use_dist else self.act(self.edge_embd(edge_in))
         chunks = self._chunks(geo, graph)
@@ -150,7 +150,7 @@ class DPA3Descriptor(nn.Module):
         cfg = self.cfg
         dist = torch.linalg.vector_norm(r, dim=-1)                                    # (E,)
         w = self.switch(dist, cfg.e_rcut_smth, cfg.e_rcut)
-        std = self.env_std[types[graph.center]]                                       # (E, 4)
+        std = lookup(self.env_std, types[graph.center], 2)                            # (E, 4)
         denom = dist + cfg.env_protection
         s = w / denom / std[:, 0]                                                     # (E,)
         h = (w / (denom * denom))[:, None] * r / std[:, 1:]                           # (E, 3)

@@ -17,7 +17,7 @@ from torch import nn
 from dpa3_al.model.config import ModelConfig
 from dpa3_al.model.descriptor import DPA3Descriptor
 from dpa3_al.model.graph import Batch, Graph, build_graph
-from dpa3_al.model.nn import FittingMLP
+from dpa3_al.model.nn import FittingMLP, lookup, shift
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -70,9 +70,9 @@ class DPA3Model(nn.Module):
         """E_i (N,) float64 from edge vectors r (E, 3, model dtype)."""
         d = self.descriptor(batch.types, r, graph)                                    # (N, dim)
         if self.case_embd.numel():
-            d = torch.cat([d, self.case_embd.expand(d.shape[0], -1)], dim=-1)
+            d = torch.cat([d, shift(d.new_zeros(d.shape[0], self.case_embd.shape[-1]), self.case_embd)], dim=-1)
         e = self.fitting(d).to(torch.float64)                                         # (N,)
-        return e + self.out_bias[batch.types] + self.bias_atom_e[batch.types]
+        return e + lookup(self.out_bias, batch.types, 1) + lookup(self.bias_atom_e, batch.types, 1)
 
     def forward(self, batch: Batch, graph: Graph | None = None, *, forces: bool = True, virial: bool = True,
                 create_graph: bool = False) -> ModelOutput:

@@ -4,6 +4,13 @@ Weights are stored as ``matrix`` (n_in, n_out) and applied as ``x @ matrix + bia
 layout), so a weight can be split into row blocks, one per concatenated input: the
 "split-weight" evaluation ``[a; b] @ W = a @ W_a + b @ W_b`` is how every concatenated linear
 map of RepFlow is evaluated without materialising the concatenation.
+
+Committee stacks (model/stack.py): M models of one architecture can run as one model whose
+parameters and buffers carry a leading member axis (a weight (M, n_in, n_out), a bias (M, n_out)).
+Its row tensors (atoms, edges, angle edges, triples) then hold M equal blocks, member-major: rows
+[m R, (m + 1) R) belong to member m. The functions below apply a weight, a per-feature vector or a
+per-type table to such rows; given plain (unstacked) parameters they are the plain operations, so
+every layer is written once for both.
 """
 
 from __future__ import annotations
@@ -22,6 +29,57 @@ def normal_(t: torch.Tensor, std: float, generator: torch.Generator, mean: float
     return t
 
 
+def _blocks(x: torch.Tensor, m: int) -> torch.Tensor:
+    """(M R, d) member-major rows -> (M, R, d)."""
+    return x.reshape(m, -1, x.shape[-1])
+
+
+def affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ w [+ b]: x (R, n_in), w (n_in, n_out), b (n_out,); stacked w (M, n_in, n_out), b (M, n_out)."""
+    if w.dim() == 2:
+        y = x @ w
+        return y + b if b is not None else y
+    xm = _blocks(x, w.shape[0])
+    y = torch.bmm(xm, w) if b is None else torch.baddbmm(b[:, None, :], xm, w)      # (M, R, n_out)
+    return y.reshape(-1, w.shape[-1])
+
+
+def add_matmul(c: torch.Tensor, x: torch.Tensor, w: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+    """c + x @ w (torch.addmm; ``inplace``: into c) for plain or stacked w."""
+    if w.dim() == 2:
+        return c.addmm_(x, w) if inplace else torch.addmm(c, x, w)
+    m = w.shape[0]
+    if inplace:
+        _blocks(c, m).baddbmm_(_blocks(x, m), w)
+        return c
+    return torch.baddbmm(_blocks(c, m), _blocks(x, m), w).reshape(-1, w.shape[-1])
+
+
+def scale(u: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """u * r for a per-feature vector r (d,) or a stacked one (M, d): u (R, d)."""
+    if r.dim() == 1:
+        return u * r
+    return (_blocks(u, r.shape[0]) * r[:, None, :]).reshape(u.shape)
+
+
+def shift(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """u + b for a per-feature vector b (d,) or a stacked one (M, d): u (R, d)."""
+    if b.dim() == 1:
+        return u + b
+    return (_blocks(u, b.shape[0]) + b[:, None, :]).reshape(u.shape)
+
+
+def lookup(table: torch.Tensor, index: torch.Tensor, dims: int) -> torch.Tensor:
+    """table[index] for a per-type table of ``dims`` dimensions (K, ...), or a stacked one (M, K, ...)
+    whose member-major rows ``index`` (M R,) each read their own member's table."""
+    if table.dim() == dims:
+        return table.index_select(0, index)
+    m, k = table.shape[:2]
+    offset = torch.arange(m, device=index.device)[:, None] * k
+    flat = (index.reshape(m, -1) + offset).reshape(-1)
+    return table.reshape(m * k, *table.shape[2:]).index_select(0, flat)
+
+
 class Dense(nn.Module):
     """y = x @ matrix + bias. Init: W ~ N(0, 1/(n_in + n_out)), bias ~ N(0, 1) (deepmd-kit's rule)."""
 
@@ -34,19 +92,18 @@ class Dense(nn.Module):
 
     @property
     def n_in(self) -> int:
-        return self.matrix.shape[0]
+        return self.matrix.shape[-2]
 
     @property
     def n_out(self) -> int:
-        return self.matrix.shape[1]
+        return self.matrix.shape[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x @ self.matrix
-        return y + self.bias if self.bias is not None else y
+        return affine(x, self.matrix, self.bias)
 
-    def rows(self, start: int, stop: int) -> torch.Tensor:
-        """Row block of the weight: the part applied to input channels [start, stop)."""
-        return self.matrix[start:stop]
+    def rows(self, start: int, stop: int | None) -> torch.Tensor:
+        """Row block of the weight: the part applied to input channels [start, stop) (stacked or not)."""
+        return self.matrix[..., start:stop, :]
 
 
 class FittingMLP(nn.Module):
@@ -75,7 +132,7 @@ class FittingMLP(nn.Module):
         for layer, skip, idt in zip(self.layers, self.skip, self.idt):
             y = self.act(layer(x))
             if idt.numel():
-                y = y * idt
+                y = scale(y, idt)
             if skip:
                 y = y + (x if layer.n_out == layer.n_in else torch.cat([x, x], dim=-1))
             x = y

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
 from dpa3_al.model.activations import get_activation
 from dpa3_al.model.config import RepFlowConfig
-from dpa3_al.model.nn import Dense, normal_
+from dpa3_al.model.nn import Dense, add_matmul, affine, normal_, scale, shift
 from dpa3_al.model.kernels import cpp as ckernels
 from dpa3_al.model.kernels.ops import act_scale, outer_scatter, scatter_sum
 
@@ -108,7 +109,7 @@ class RepFlowLayer(nn.Module):
         Computed once per layer on all atoms and gathered per edge (also across chunks)."""
         lins = self._edge_lins(with_edge_self=not self.is_last or self.cfg.sequential_update)
         nd = self.cfg.n_dim
-        return n @ torch.cat([lin.matrix[nd:2 * nd] for lin in lins], dim=1)
+        return affine(n, torch.cat([lin.rows(nd, 2 * nd) for lin in lins], dim=-1))
 
     def forward(self, n: torch.Tensor, p_nb: torch.Tensor, e: torch.Tensor, a: torch.Tensor, g: LayerGeometry,
                 angle_update: bool = True):
@@ -149,11 +150,11 @@ class RepFlowLayer(nn.Module):
 
     def _forward_sequential(self, n, n_self, p_nb, e, a, g: LayerGeometry):
         _, pre_es = self._edge_linears(n_self, p_nb, e, g, with_edge_self=True)
-        e1 = e + self.e_residual[0] * self.act(pre_es)
+        e1 = e + scale(self.act(pre_es), self.e_residual[0])
         n_t, e_t = self._angle_inputs(n_self, e1, g)
-        a_new = a + self.a_residual[0] * self.act(self._triple_pre(self.angle_self_linear, a, n_t, e_t, g))
+        a_new = a + scale(self.act(self._triple_pre(self.angle_self_linear, a, n_t, e_t, g)), self.a_residual[0])
         z = self._angle_to_edge(self._triple_pre(self.edge_angle_linear1, a_new, n_t, e_t, g), g)
-        e_new = e1 + self.e_residual[1] * self._edge_angle_message(z, e1, g)
+        e_new = e1 + scale(self._edge_angle_message(z, e1, g), self.e_residual[1])
         pre_ne, _ = self._edge_linears(n_self, p_nb, e_new, g, with_edge_self=False)
         return self._update(n_self, self._node_messages(n, n_self, e_new, pre_ne, g), "n"), e_new, a_new
 
@@ -166,10 +167,9 @@ class RepFlowLayer(nn.Module):
         nd = self.cfg.n_dim
         outs, col = [], 0
         for lin in self._edge_lins(with_edge_self):
-            w = lin.matrix
             nb = p_nb[:, col:col + lin.n_out].index_select(0, g.neighbor)                 # (E, n_out)
-            ctr = (n_self @ w[:nd] + lin.bias).index_select(0, g.center_local)            # (E, n_out)
-            outs.append(torch.addmm(ctr + nb, e, w[2 * nd:]))
+            ctr = affine(n_self, lin.rows(0, nd), lin.bias).index_select(0, g.center_local)   # (E, n_out)
+            outs.append(add_matmul(ctr + nb, e, lin.rows(2 * nd, None)))
             col += lin.n_out
         return outs[0], (outs[1] if with_edge_self else None)
 
@@ -204,15 +204,15 @@ class RepFlowLayer(nn.Module):
         per_ij, per_ik = self._angle_edge_parts(lin.matrix, lin.bias, n_t, e_t, g)
         pre = per_ij.index_select(0, g.triple_j)                                          # (T, n_out)
         pre += per_ik.index_select(0, g.triple_k)   # in place: fresh tensors, nothing saved them
-        return pre.addmm_(a, lin.matrix[:self.cfg.a_dim])
+        return add_matmul(pre, a, lin.rows(0, self.cfg.a_dim), inplace=True)
 
     def _angle_edge_parts(self, w, bias, n_t, e_t, g: LayerGeometry):
         """The row blocks of W = [W_a; W_n; W_ik; W_ij] applied per angle edge: ([n~_i; e~_ij] part + b,
         e~_ik part), each (Ea, n_out); the per-triple input is then a_ijk W_a + per_ij[j] + per_ik[k]."""
         ad, na, ea = self.cfg.a_dim, self.n_an, self.e_an
-        per_ij = torch.addmm((n_t @ w[ad:ad + na]).index_select(0, g.angle_center) + bias,
-                             e_t, w[ad + na + ea:])                                      # (Ea, n_out)
-        return per_ij, e_t @ w[ad + na:ad + na + ea]
+        per_ij = add_matmul(affine(n_t, w[..., ad:ad + na, :], bias).index_select(0, g.angle_center),
+                            e_t, w[..., ad + na + ea:, :])                               # (Ea, n_out)
+        return per_ij, affine(e_t, w[..., ad + na:ad + na + ea, :])
 
     def _fused_triples(self, a: torch.Tensor, g: LayerGeometry) -> bool:
         """Whether the per-triple work runs in model/kernels/cpp.py's C++ kernels (CPU; evaluation and
@@ -224,13 +224,16 @@ class RepFlowLayer(nn.Module):
         """(z (Ea, e_dim) or None, a_new (T, a_dim) or a): E2's angle->edge sum and A1 in one pass."""
         ad = self.cfg.a_dim
         lins = ([self.edge_angle_linear1] if message else []) + ([self.angle_self_linear] if update else [])
-        w = torch.cat([lin.matrix for lin in lins], dim=1) if len(lins) > 1 else lins[0].matrix   # (width, dm + du)
-        bias = torch.cat([lin.bias for lin in lins]) if len(lins) > 1 else lins[0].bias
+        w = torch.cat([lin.matrix for lin in lins], dim=-1) if len(lins) > 1 else lins[0].matrix   # (width, dm + du)
+        bias = torch.cat([lin.bias for lin in lins], dim=-1) if len(lins) > 1 else lins[0].bias
         per_ij, per_ik = self._angle_edge_parts(w, bias, n_t, e_t, g)                    # (Ea, dm + du) each
         c0, rho = self._single_update_rule(ad, a)
-        z, a_new = ckernels.triples(a, w[:ad], per_ij, per_ik, g.tw, rho, g.angle_start, g.triple_start,
-                                   self.cfg.e_dim if message else 0, ad if update else 0,
-                                   1.0 / math.sqrt(self.cfg.angle_norm), c0, self.act.kind)
+        call = partial(ckernels.triples, dm=self.cfg.e_dim if message else 0, du=ad if update else 0,
+                       scale=1.0 / math.sqrt(self.cfg.angle_norm), c0=c0, kind=self.act.kind)
+        if w.dim() == 2:
+            z, a_new = call(a, w[:ad], per_ij, per_ik, g.tw, rho, g.angle_start, g.triple_start)
+        else:   # a committee stack: the kernel takes one weight, so it runs once per member's block of rows
+            z, a_new = _per_member(call, w.shape[0], a, w[:, :ad], per_ij, per_ik, g, rho)
         return (z if message else None), (a_new if update else a)
 
     def _single_update_rule(self, dim: int, x: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -258,9 +261,21 @@ class RepFlowLayer(nn.Module):
         if style == "res_residual":
             rho = getattr(self, f"{stream}_residual")
             for r, u in zip(rho, updates):
-                x = x + r * u
+                x = x + scale(u, r)
             return x
         total = torch.stack(updates).sum(0)
         if style == "res_avg":
             return (x + total) / math.sqrt(len(updates) + 1.0)
         return x + total / math.sqrt(len(updates))
+
+
+def _per_member(call, m: int, a, w_a, per_ij, per_ik, g: LayerGeometry, rho):
+    """The C++ per-triple kernel on each member's block of a committee stack (model/stack.py):
+    member k owns triples [k T, (k + 1) T) and angle edges [k Ea, (k + 1) Ea) of identical layout,
+    so member 0's offsets serve every block. Returns (z (M Ea, dm), a_new (M T, du))."""
+    n = g.n_nodes // m
+    a_off, t_off = g.angle_start[:n + 1], g.triple_start[:n + 1]
+    ea, t = int(a_off[-1]), int(t_off[-1])
+    outs = [call(a[k * t:(k + 1) * t], w_a[k], per_ij[k * ea:(k + 1) * ea], per_ik[k * ea:(k + 1) * ea],
+                 g.tw[k * t:(k + 1) * t], rho[k] if rho.dim() == 2 else rho, a_off, t_off) for k in range(m)]
+    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
