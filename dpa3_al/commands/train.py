@@ -35,7 +35,9 @@ def _register_train(subparsers: Any) -> None:
     p.add_argument("--batch-size", help="frames per batch, 'auto' or 'auto:N'")
     p.add_argument("--seed", type=int, help="training.seed (member i uses seed + i)")
     p.add_argument("--numb-models", type=int, help="committee size (models differing in seed)")
-    p.add_argument("--parallel", type=int, help="members trained at the same time (processes)")
+    p.add_argument("--parallel", type=int, help="members (or stacks) trained at the same time (processes)")
+    p.add_argument("--stack", type=int, help="members trained together as one stacked model per process "
+                   "(training.stack; faster for small cells; a stack's members share the data order)")
     p.add_argument("--threads", type=int, help="torch threads per process (default: cores / parallel)")
     p.add_argument("--memory", choices=["default", "low"], help="model.memory")
     p.add_argument("--restart", action="store_true", help="continue the checkpoints in OUTPUT exactly")
@@ -87,6 +89,7 @@ def build_config(args: argparse.Namespace):
                                ("steps", "training", "numb_steps"), ("max_time", "training", "max_time"),
                                ("seed", "training", "seed"), ("numb_models", "training", "numb_models"),
                                ("parallel", "training", "parallel"), ("threads", "training", "threads"),
+                               ("stack", "training", "stack"),
                                ("start_lr", "learning_rate", "start_lr"), ("finetune", "finetune", "model"),
                                ("head", "finetune", "head"), ("init_model", "init_model", "model")):
         value = getattr(args, flag)

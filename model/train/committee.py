@@ -1,5 +1,6 @@
 """Committees: N models that differ in seed (initial weights and data order), trained one after
-another or as P parallel processes, each in its own resumable directory::
+another or as P parallel processes, alone or in stacks of ``training.stack`` members (one stacked
+model per process, model/train/stacked.py), each member in its own resumable directory::
 
     WORKDIR/member-0/ ... member-{N-1}/    one training run each (model.pt, lcurve.csv, ...)
     WORKDIR/model-0.pt ... model-{N-1}.pt  the trained models (copies of member-i/model.pt)
@@ -56,17 +57,37 @@ def train_committee(cfg: TrainConfig, workdir: Path, *, restart: bool = False) -
         ckpt = member_dir(workdir, i, n) / "checkpoint.pt"
         if ckpt.is_file() and not restart and not (member_dir(workdir, i, n) / "train_summary.json").is_file():
             raise UserError(f"{ckpt.parent} already holds a training checkpoint; continue with --restart")
+    groups = stacks(n, cfg.training.stack)
+    parallel = min(parallel, len(groups))
     if parallel <= 1:
-        for i in range(n):
-            d = member_dir(workdir, i, n)
-            train(cfg, d, member=i, restart=(d / "checkpoint.pt").is_file())
-            _publish(workdir, i, n)
+        for group in groups:
+            _train_group(cfg, workdir, group, n)
     else:
-        _run_parallel(cfg, workdir, n, parallel)
+        _run_parallel(cfg, workdir, groups, parallel)
     summaries = [_member_summary(workdir, i, n) for i in range(n)]
     write_json(workdir / "committee_summary.json", {"members": summaries,
                                                     "converged": all(s["converged"] for s in summaries)})
     return summaries
+
+
+def stacks(n: int, size: int) -> list[list[int]]:
+    """Members 0..n-1 in groups of ``size`` (the last may be smaller)."""
+    return [list(range(i, min(i + size, n))) for i in range(0, n, max(1, size))]
+
+
+def _train_group(cfg: TrainConfig, workdir: Path, group: list[int], n: int) -> None:
+    """One member alone, or a stack of them, in this process; then publish their models."""
+    from dpa3_al.model.train.trainer import train
+
+    dirs = [member_dir(workdir, i, n) for i in group]
+    if len(group) == 1:
+        train(cfg, dirs[0], member=group[0], restart=(dirs[0] / "checkpoint.pt").is_file())
+    else:
+        from dpa3_al.model.train.stacked import train_stack
+
+        train_stack([cfg] * len(group), dirs, group)
+    for i in group:
+        _publish(workdir, i, n)
 
 
 def _publish(workdir: Path, member: int, n: int) -> Path:
@@ -84,38 +105,39 @@ def _member_summary(workdir: Path, member: int, n: int) -> dict[str, Any]:
             "seed": s["seed"]}
 
 
-def _run_parallel(cfg: TrainConfig, workdir: Path, n: int, parallel: int) -> None:
-    """Members as child processes, ``parallel`` at a time, each with cores // parallel threads."""
+def _run_parallel(cfg: TrainConfig, workdir: Path, groups: list[list[int]], parallel: int) -> None:
+    """Members (or stacks of them) as child processes, ``parallel`` at a time, each with cores // parallel threads."""
+    n = sum(len(g) for g in groups)
     threads = cfg.training.threads or max(1, cores() // parallel)
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_file = workdir / "committee_config.json"
     child_cfg = cfg.with_changes(training={"progress": False, "threads": threads})
     write_json(cfg_file, child_cfg.to_dict())
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    pending, running, failed = list(range(n)), {}, []
-    log.info("training %d members, %d at a time with %d thread(s) each", n, parallel, threads)
+    pending, running, failed = list(groups), {}, []
+    log.info("training %d members%s, %d process(es) at a time with %d thread(s) each", n,
+             f" in stacks of {cfg.training.stack}" if cfg.training.stack > 1 else "", parallel, threads)
     try:
         while pending or running:
             while pending and len(running) < parallel:
-                i = pending.pop(0)
-                d = member_dir(workdir, i, n)
+                group = pending.pop(0)
+                d = member_dir(workdir, group[0], n)
                 d.mkdir(parents=True, exist_ok=True)
                 cmd = [sys.executable, "-m", "dpa3_al.model.train.committee", "--config", str(cfg_file),
-                       "--workdir", str(d), "--member", str(i)]
+                       "--workdir", str(workdir), "--members", ",".join(map(str, group)), "--n", str(n)]
                 with open(d / "process.log", "ab") as out:
-                    running[i] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+                    running[tuple(group)] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
             time.sleep(0.2)
-            for i, proc in list(running.items()):
+            for group, proc in list(running.items()):
                 if proc.poll() is None:
                     continue
-                del running[i]
+                del running[group]
                 if proc.returncode == 0:
-                    _publish(workdir, i, n)
-                    log.info("member %d finished", i)
+                    log.info("member(s) %s finished", list(group))
                 else:
-                    failed.append(i)
-                    log.error("member %d failed (exit %d); see %s", i, proc.returncode,
-                              member_dir(workdir, i, n) / "process.log")
+                    failed.extend(group)
+                    log.error("member(s) %s failed (exit %d); see %s", list(group), proc.returncode,
+                              member_dir(workdir, group[0], n) / "process.log")
     except BaseException:
         for proc in running.values():          # Ctrl-C: members save a checkpoint on SIGTERM, then stop
             proc.terminate()
@@ -128,21 +150,20 @@ def _run_parallel(cfg: TrainConfig, workdir: Path, n: int, parallel: int) -> Non
 
 
 def _main(argv: list[str] | None = None) -> int:
-    """One member in a child process (started by :func:`_run_parallel`)."""
+    """One member, or one stack of members, in a child process (started by :func:`_run_parallel`)."""
     ap = argparse.ArgumentParser(prog="python -m dpa3_al.model.train.committee")
     ap.add_argument("--config", type=Path, required=True)
-    ap.add_argument("--workdir", type=Path, required=True)
-    ap.add_argument("--member", type=int, required=True)
+    ap.add_argument("--workdir", type=Path, required=True, help="the committee's folder")
+    ap.add_argument("--members", required=True, help="comma-separated member indices (more than one: a stack)")
+    ap.add_argument("--n", type=int, required=True, help="committee size")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     import torch
 
-    from dpa3_al.model.train.trainer import train
-
     cfg = TrainConfig.from_dict(json.loads(args.config.read_text()), source=str(args.config))
     torch.set_num_threads(max(1, cfg.training.threads))
     try:
-        train(cfg, args.workdir, member=args.member, restart=(args.workdir / "checkpoint.pt").is_file())
+        _train_group(cfg, args.workdir, [int(m) for m in args.members.split(",")], args.n)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -144,7 +144,11 @@ class TrainingSection:
                            ge=0)
     threads: int = field(0, doc="torch threads (0 = CPU cores / parallel)", ge=0)
     numb_models: int = field(1, doc="committee size: models differing in seed", ge=1)
-    parallel: int = field(1, doc="committee members trained at the same time (processes)", ge=1)
+    parallel: int = field(1, doc="committee members (or stacks) trained at the same time (processes)", ge=1)
+    stack: int = field(1, doc="members trained together as one stacked model in one process (model/stack.py): "
+                       "1 = each on its own; k = groups of k members, one process (one workflow train step) each. "
+                       "Faster for small cells (bench/bench_stack.py); the members of a stack see the frames in "
+                       "the same order (their initial weights stay their own)", ge=1)
     progress: bool = field(True, doc="progress bar on stderr")
 
 

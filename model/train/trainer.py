@@ -218,7 +218,7 @@ class Trainer:
 
 
 _RESTART_FREE = {("training", "progress"), ("training", "threads"), ("training", "parallel"),
-                 ("training", "numb_models")}
+                 ("training", "numb_models"), ("training", "stack")}
 
 
 # Batches below these graph sizes need < ~1.5 GB per step (DPA-3.1-3M shape): no estimate.

@@ -167,6 +167,20 @@ def test_committee_in_parallel_processes(emt, tmp_path):
     assert train_committee(cfg, tmp_path, restart=True)[0]["steps"] == 4      # finished members are kept
 
 
+def test_committee_in_stacks_in_parallel_processes(emt, tmp_path):
+    # 3 members, stacks of 2: processes for (0, 1) and (2), each member in its own folder
+    from dpa3_al.model.train.committee import train_committee
+
+    cfg = _cfg(emt, 4, training={"numb_models": 3, "parallel": 2, "stack": 2})
+    summaries = train_committee(cfg, tmp_path)
+    assert [s["seed"] for s in summaries] == [7, 8, 9] and [s["steps"] for s in summaries] == [4, 4, 4]
+    states = [read_checkpoint(tmp_path / f"member-{i}" / "checkpoint.pt")["train_state"] for i in range(3)]
+    assert [s.get("stack") for s in states] == [[0, 1], [0, 1], None]
+    models = [read_checkpoint(tmp_path / f"model-{i}.pt")["state_dict"]["fitting.out.matrix"] for i in range(3)]
+    assert not torch.equal(models[0], models[1]) and not torch.equal(models[1], models[2])
+    assert "training members [0, 1] as one stack" in (tmp_path / "member-0" / "process.log").read_text()
+
+
 def test_cli_train_test_info(emt, tmp_path, capsys):
     from dpa3_al.cli import main
 
