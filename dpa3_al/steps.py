@@ -67,18 +67,38 @@ def train_member(config: dict, data: list[Path], init_model: Path | None, member
     checkpoint fine-tuned. A finished or interrupted member is continued (idempotent).
     """
     from dpa3_al.model.train.finetune import resolve_start
-    from dpa3_al.model.train.config import TrainConfig
     from dpa3_al.model.train.trainer import train
 
-    cfg = TrainConfig.from_dict(config, source="train")
-    # a dataset folder with no system yet (an iteration that labeled nothing) adds nothing
-    extra = [Path(p) for p in data if Path(p).is_file() or any(Path(p).rglob("type.raw"))]
-    cfg = cfg.with_changes(data={"systems": [*cfg.data.systems, *extra]})
-    cfg = resolve_start(cfg, Path(init_model) if init_model else None)
+    cfg = resolve_start(_train_config(config, data), Path(init_model) if init_model else None)
     workdir = Path(workdir)
     restart = (workdir / "checkpoint.pt").is_file()
     log.info("iteration %d member %d: training in %s%s", iteration, member, workdir, " (restart)" if restart else "")
     return train(cfg, workdir, member=member, restart=restart).model_path
+
+
+def train_stack(config: dict, data: list[Path], init_models: list[Path | None], members: list[int], iteration: int,
+                workdirs: list[Path]) -> list[Path]:
+    """train, a stack of members (``train.training.stack`` > 1): members ``members`` trained together as
+    one stacked model in one process (model/train/stacked.py), member k in ``workdirs[k]`` from
+    ``init_models[k]``; returns their model.pt paths. Finished or interrupted members are continued."""
+    from dpa3_al.model.train.finetune import resolve_start
+    from dpa3_al.model.train.stacked import train_stack as run_stack
+
+    base = _train_config(config, data)
+    cfgs = [resolve_start(base, Path(m) if m else None) for m in init_models]
+    log.info("iteration %d members %s: training as one stack in %s", iteration, members,
+             ", ".join(str(w) for w in workdirs))
+    return [r.model_path for r in run_stack(cfgs, [Path(w) for w in workdirs], members)]
+
+
+def _train_config(config: dict, data: list[Path]):
+    """The ``train:`` section with the step's data added (a dataset folder with no system yet, from
+    an iteration that labeled nothing, adds nothing)."""
+    from dpa3_al.model.train.config import TrainConfig
+
+    cfg = TrainConfig.from_dict(config, source="train")
+    extra = [Path(p) for p in data if Path(p).is_file() or any(Path(p).rglob("type.raw"))]
+    return cfg.with_changes(data={"systems": [*cfg.data.systems, *extra]})
 
 
 def prepare_explore(config: dict[str, Any], schedule: Path | None, iteration: int, workdir: Path) -> list[Path]:

@@ -2,7 +2,7 @@
 
 One *iteration block* (a dflow ``Steps`` template) per pass::
 
-    train (sliced: one step per committee member)
+    train (sliced: one step per committee member, or per stack of members)
       -> prep-explore -> run-explore (sliced over MD tasks, grouped by group_size)
       -> select -> prep-label -> run-label (sliced over label tasks, grouped)
       -> collect -> evaluate (test set, calibration of the deviation) -> decide
@@ -80,19 +80,22 @@ def _bootstrap(engine: Engine, spec: LoopSpec, main: Steps) -> LeanStep:
 
 def _train(engine: Engine, spec: LoopSpec, block: Steps, name: str = "train", init_models=None, dataset=None,
            when: str | None = None, iteration=None) -> LeanStep:
-    """The committee's training, one slice per member (``final-train``: on every label, after the
-    last decide, as the training an iteration after the last would start with)."""
+    """The committee's training, one slice per member, or per stack of ``spec.stack`` members
+    (``final-train``: on every label, after the last decide, as the training an iteration after
+    the last would start with). Each slice outputs lists (its members' models and folders),
+    which dflow joins in slice order: member order."""
     slices = Slices("int('{{item}}')", input_parameter=["member"], output_artifact=["model", "member_dir"])
     template = engine.template(name, op_class(name), slices=slices)
     ins = block.inputs
+    leaders = list(range(0, spec.n_models, spec.stack))
     return engine.step(
         name, template,
-        parameters={**spec.call_params(name), "member": list(range(spec.n_models)),
+        parameters={**spec.call_params(name), "member": leaders, "stack": spec.stack, "n_models": spec.n_models,
                     "iteration": ins.parameters["iteration"] if iteration is None else iteration},
         artifacts={"init_data": ins.artifacts["init_data"],
                    "init_models": ins.artifacts["init_models"] if init_models is None else init_models,
                    "dataset": ins.artifacts["dataset"] if dataset is None else dataset},
-        with_sequence=argo_sequence(spec.n_models, format=SEQ_FORMAT),
+        with_sequence=argo_sequence(len(leaders), format=SEQ_FORMAT),
         key=_key(name, INDEX), **({"when": when} if when else {}),
     )
 

@@ -35,6 +35,6 @@ def plan_from_config(cfg, base_dir: Path) -> Plan:
                                       "bootstrap": to_dict(cfg.bootstrap or BootstrapConfig(seed=cfg.seed))}),
     }
     ft = cfg.train.finetune.model
-    loop = LoopSpec(n_models=cfg.committee, init_data=list(cfg.init_data), init_models=[ft] if ft else [],
+    loop = LoopSpec(n_models=cfg.committee, stack=min(cfg.train.training.stack, cfg.committee), init_data=list(cfg.init_data), init_models=[ft] if ft else [],
                     calls=calls, bootstrap=cfg.uses_bootstrap, test_data=list(cfg.test_data))
     return Plan(workflow=cfg.workflow, loop=loop)

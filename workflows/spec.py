@@ -42,6 +42,7 @@ class LoopSpec:
     """Everything the loop needs besides the engine: functions, committee size, inputs."""
 
     n_models: int = field(4, doc="committee size (train fans out over members)", ge=1)
+    stack: int = field(1, doc="members per train step, trained as one stacked model (train.training.stack)", ge=1)
     init_data: list[Path] = field(default_factory=list, doc="labeled systems the first training reads")
     init_models: list[Path] = field(default_factory=list, doc="checkpoints to start from (member i takes "
                                     "init_models[i % len]); empty = train from scratch")

@@ -43,8 +43,10 @@ def test_two_runs_side_by_side_loop_until_decide_stops(tmp_path, toy_env, monkey
     runs = tmp_path / "runs"
     alpha = submit(runs, "alpha", toy_plan({"group_size": 2}, {"prep-explore": {"n_tasks": 3},
                                                                "decide": {"stop_after": 2}}), {"run": "alpha"})
+    # beta: three members, trained two per train step (train.training.stack 2): steps train-0 (0, 1), train-1 (2)
     beta = submit(runs, "beta", toy_plan({"group_size": 1}, {"prep-explore": {"n_tasks": 2},
-                                                             "decide": {"stop_after": 1}}), {"run": "beta"})
+                                                             "decide": {"stop_after": 1}}, n_models=3, stack=2),
+                  {"run": "beta"})
     a, b = wait(alpha.root, TIMEOUT, 0.5), wait(beta.root, TIMEOUT, 0.5)
     assert (a.status, a.message) == ("succeeded", "")
     assert (b.status, b.message) == ("succeeded", "")
@@ -92,6 +94,16 @@ def test_two_runs_side_by_side_loop_until_decide_stops(tmp_path, toy_env, monkey
 
     # beta lives in its own folder, one iteration
     assert (b.iteration, _frames(beta)) == (0, ["i0-task-000000.frame", "i0-task-000001.frame"])
+    # stacks: one step per stack, yet every member's folder published and every member continued in order
+    for name in ("train", "final-train"):
+        assert [b.steps[step_key(0, name, g)].phase for g in (0, 1)] == ["Succeeded"] * 2
+        assert step_key(0, name, 2) not in b.steps
+        assert sorted(p.name for p in (beta.root / "iter-000000" / name).iterdir()) == [
+            "member-000", "member-001", "member-002"]
+    for m in range(3):
+        final = (beta.root / "iter-000000" / "final-train" / f"member-00{m}" / "model.pt").read_text()
+        assert final.startswith(f"model-i1-m{m} frames=2 parent=model-i0-m{m}"), final
+    assert json.loads((beta.root / "iter-000000" / "decide" / "test.json").read_text())["models"] == 3
     assert not (beta.root / "iter-000001").exists()
     assert (alpha.root / ".dflow").is_dir() and (beta.root / ".dflow").is_dir()
 
