@@ -101,9 +101,9 @@ class _StackRun:
                                 f"{(steps, start_lr)}; a stack trains its members in lock step")
         log.info("training members %s as one stack: %d frames, validation %d, %d steps (data order of member %d)",
                  [t.member for t in self.trainers], data.n_frames, val.n_frames if val else 0, steps, lead.member)
-        torch.manual_seed(lead.seed)
         starts = []
         for t in self.trainers:
+            torch.manual_seed(t.seed)        # as the member's own run would
             if t.restart:
                 model, info, ts = t._load_checkpoint(type_map)
             else:
@@ -112,6 +112,7 @@ class _StackRun:
         if lead.cfg.model.memory != "default":
             log.info("a stack trains in memory mode 'default' (model.memory %r is for one large model)",
                      lead.cfg.model.memory)
+        torch.manual_seed(lead.seed)
         stack = StackedCommittee([m for m, _, _ in starts])
         stack.train()
         if lead.cfg.finetune.freeze_descriptor:
@@ -183,10 +184,12 @@ class _StackLoop:
                 timing = (time.perf_counter() - w0, time.process_time() - p0)
                 step += 1
                 elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-                for m in self.active():
+                active = self.active()
+                for m in active:
                     m.step_times.append(timing)
                     m.state.step, m.state.elapsed, m.state.cpu = step, elapsed, cpu
-                    m._budget()
+                self._budget(active)
+                for m in active:
                     if step % m._freq(cfg.training.disp_freq, DISP_CHECKS) == 0 or step == m.state.total_steps:
                         m._record(step, losses[m.k])
                     if m.stop_reason is not None or step >= m.state.total_steps:
@@ -202,13 +205,22 @@ class _StackLoop:
                     self._save_checkpoints()
         return [m.result for m in self.members]
 
+    def _budget(self, active: list["_MemberLoop"]) -> None:
+        """The time budget is the stack's: judged once (by the first active member), applied to all."""
+        first = active[0]
+        first._budget()
+        for m in active[1:]:
+            m.state.total_steps = first.state.total_steps
+            if first.stop_reason is not None:
+                m.stop_reason = first.stop_reason
+
     def _save_checkpoints(self) -> None:
         for m in self.active():
             m._save_checkpoint()
 
     def _step(self, step: int) -> list[float]:
         batch, labels = self.data.batch(self.sampler.next_picks())
-        lr = self.lead.schedule(step)
+        lr = self.active()[0].schedule(step)          # every member has the same schedule
         for group in self.opt.param_groups:
             group["lr"] = lr
         outs = self.stack(batch, create_graph=True, forces=True, virial=self.lead.virial)

@@ -189,3 +189,12 @@ def test_stack_refuses_a_mix_of_started_and_fresh_members(emt, tmp_path):
     (tmp_path / "m0" / "train_summary.json").unlink()          # as if killed after its last checkpoint
     with pytest.raises(UserError, match="some have a checkpoint"):
         train_stack([cfg, cfg], [tmp_path / "m0", tmp_path / "m1"], [0, 1])
+
+
+def test_a_time_budget_cuts_the_whole_stack_alike(emt, tmp_path):
+    cfg = _cfg(emt, steps=100_000, training={"max_time": 4.0, "disp_freq": 0, "save_freq": 0})
+    results = train_stack([cfg, cfg], [tmp_path / "m0", tmp_path / "m1"], [0, 1])
+    a, b = (r.summary for r in results)
+    assert a["planned_steps"] == b["planned_steps"] < 100_000 and a["steps"] == b["steps"] <= a["planned_steps"] + 1
+    rows = [read_lcurve(r.workdir / "lcurve.csv") for r in results]
+    assert [r.lr for r in rows[0]] == [r.lr for r in rows[1]]          # one schedule, scaled to the cut budget
