@@ -67,6 +67,10 @@ def convert_dpgen2_input(data: dict, base: Path, out_dir: Path, name: str = "run
     run["label"], task_max = convert_fp(data.get("fp", {}), base, out_dir, notes)
     if task_max is not None:
         run["select"]["max_select"] = int(task_max)
+        notes.add("fp.task_max", f"mapped to select.max_select {int(task_max)}; dpgen2 draws that many candidates at "
+                  f"random, dpa3-al by default draws them weighted by their force deviation (select.strategy: "
+                  f"weighted; docs/al-benchmark.md: lower test errors at equal labels). Add select.strategy: "
+                  f"random for dpgen2's rule")
     notes.rest(inputs, "inputs.", {"type_map", "init_data_prefix", "init_data_sys", "valid_data_prefix",
                                    "valid_data_sys", "mass_map", "mixed_type"})
     if "mass_map" in inputs:

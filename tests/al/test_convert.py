@@ -144,6 +144,7 @@ def test_dpgen2_alloys_adaptive_levels_and_older_keys(tmp_path):
     assert "no labeler here" in reasons["fp.type"]
     select = from_dict(SelectConfig, run["select"], path="select")
     assert select.f_hi == 0.4 and select.adaptive.candidate_fraction == 0.2 and select.max_select == 7
+    assert select.strategy == "weighted" and "select.strategy: random" in reasons["fp.task_max"]   # says it differs
     explore = from_dict(ExploreConfig, run["explore"], path="explore")
     (stage,) = explore.stages
     assert (stage.level_n_checked, stage.level_rtol, stage.max_iter) == (4, 0.01, 2)
