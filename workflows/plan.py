@@ -6,6 +6,7 @@ relative structure paths are read from ``base_dir`` (the config file's folder).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dpa3_al.explore.bootstrap import BootstrapConfig
@@ -35,6 +36,16 @@ def plan_from_config(cfg, base_dir: Path) -> Plan:
                                       "bootstrap": to_dict(cfg.bootstrap or BootstrapConfig(seed=cfg.seed))}),
     }
     ft = cfg.train.finetune.model
-    loop = LoopSpec(n_models=cfg.committee, stack=min(cfg.train.training.stack, cfg.committee), init_data=list(cfg.init_data), init_models=[ft] if ft else [],
+    loop = LoopSpec(n_models=cfg.committee, stack=_stack(cfg), init_data=list(cfg.init_data), init_models=[ft] if ft else [],
                     calls=calls, bootstrap=cfg.uses_bootstrap, test_data=list(cfg.test_data))
     return Plan(workflow=cfg.workflow, loop=loop)
+
+
+def _stack(cfg) -> int:
+    """Members per train step: train.training.stack, or (0, auto) as many stacks as the local engine
+    runs steps at a time (one member per step on the other engines: a cluster spreads them out)."""
+    from dpa3_al.model.train.config import stack_size
+
+    wf = cfg.workflow
+    slots = (wf.local.parallel or os.cpu_count() or 1) if wf.engine == "local" else cfg.committee
+    return stack_size(cfg.train.training.stack, cfg.committee, slots)

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_al  # noqa: E402
 from al import tables  # noqa: E402
 
-NAMES = {"w": "w: loop, deviation-weighted farthest-point sampling", "d": "d: loop, farthest-point sampling"}
+NAMES = {"w": "w: loop, deviation-weighted farthest-point sampling", "d": "d: loop, farthest-point sampling",
+         "s": "s: loop, members trained in stacks of 2 (train.training.stack)"}
 
 
 def rows_of(source: Path, arm: str) -> list[dict]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dpa3_al.common.errors import UserError
-from dpa3_al.model.train.config import TrainConfig
+from dpa3_al.model.train.config import TrainConfig, stack_size
 from dpa3_al.common.fileio import atomic_write_json as write_json
 from dpa3_al.common.fileio import atomic_write_path as atomic_write
 
@@ -57,7 +57,7 @@ def train_committee(cfg: TrainConfig, workdir: Path, *, restart: bool = False) -
         ckpt = member_dir(workdir, i, n) / "checkpoint.pt"
         if ckpt.is_file() and not restart and not (member_dir(workdir, i, n) / "train_summary.json").is_file():
             raise UserError(f"{ckpt.parent} already holds a training checkpoint; continue with --restart")
-    groups = stacks(n, cfg.training.stack)
+    groups = stacks(n, stack_size(cfg.training.stack, n, parallel))
     parallel = min(parallel, len(groups))
     if parallel <= 1:
         for group in groups:

@@ -145,10 +145,13 @@ class TrainingSection:
     threads: int = field(0, doc="torch threads (0 = CPU cores / parallel)", ge=0)
     numb_models: int = field(1, doc="committee size: models differing in seed", ge=1)
     parallel: int = field(1, doc="committee members (or stacks) trained at the same time (processes)", ge=1)
-    stack: int = field(1, doc="members trained together as one stacked model in one process (model/stack.py): "
-                       "1 = each on its own; k = groups of k members, one process (one workflow train step) each. "
-                       "Faster for small cells (bench/bench_stack.py); the members of a stack see the frames in "
-                       "the same order (their initial weights stay their own)", ge=1)
+    stack: int = field(0, doc="members trained together as one stacked model in one process (model/stack.py): "
+                       "k = groups of k members, one process (one workflow train step) each; 1 = each member on "
+                       "its own; 0 = auto: as many stacks as processes run at a time (parallel; in the loop the "
+                       "local engine's parallel steps, elsewhere 1), and members trained one by one when the "
+                       "frames are large (over 20,000 angle triples per batch). Faster for small cells "
+                       "(bench/bench_stack.py); the members of a stack see the frames in the same order (their "
+                       "initial weights stay their own)", ge=0)
     progress: bool = field(True, doc="progress bar on stderr")
 
 
@@ -239,3 +242,11 @@ def _relative_to(cfg: TrainConfig, base: Path) -> TrainConfig:
     return cfg.with_changes(
         data={"systems": [fix(p) for p in cfg.data.systems], "validation": [fix(p) for p in cfg.data.validation]},
         finetune={"model": fix(cfg.finetune.model)}, init_model={"model": fix(cfg.init_model.model)})
+
+
+def stack_size(stack: int, members: int, slots: int) -> int:
+    """Members per stack: ``stack`` when set, else (0, auto) enough stacks to fill ``slots``
+    processes: ceil(members / slots), 1 when there are slots for every member."""
+    if stack > 0:
+        return min(stack, members)
+    return max(1, -(-members // max(1, slots)))

@@ -52,6 +52,10 @@ def train_stack(cfgs: list[TrainConfig], workdirs: list[Path], members: list[int
         if done is not None:
             results[k] = done
     todo = [k for k in range(len(trainers)) if k not in results]
+    if len(todo) > 1 and trainers[todo[0]].cfg.training.stack == 0 and not _small(trainers[todo[0]], len(todo)):
+        for k in todo:                     # auto: large frames gain little from a stack; one by one
+            results[k] = trainers[k].run()
+        todo = []
     if todo:
         if len({trainers[k].restart for k in todo}) > 1:
             raise UserError(f"members {[members[k] for k in todo]}: some have a checkpoint and some not; a stack "
@@ -59,6 +63,29 @@ def train_stack(cfgs: list[TrainConfig], workdirs: list[Path], members: list[int
         for k, res in zip(todo, _StackRun([trainers[k] for k in todo]).run()):
             results[k] = res
     return [results[k] for k in range(len(trainers))]
+
+
+#: auto stacks (training.stack 0) only for batches up to this many angle triples per member: above it
+#: the operations are large already (little to share) and a stack's memory grows with its members
+AUTO_STACK_MAX_TRIPLES = 20_000
+
+
+def _small(t: Trainer, members: int) -> bool:
+    """Whether the largest training batch is small enough for an automatic stack of ``members``."""
+    import numpy as np
+
+    train_sys, _ = t._load_data()
+    data = TrainingData(train_sys, t._type_map(train_sys), t.cfg.data.batch_size, t.cfg.data.sys_probs)
+    k = int(np.argmax([s.n_atoms * b for s, b in zip(data.systems, data.batch_sizes)]))
+    batch, _ = data.batch([(k, f) for f in range(min(data.batch_sizes[k], data.systems[k].n_frames))])
+    from dpa3_al.model.graph import build_graph
+
+    triples = build_graph(batch, t.cfg.model.resolve(data.type_map).descriptor).n_triples
+    if triples > AUTO_STACK_MAX_TRIPLES:
+        log.info("members trained one by one: the largest batch has %d angle triples (> %d for an automatic stack "
+                 "of %d; set training.stack to force one)", triples, AUTO_STACK_MAX_TRIPLES, members)
+        return False
+    return True
 
 
 def _finished(t: Trainer) -> TrainResult | None:
@@ -287,6 +314,10 @@ class _MemberLoop(_Loop):
             self.val_batches = stack_loop.members[0].val_batches if stack_loop.members else self.val_batches
 
     @property
+    def stack_members(self) -> list[int]:
+        return [m.t.member for m in self.stack_loop.members]
+
+    @property
     def model(self) -> DPA3Model:
         """This member as an ordinary model: its weights now, or when it stopped."""
         if self._snapshot is not None:
@@ -329,5 +360,5 @@ class _MemberLoop(_Loop):
     def _train_state(self) -> dict:
         state = super()._train_state()
         state["optimizer"] = self.stack_loop.member_optimizer_state(self.k)
-        state["stack"] = [m.t.member for m in self.stack_loop.members]
+        state["stack"] = self.stack_members
         return state

@@ -1,7 +1,8 @@
 """``train_summary.json``: what one training run did, stored next to the model and in its metadata.
 
 Keys: finished, converged (bool), reason, steps, planned_steps, stop_reason, time_s, cpu_s,
-time_per_step_s, median_step_s and median_step_cpu_s (training steps of the last process), seed, member, model ("best" or "last"), best_step, errors ({"train",
+time_per_step_s, median_step_s and median_step_cpu_s (training steps of the last process), seed, member, stack (the
+members of its stack, or null), model ("best" or "last"), best_step, errors ({"train",
 "validation"}: RMSE of E/atom eV, F eV/Å, V/atom eV at the output model's step), data
 (systems, frames, validation frames, type map), init (fine-tune or init-model source, head,
 type-map remap, bias change), parameters (total, trainable), config (the full TrainConfig).
@@ -46,6 +47,7 @@ def build_summary(loop: Any, verdict: Any, use_best: bool) -> dict[str, Any]:
         "median_step_cpu_s": _median([t[1] for t in loop.step_times]),
         "seed": trainer.seed,
         "member": trainer.member,
+        "stack": getattr(loop, "stack_members", None),       # the members it was trained with (model/stack.py)
         "model": "best" if use_best else "last",
         "best_step": st.best_step,
         "errors": {"train": _clean(train_err), "validation": _clean(at.val),

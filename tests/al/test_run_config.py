@@ -22,11 +22,23 @@ def test_templates_validate_and_build_a_plan(name):
     cfg = load_run_config(TEMPLATES / f"{name}.yaml")
     plan = plan_from_config(cfg, TEMPLATES)
     assert plan.loop.n_models == cfg.committee == 4
+    if cfg.workflow.engine != "local":     # training.stack auto: one member per step on a cluster
+        assert plan.loop.stack == 1
     assert plan.loop.bootstrap == (not cfg.init_data)
     assert all(p.exists() for p in cfg.init_data)
     # a run with an accuracy target gives it to the steps that derive, measure and judge with it
     for step in ("select", "evaluate", "decide"):
         assert ("target" in plan.loop.calls[step].config) == (cfg.target is not None), step
+
+
+def test_stack_auto_fills_the_local_engine_and_an_explicit_value_wins(tmp_path):
+    from dpa3_al.workflows.plan import plan_from_config
+
+    (tmp_path / "data").symlink_to(TEMPLATES / "data")          # the quickstart's relative paths
+    for parallel, stack, expected in ((2, 0, 2), (4, 0, 1), (3, 0, 2), (1, 0, 4), (2, 1, 1), (1, 3, 3)):
+        cfg = with_key(with_key(quickstart(), "workflow.local.parallel", parallel), "train.training.stack", stack)
+        (tmp_path / "q.yaml").write_text(yaml.safe_dump(cfg))
+        assert plan_from_config(load_run_config(tmp_path / "q.yaml"), TEMPLATES).loop.stack == expected, (parallel, stack)
 
 
 def test_argo_template_renders_offline(capsys):

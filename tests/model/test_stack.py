@@ -140,7 +140,8 @@ def test_stacked_training_equals_separate_training_of_the_lead_member(emt, tmp_p
     assert s1["seed"] == alone[1].summary["seed"] == 8 and s1["member"] == 1 and s1["steps"] == 12
     c, d = _state(alone[1].model_path), _state(results[1].model_path)
     assert max(float((c[k] - d[k]).abs().max()) for k in c if c[k].numel()) > 1e-6
-    assert read_checkpoint(tmp_path / "s1" / "checkpoint.pt")["train_state"]["stack"] == [0, 1]
+    assert read_checkpoint(tmp_path / "s1" / "checkpoint.pt")["train_state"]["stack"] == s1["stack"] == [0, 1]
+    assert alone[1].summary["stack"] is None
     # a finished stack is not trained again
     again = train_stack([cfg, cfg], [tmp_path / "s0", tmp_path / "s1"], [0, 1])
     assert [r.summary["time_s"] for r in again] == [r.summary["time_s"] for r in results]
@@ -198,3 +199,23 @@ def test_a_time_budget_cuts_the_whole_stack_alike(emt, tmp_path):
     assert a["planned_steps"] == b["planned_steps"] < 100_000 and a["steps"] == b["steps"] <= a["planned_steps"] + 1
     rows = [read_lcurve(r.workdir / "lcurve.csv") for r in results]
     assert [r.lr for r in rows[0]] == [r.lr for r in rows[1]]          # one schedule, scaled to the cut budget
+
+
+def test_stack_size_rule():
+    from dpa3_al.model.train.config import stack_size
+
+    assert [stack_size(0, 4, s) for s in (1, 2, 3, 4, 8)] == [4, 2, 2, 1, 1]     # auto: fill the slots
+    assert stack_size(3, 2, 1) == 2 and stack_size(1, 4, 1) == 1                  # explicit: as given
+
+
+def test_auto_stack_trains_large_frames_one_by_one(emt, tmp_path, monkeypatch, caplog):
+    from dpa3_al.model.train import stacked
+
+    cfg = _cfg(emt, steps=4, training={"stack": 0})
+    monkeypatch.setattr(stacked, "AUTO_STACK_MAX_TRIPLES", 10)      # every batch counts as large
+    with caplog.at_level("INFO", logger="dpa3_al.model"):
+        results = train_stack([cfg, cfg], [tmp_path / "m0", tmp_path / "m1"], [0, 1])
+    assert "members trained one by one" in caplog.text
+    assert all("stack" not in read_checkpoint(r.workdir / "checkpoint.pt")["train_state"] for r in results)
+    explicit = train_stack([_cfg(emt, steps=4, training={"stack": 2})] * 2, [tmp_path / "e0", tmp_path / "e1"], [0, 1])
+    assert read_checkpoint(explicit[1].workdir / "checkpoint.pt")["train_state"]["stack"] == [0, 1]
