@@ -17,16 +17,19 @@ member stops. A killed stack restarts from the members' checkpoints (exactly, as
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dpa3_al.common.errors import UserError
 from dpa3_al.model.energy import DPA3Model
+from dpa3_al.model.graph import build_graph
 from dpa3_al.model.stack import StackedCommittee
 from dpa3_al.model.train import io as train_io
 from dpa3_al.model.train.batching import FrameSampler, TrainingData
@@ -72,14 +75,10 @@ AUTO_STACK_MAX_TRIPLES = 20_000
 
 def _small(t: Trainer, members: int) -> bool:
     """Whether the largest training batch is small enough for an automatic stack of ``members``."""
-    import numpy as np
-
     train_sys, _ = t._load_data()
     data = TrainingData(train_sys, t._type_map(train_sys), t.cfg.data.batch_size, t.cfg.data.sys_probs)
     k = int(np.argmax([s.n_atoms * b for s, b in zip(data.systems, data.batch_sizes)]))
     batch, _ = data.batch([(k, f) for f in range(min(data.batch_sizes[k], data.systems[k].n_frames))])
-    from dpa3_al.model.graph import build_graph
-
     triples = build_graph(batch, t.cfg.model.resolve(data.type_map).descriptor).n_triples
     if triples > AUTO_STACK_MAX_TRIPLES:
         log.info("members trained one by one: the largest batch has %d angle triples (> %d for an automatic stack "
@@ -89,8 +88,6 @@ def _small(t: Trainer, members: int) -> bool:
 
 
 def _finished(t: Trainer) -> TrainResult | None:
-    import json
-
     if t.paths["summary"].is_file() and t.paths["model"].is_file():
         summary = json.loads(t.paths["summary"].read_text())
         if summary.get("finished"):
