@@ -304,6 +304,7 @@ class _MemberLoop(_Loop):
     def __init__(self, stack_loop: _StackLoop, k: int, trainer: Trainer, data: TrainingData,
                  val: TrainingData | None, start_lr: float, info, steps: int):
         self.stack_loop, self.k, self.frozen, self._snapshot = stack_loop, k, False, None
+        self.log_prefix = f"member {trainer.member}: "      # every member's train.log holds the whole stack's lines
         self.result: TrainResult | None = None
         super().__init__(trainer, stack_loop.stack.inner, stack_loop.opt, stack_loop.params, data, val, stack_loop.sampler,
                          _State(total_steps=steps, rows=[]), start_lr, info)

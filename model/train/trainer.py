@@ -263,6 +263,8 @@ def _head_for_types(cfg: TrainConfig) -> str | None:
 class _Loop:
     """The step loop of one run (state in ``_State``; files through train_io)."""
 
+    log_prefix = ""     # a stack's members say whose line it is (model/train/stacked.py)
+
     def __init__(self, trainer: Trainer, model: DPA3Model, opt, params, data: TrainingData,
                  val: TrainingData | None, sampler: FrameSampler, state: _State, start_lr: float,
                  info: InitInfo | None):
@@ -387,7 +389,8 @@ class _Loop:
         if pat and st.checks_since_best >= pat and step >= cfg.stopping.min_steps_fraction * st.total_steps:
             self.stop_reason = f"early stop: no improvement of the validation loss in {pat} checks"
         train_io.write_lcurve(self.t.paths["lcurve"], st.rows)
-        log.info("step %d lr %.3g | train rmse e %.3g f %.3g v %.3g | val rmse e %.3g f %.3g v %.3g", step, row.lr,
+        log.info("%sstep %d lr %.3g | train rmse e %.3g f %.3g v %.3g | val rmse e %.3g f %.3g v %.3g", self.log_prefix,
+                 step, row.lr,
                  trn["e"], trn["f"], trn["v"], val_err["e"], val_err["f"], val_err["v"])
 
     def _validate(self) -> tuple[dict[str, float], float]:

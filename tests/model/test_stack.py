@@ -142,6 +142,8 @@ def test_stacked_training_equals_separate_training_of_the_lead_member(emt, tmp_p
     assert max(float((c[k] - d[k]).abs().max()) for k in c if c[k].numel()) > 1e-6
     assert read_checkpoint(tmp_path / "s1" / "checkpoint.pt")["train_state"]["stack"] == s1["stack"] == [0, 1]
     assert alone[1].summary["stack"] is None
+    log = (tmp_path / "s1" / "train.log").read_text()          # the whole stack's lines, each naming its member
+    assert "member 0: step 12 " in log and "member 1: step 12 " in log
     # a finished stack is not trained again
     again = train_stack([cfg, cfg], [tmp_path / "s0", tmp_path / "s1"], [0, 1])
     assert [r.summary["time_s"] for r in again] == [r.summary["time_s"] for r in results]
