@@ -137,7 +137,7 @@ CASES = [
     _case("train", {"member": 3, "iteration": 2, "init_data": ["a", None, "b"], "dataset": "ds",
                     "init_models": ["m0", "m1"]},
           {"data": ["a", "b", "ds"], "init_model": "m1", "member": 3, "iteration": 2, "workdir": "member-003"},
-          lambda kw: kw["workdir"] / "model.pt", {"model": "member-003/model.pt", "member_dir": "member-003"}),
+          lambda kw: kw["workdir"] / "model.pt", {"model": ["member-003/model.pt"], "member_dir": ["member-003"]}),
     _case("prep-explore", {"iteration": 1, "schedule": "sched.json"},
           {"schedule": "sched.json", "iteration": 1, "workdir": "tasks"},
           _tasks, {"tasks": ["tasks/task-000000", "tasks/task-000001", "tasks/task-000002"],
@@ -216,6 +216,28 @@ def test_train_without_initial_models_or_dataset_trains_from_scratch(tmp_path, m
              monkeypatch, lambda kw: kw["workdir"] / "model.pt")
     kwargs = wf_spy.CALLS[0]["kwargs"]
     assert kwargs["init_model"] is None and kwargs["data"] == [Path("a")]
+
+
+def test_train_a_stack_calls_the_stack_function_once_or_a_custom_function_per_member(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _paths(tmp_path, "a", "m0", "m1", "m2")
+    common = {"iteration": 1, "init_data": ["a"], "dataset": None, "init_models": ["m0", "m1", "m2"],
+              "stack": 2, "n_models": 3}
+    # a custom func without a stack function: called once per member of the stack, in member order
+    out = _execute("train", {**common, "member": 0}, monkeypatch, lambda kw: kw["workdir"] / "model.pt")
+    assert [c["kwargs"]["member"] for c in wf_spy.CALLS] == [0, 1]
+    assert [c["kwargs"]["init_model"] for c in wf_spy.CALLS] == [Path("m0"), Path("m1")]
+    assert out["model"] == [Path("member-000/model.pt"), Path("member-001/model.pt")]
+    assert out["member_dir"] == [Path("member-000"), Path("member-001")]
+    # the stack function: one call for the whole stack; the last stack holds what is left (member 2)
+    out = _execute("train", {**common, "member": 0, "stack_func": wf_spy.FUNC}, monkeypatch,
+                   lambda kw: [w / "model.pt" for w in kw["workdirs"]])
+    (call,) = wf_spy.CALLS
+    assert call["kwargs"]["members"] == [0, 1] and call["kwargs"]["init_models"] == [Path("m0"), Path("m1")]
+    assert call["kwargs"]["workdirs"] == [Path("member-000"), Path("member-001")]
+    assert out["model"] == [Path("member-000/model.pt"), Path("member-001/model.pt")]
+    out = _execute("train", {**common, "member": 2}, monkeypatch, lambda kw: kw["workdir"] / "model.pt")
+    assert [c["kwargs"]["member"] for c in wf_spy.CALLS] == [2] and out["member_dir"] == [Path("member-002")]
 
 
 def test_decide_stops_at_max_iterations_whatever_the_function_says(tmp_path, monkeypatch):
