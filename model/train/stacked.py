@@ -24,7 +24,6 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from dpa3_al.common.errors import UserError
@@ -37,7 +36,7 @@ from dpa3_al.model.train.config import TrainConfig
 from dpa3_al.model.train.loop import Progress, make_optimizer
 from dpa3_al.model.train.loss import ErrorSums
 from dpa3_al.model.train.trainer import (DISP_CHECKS, SAVE_CHECKS, TrainingDiverged, TrainResult, Trainer, _Loop,
-                                         _State)
+                                         _State, largest_batch, restore_state)
 from dpa3_al.model.kernels.runtime import tune_malloc
 
 log = logging.getLogger(__name__)
@@ -77,8 +76,7 @@ def _small(t: Trainer, members: int) -> bool:
     """Whether the largest training batch is small enough for an automatic stack of ``members``."""
     train_sys, _ = t._load_data()
     data = TrainingData(train_sys, t._type_map(train_sys), t.cfg.data.batch_size, t.cfg.data.sys_probs)
-    k = int(np.argmax([s.n_atoms * b for s, b in zip(data.systems, data.batch_sizes)]))
-    batch, _ = data.batch([(k, f) for f in range(min(data.batch_sizes[k], data.systems[k].n_frames))])
+    _, batch = largest_batch(data)
     triples = build_graph(batch, t.cfg.model.resolve(data.type_map).descriptor).n_triples
     if triples > AUTO_STACK_MAX_TRIPLES:
         log.info("members trained one by one: the largest batch has %d angle triples (> %d for an automatic stack "
@@ -145,8 +143,11 @@ class _StackRun:
         opt = make_optimizer(params, lead.cfg.optimizer, start_lr)
         sampler = FrameSampler(data, lead.seed)
         loop = _StackLoop(stack, opt, params, data, val, sampler, start_lr)
-        for k, (t, (_, info, _)) in enumerate(zip(self.trainers, starts)):
-            loop.members.append(_MemberLoop(loop, k, t, data, val, start_lr, info, steps))
+        for k, (t, (_, info, ts)) in enumerate(zip(self.trainers, starts)):
+            state = _State(total_steps=steps, rows=[])
+            if ts is not None:
+                restore_state(ts, state)
+            loop.members.append(_MemberLoop(loop, k, t, data, val, start_lr, info, state))
         stored = [ts for _, _, ts in starts]
         if stored[0] is not None:
             loop.restore(stored)
@@ -168,7 +169,8 @@ class _StackLoop:
         return self.members[0]
 
     def restore(self, stored: list[dict]) -> None:
-        """Continue from the members' checkpoints: their optimiser states stacked, the lead's sampler and RNG."""
+        """Continue from the members' checkpoints: their optimiser states stacked, the lead's sampler and RNG
+        (each member's own state was restored with it)."""
         states = [ts["optimizer"] for ts in stored]
         merged = {"param_groups": states[0]["param_groups"], "state": {}}
         for idx in states[0]["state"]:
@@ -178,8 +180,6 @@ class _StackLoop:
         self.opt.load_state_dict(merged)
         self.sampler.load_state_dict(stored[0]["sampler"])
         torch.set_rng_state(stored[0]["torch_rng"])
-        for member, ts in zip(self.members, stored):
-            member.restore(ts)
 
     def member_optimizer_state(self, k: int) -> dict:
         """Member k's slice of the stacked Adam state, as its own optimiser's state_dict."""
@@ -302,12 +302,12 @@ class _MemberLoop(_Loop):
     """One member's bookkeeping in a stack: its rows, windows, best model, checkpoint and summary."""
 
     def __init__(self, stack_loop: _StackLoop, k: int, trainer: Trainer, data: TrainingData,
-                 val: TrainingData | None, start_lr: float, info, steps: int):
+                 val: TrainingData | None, start_lr: float, info, state: _State):
         self.stack_loop, self.k, self.frozen, self._snapshot = stack_loop, k, False, None
         self.log_prefix = f"member {trainer.member}: "      # every member's train.log holds the whole stack's lines
         self.result: TrainResult | None = None
         super().__init__(trainer, stack_loop.stack.inner, stack_loop.opt, stack_loop.params, data, val, stack_loop.sampler,
-                         _State(total_steps=steps, rows=[]), start_lr, info)
+                         state, start_lr, info)
         if k > 0:           # one set of validation batches (and graphs) for the whole stack
             self.val_batches = stack_loop.members[0].val_batches if stack_loop.members else self.val_batches
 
@@ -337,18 +337,6 @@ class _MemberLoop(_Loop):
             self._record(self.state.step, math.nan)
         self._save_checkpoint()
         self.result = self._finish()
-
-    def restore(self, ts: dict) -> None:
-        st = self.state
-        st.step, st.total_steps = int(ts["step"]), int(ts["total_steps"])
-        st.best_loss, st.best_step = float(ts["best_loss"]), int(ts["best_step"])
-        st.checks_since_best = int(ts["checks_since_best"])
-        st.elapsed, st.cpu = float(ts["elapsed"]), float(ts["cpu"])
-        st.rows = [train_io.Row.from_list(r) for r in ts["rows"]]
-        if ts.get("window"):
-            w = ts["window"]
-            self.window = ErrorSums(dict(w["sq"]), dict(w["ab"]), dict(w["n"]))
-            self.window_loss = list(w["loss"])
 
     def _validate(self) -> tuple[dict[str, float], float]:
         if not self.val_batches:

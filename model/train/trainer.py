@@ -209,12 +209,17 @@ class Trainer:
         opt.load_state_dict(ts["optimizer"])
         sampler.load_state_dict(ts["sampler"])
         torch.set_rng_state(ts["torch_rng"])
-        state.step, state.total_steps = int(ts["step"]), int(ts["total_steps"])
-        state.best_loss, state.best_step = float(ts["best_loss"]), int(ts["best_step"])
-        state.checks_since_best = int(ts["checks_since_best"])
-        state.elapsed, state.cpu = float(ts["elapsed"]), float(ts["cpu"])
-        state.rows = [train_io.Row.from_list(r) for r in ts["rows"]]
-        state.window = ts.get("window")
+        restore_state(ts, state)
+
+
+def restore_state(ts: dict, state: _State) -> None:
+    """The loop's own state (step, best model, curve rows, error window) from a checkpoint's train_state."""
+    state.step, state.total_steps = int(ts["step"]), int(ts["total_steps"])
+    state.best_loss, state.best_step = float(ts["best_loss"]), int(ts["best_step"])
+    state.checks_since_best = int(ts["checks_since_best"])
+    state.elapsed, state.cpu = float(ts["elapsed"]), float(ts["cpu"])
+    state.rows = [train_io.Row.from_list(r) for r in ts["rows"]]
+    state.window = ts.get("window")
 
 
 _RESTART_FREE = {("training", "progress"), ("training", "threads"), ("training", "parallel"),
@@ -225,14 +230,20 @@ _RESTART_FREE = {("training", "progress"), ("training", "threads"), ("training",
 _CHECK_EDGES, _CHECK_TRIPLES = 20_000, 50_000
 
 
+def largest_batch(data: TrainingData):
+    """(system, its first batch) of the system with the most atoms per batch: a step's worst case."""
+    k = int(np.argmax([s.n_atoms * b for s, b in zip(data.systems, data.batch_sizes)]))
+    system = data.systems[k]
+    batch, _ = data.batch([(k, f) for f in range(min(data.batch_sizes[k], system.n_frames))])
+    return system, batch
+
+
 def _check_step_memory(model: DPA3Model, data: TrainingData) -> None:
     """Estimate the peak memory of a step on the largest batch (logged); refuse to start, naming
     the low-memory mode, when it would not fit (an error now instead of the kernel's OOM killer)."""
     from dpa3_al.model.kernels.memory import available_bytes, check_fits, current_bytes, unit_costs
 
-    k = int(np.argmax([s.n_atoms * b for s, b in zip(data.systems, data.batch_sizes)]))
-    system, size = data.systems[k], data.batch_sizes[k]
-    batch, _ = data.batch([(k, f) for f in range(min(size, system.n_frames))])
+    system, batch = largest_batch(data)
     graph = model.build_graph(batch)
     if graph.n_edges < _CHECK_EDGES and graph.n_triples < _CHECK_TRIPLES:
         return
