@@ -64,7 +64,7 @@ class StackedCommittee(nn.Module):
     def member(self, m: int) -> DPA3Model:
         """Member m as an ordinary model (a copy of its weights and buffers)."""
         model = DPA3Model(self.inner.config)
-        model.set_memory(self.inner.memory) if self.inner.memory != "default" else None
+        model.set_memory(self.inner.memory)
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.copy_(_get(self.inner, name)[m])

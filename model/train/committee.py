@@ -116,7 +116,7 @@ def _run_parallel(cfg: TrainConfig, workdir: Path, groups: list[list[int]], para
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     pending, running, failed = list(groups), {}, []
     log.info("training %d members%s, %d process(es) at a time with %d thread(s) each", n,
-             f" in stacks of {cfg.training.stack}" if cfg.training.stack > 1 else "", parallel, threads)
+             f" in stacks of up to {len(groups[0])}" if len(groups[0]) > 1 else "", parallel, threads)
     try:
         while pending or running:
             while pending and len(running) < parallel:

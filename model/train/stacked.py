@@ -33,10 +33,9 @@ from dpa3_al.model.stack import StackedCommittee
 from dpa3_al.model.train import io as train_io
 from dpa3_al.model.train.batching import FrameSampler, TrainingData
 from dpa3_al.model.train.config import TrainConfig
-from dpa3_al.model.train.loop import Progress, make_optimizer
-from dpa3_al.model.train.loss import ErrorSums
+from dpa3_al.model.train.loop import Progress, make_optimizer, validation_batches
 from dpa3_al.model.train.trainer import (DISP_CHECKS, SAVE_CHECKS, TrainingDiverged, TrainResult, Trainer, _Loop,
-                                         _State, largest_batch, restore_state)
+                                         _State, largest_batch, restore_state, validation_errors)
 from dpa3_al.model.kernels.runtime import tune_malloc
 
 log = logging.getLogger(__name__)
@@ -142,12 +141,13 @@ class _StackRun:
         params = [p for p in stack.parameters() if p.requires_grad]
         opt = make_optimizer(params, lead.cfg.optimizer, start_lr)
         sampler = FrameSampler(data, lead.seed)
-        loop = _StackLoop(stack, opt, params, data, val, sampler, start_lr)
+        loop = _StackLoop(stack, opt, params, data, sampler)
+        val_batches = validation_batches(val, lead.cfg.data.max_validation_frames, stack.config.descriptor) if val else []
         for k, (t, (_, info, ts)) in enumerate(zip(self.trainers, starts)):
             state = _State(total_steps=steps, rows=[])
             if ts is not None:
                 restore_state(ts, state)
-            loop.members.append(_MemberLoop(loop, k, t, data, val, start_lr, info, state))
+            loop.members.append(_MemberLoop(loop, k, t, data, val, start_lr, info, state, val_batches))
         stored = [ts for _, _, ts in starts]
         if stored[0] is not None:
             loop.restore(stored)
@@ -157,10 +157,8 @@ class _StackRun:
 class _StackLoop:
     """The shared steps: one stacked forward/backward per step for every member."""
 
-    def __init__(self, stack: StackedCommittee, opt, params, data: TrainingData, val: TrainingData | None,
-                 sampler: FrameSampler, start_lr: float):
-        self.stack, self.opt, self.params, self.data, self.val = stack, opt, params, data, val
-        self.sampler, self.start_lr = sampler, start_lr
+    def __init__(self, stack: StackedCommittee, opt, params, data: TrainingData, sampler: FrameSampler):
+        self.stack, self.opt, self.params, self.data, self.sampler = stack, opt, params, data, sampler
         self.members: list[_MemberLoop] = []
         self._val_cache: tuple[int, list] | None = None
 
@@ -273,15 +271,9 @@ class _StackLoop:
         if self._val_cache is not None and self._val_cache[0] == step:
             return self._val_cache[1]
         batches = self.lead.val_batches
-        sums = [ErrorSums() for _ in self.members]
-        losses = [0.0 for _ in self.members]
-        for batch, labels, graph in batches:
-            outs = self.stack(batch, graph, forces=True, virial=self.lead.virial)
-            for k, (m, out) in enumerate(zip(self.members, outs)):
-                sums[k].add(out, labels)
-                losses[k] += float(m.loss(out, labels, 0.0)) * labels.energy.shape[0]
-        n = sum(labels.energy.shape[0] for _, labels, _ in batches)
-        result = [(s.rmse(), v / n) for s, v in zip(sums, losses)]
+        outs = [self.stack(batch, graph, forces=True, virial=self.lead.virial) for batch, _, graph in batches]
+        result = [validation_errors(((out[k], labels) for out, (_, labels, _) in zip(outs, batches)), m.loss)
+                  for k, m in enumerate(self.members)]
         self._val_cache = (step, result)
         return result
 
@@ -302,14 +294,12 @@ class _MemberLoop(_Loop):
     """One member's bookkeeping in a stack: its rows, windows, best model, checkpoint and summary."""
 
     def __init__(self, stack_loop: _StackLoop, k: int, trainer: Trainer, data: TrainingData,
-                 val: TrainingData | None, start_lr: float, info, state: _State):
+                 val: TrainingData | None, start_lr: float, info, state: _State, val_batches: list):
         self.stack_loop, self.k, self.frozen, self._snapshot = stack_loop, k, False, None
         self.log_prefix = f"member {trainer.member}: "      # every member's train.log holds the whole stack's lines
         self.result: TrainResult | None = None
         super().__init__(trainer, stack_loop.stack.inner, stack_loop.opt, stack_loop.params, data, val, stack_loop.sampler,
-                         state, start_lr, info)
-        if k > 0:           # one set of validation batches (and graphs) for the whole stack
-            self.val_batches = stack_loop.members[0].val_batches if stack_loop.members else self.val_batches
+                         state, start_lr, info, val_batches)       # one set of batches and graphs for the stack
 
     @property
     def stack_members(self) -> list[int]:
@@ -320,7 +310,7 @@ class _MemberLoop(_Loop):
         """This member as an ordinary model: its weights now, or when it stopped."""
         if self._snapshot is not None:
             return self._snapshot
-        return self.stack_loop.stack.member(self.k) if self.stack_loop is not None else None
+        return self.stack_loop.stack.member(self.k)
 
     @model.setter
     def model(self, value) -> None:     # _Loop.__init__ assigns it; the stack owns the weights

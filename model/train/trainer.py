@@ -278,7 +278,7 @@ class _Loop:
 
     def __init__(self, trainer: Trainer, model: DPA3Model, opt, params, data: TrainingData,
                  val: TrainingData | None, sampler: FrameSampler, state: _State, start_lr: float,
-                 info: InitInfo | None):
+                 info: InitInfo | None, val_batches: list | None = None):
         self.t, self.model, self.opt, self.params = trainer, model, opt, params
         self.data, self.val, self.sampler, self.state, self.info = data, val, sampler, state, info
         cfg = trainer.cfg
@@ -287,7 +287,9 @@ class _Loop:
         self.start_lr = start_lr
         self.loss = EnergyLoss(self.pref, start_lr)
         self.virial = self.pref.uses_virial and any(bool(s.has_virial.any()) for s in data.systems)
-        self.val_batches = validation_batches(val, cfg.data.max_validation_frames, model.config.descriptor) if val else []
+        if val_batches is None:      # (a stack's members share one set, model/train/stacked.py)
+            val_batches = validation_batches(val, cfg.data.max_validation_frames, model.config.descriptor) if val else []
+        self.val_batches = val_batches
         self.window = ErrorSums()
         self.window_loss: list[float] = []
         if state.window:
@@ -407,13 +409,9 @@ class _Loop:
     def _validate(self) -> tuple[dict[str, float], float]:
         if not self.val_batches:
             return {"e": math.nan, "f": math.nan, "v": math.nan}, math.nan
-        sums, losses = ErrorSums(), []
-        for batch, labels, graph in self.val_batches:
-            out = self.model(batch, graph, forces=True, virial=self.virial)
-            sums.add(out, labels)
-            losses.append(float(self.loss(out, labels, 0.0)) * labels.energy.shape[0])
-        n = sum(labels.energy.shape[0] for _, labels, _ in self.val_batches)
-        return sums.rmse(), sum(losses) / n
+        model = self.model
+        return validation_errors(((model(batch, graph, forces=True, virial=self.virial), labels)
+                                  for batch, labels, graph in self.val_batches), self.loss)
 
     def _force_label_rms(self) -> float:
         """RMS of the force labels of the validation subset (of the training data without validation)."""
@@ -458,6 +456,16 @@ class _Loop:
         log.info("finished: %d steps in %.1f s; %s (%s); model %s", st.step, st.elapsed,
                  "converged" if verdict.converged else "NOT converged", verdict.reason, paths["model"])
         return TrainResult(paths["model"], summary, self.t.workdir)
+
+
+def validation_errors(pairs, loss: EnergyLoss) -> tuple[dict[str, float], float]:
+    """(RMSEs, loss per frame at the limit prefactors) over (model output, labels) pairs of validation batches."""
+    sums, losses, n = ErrorSums(), [], 0
+    for out, labels in pairs:
+        sums.add(out, labels)
+        losses.append(float(loss(out, labels, 0.0)) * labels.energy.shape[0])
+        n += labels.energy.shape[0]
+    return sums.rmse(), sum(losses) / n
 
 
 def _plain(obj: Any) -> Any:

@@ -53,4 +53,3 @@ class Train(OP):
             out = [call(ip["func"], config=ip["config"], data=data, init_model=start, member=m,
                         iteration=ip["iteration"], workdir=wd) for m, start, wd in zip(members, starts, dirs)]
         return OPIO({"model": [Path(p) for p in out], "member_dir": dirs})
-
