@@ -15,7 +15,7 @@ same length, other seeds). Three arms at equal label counts, several seeds each:
   o  (optional, ``--arms o``) arm a with an oracle: the cap drawn by the committee mean's TRUE
      largest per-atom force error instead of its deviation (bench/al/oracle.py): the most a
      deviation-weighted selection can buy here
-  v  (optional) arm a drawing with odds ~ avg_devi_f^2 instead of max_devi_f^2 (bench/al/oracle.py)
+  v  (optional) arm a drawing with odds ~ avg_devi_f^2 instead of max_devi_f^2 (select.draw_by: avg_devi_f)
 
 Every member and the committee mean are evaluated on the test set after every iteration:
 energy RMSE per atom, force RMSE, per-atom force error p99, p99.9 and max. Outputs (``--out``
@@ -68,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tag", default=None, help="name of this benchmark's runs in the work folder (default: out name)")
     p.add_argument("--arms", default="a,b,c", help="arms to run: a (loop), b (loop, random among explored), "
                    "c (random reference-MD frames), o (arm a with an oracle selection by the true error, "
-                   "bench/al/oracle.py), v (arm a drawing by avg_devi_f)")
+                   "bench/al/oracle.py), v (arm a drawing by avg_devi_f, select.draw_by)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 1..N")
     p.add_argument("--first-seed", type=int, default=1)
     p.add_argument("--iterations", type=int, default=4, help="loop iterations (models of iteration k trained on "
@@ -155,6 +155,8 @@ def run_config(args: argparse.Namespace, arm: str, seed: int, prep: Path, name: 
     else:
         select = {"f_lo": args.f_lo, "f_hi": args.f_hi, "strategy": args.strategy}
     select.update({"max_select": args.labels, "seed": seed})
+    if arm == "v":   # arm a drawing by the atoms' mean deviation
+        select["draw_by"] = "avg_devi_f"
     conv = args.conv_accuracy if args.conv_accuracy is not None else (0.9 if args.target is not None else 1.0)
     cfg = {
         "name": name, "seed": seed, "init_data": [str(prep / "init")],
@@ -190,7 +192,7 @@ def member_models(train_dir: Path) -> list[Path]:
 
 
 def run_loop(args, arm: str, seed: int, prep: Path, info: dict, run_root: Path) -> dict:
-    """The loop arms (a, b, o, v): one ``dpa3-al submit --wait`` (o, v: bench/al/oracle.py submit); returns per-iteration models and counts."""
+    """The loop arms (a, b, o, v): one ``dpa3-al submit --wait`` (o: bench/al/oracle.py submit); returns per-iteration models and counts."""
     name = f"{arm}-s{seed}"
     cfg = run_config(args, arm, seed, prep, name)
     cfg_path = run_root / f"{name}.yaml"
@@ -204,7 +206,7 @@ def run_loop(args, arm: str, seed: int, prep: Path, info: dict, run_root: Path) 
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         cmd = [str(CLI), "-q", "submit", str(cfg_path), "--runs", str(run_root), "--wait"]
         env = None
-        if arm in ("o", "v"):      # their select step: bench/al/oracle.py, importable in the step processes
+        if arm == "o":      # its select step: bench/al/oracle.py, importable in the step processes
             cmd = [str(PY), str(Path(__file__).resolve().parent / "al" / "oracle.py"), "submit", arm, str(cfg_path),
                    str(run_root)]
             here = str(Path(__file__).resolve().parent)

@@ -10,7 +10,8 @@ A user states the accuracy wanted (``target: {f_rmse: 0.05}``, eV/Å): the force
 committee over the frames it explores. The calibration factor k is the RMS ratio of true error
 to deviation over the latest ``window`` iterations' pairs, k = sqrt(sum e^2 / sum d^2), so that
 k * RMS(d) reproduces the labeled frames' RMSE. Each pair counts with the inverse of the odds it
-had to be labeled (``weight``: max_devi_f^2 under strategies ``weighted`` and ``diversity``, else 1), so that k
+had to be labeled (``weight``: the ``select.draw_by`` deviation squared, max_devi_f^2 by default, under
+strategies ``weighted`` and ``diversity``, else 1), so that k
 describes the candidates, not just the high-deviation frames a weighted draw favours (where the
 error per unit deviation is lower): k = sqrt(sum e^2/w / sum d^2/w). With ``confidence`` above
 0.5, k is that quantile of its bootstrap distribution over the pairs (the estimate then errs on
@@ -95,19 +96,19 @@ class CalibrationPair:
     max_devi_f: float
     true_f_rmse: float
     true_f_max: float
-    weight: float = 1.0     # relative odds the frame had to be selected (max_devi_f^2 under strategy `weighted`)
+    weight: float = 1.0     # relative odds the frame had to be selected (draw_by deviation^2 under strategy `weighted`)
 
 
-def selection_weight(strategy: str, max_devi_f: float, all_candidates_taken: bool) -> float:
-    """The relative odds a candidate had to be labeled: ``max_devi_f``^2 when strategy ``weighted``
+def selection_weight(strategy: str, devi: float, all_candidates_taken: bool) -> float:
+    """The relative odds a candidate had to be labeled: ``devi``^2 (its ``select.draw_by`` deviation,
+    max_devi_f by default) when strategy ``weighted``
     drew among more candidates than it took, or ``diversity`` (deviation-weighted farthest-point
     sampling; no odds of its own, but it favours high deviations as the draw does: on
     bench/bench_al.py the estimate at confidence 0.9 was 0.94x the test force RMSE with this weight,
     median of 9 iterations, 0.89x with weight 1); else 1 (a uniform draw, every candidate taken, or
     ``highest``)."""
-    if strategy in ("weighted", "diversity") and not all_candidates_taken and math.isfinite(max_devi_f) \
-            and max_devi_f > 0:
-        return max_devi_f ** 2
+    if strategy in ("weighted", "diversity") and not all_candidates_taken and math.isfinite(devi) and devi > 0:
+        return devi ** 2
     return 1.0
 
 

@@ -125,11 +125,11 @@ def _labeled_frames(labeled: Sequence[Path]) -> list[tuple[int, Any]]:
 
 
 def calibration_pairs(models: Sequence[Path], selected: Sequence[dict[str, Any]], labeled: Sequence[Path],
-                      iteration: int, odds: Callable[[float], float] | None = None) -> list[CalibrationPair]:
+                      iteration: int, odds: Callable[[dict[str, Any]], float] | None = None) -> list[CalibrationPair]:
     """The committee mean's true error on each frame labeled this iteration, beside the
     ``max_devi_f`` the frame was selected with (``selected``: selection.json's records, in
     candidate order, which is the label tasks' index) and the odds it had to be selected
-    (``odds(max_devi_f)``: :meth:`~dpa3_al.select.SelectionReport.selection_odds`; 1 without)."""
+    (``odds(record)``: :meth:`~dpa3_al.select.SelectionReport.selection_odds`; 1 without)."""
 
     from dpa3_al.model import CommitteeCalculator
 
@@ -146,7 +146,7 @@ def calibration_pairs(models: Sequence[Path], selected: Sequence[dict[str, Any]]
             iteration=iteration, frame=str(selected[index].get("frame", index)),
             max_devi_f=math.nan if devi is None else float(devi),
             true_f_rmse=float(np.sqrt(np.mean(diff ** 2))), true_f_max=float(np.linalg.norm(diff, axis=1).max()),
-            weight=1.0 if odds is None else odds(math.nan if devi is None else float(devi))))
+            weight=1.0 if odds is None else odds(selected[index])))
     return pairs
 
 

@@ -18,7 +18,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field as dc_field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -91,6 +91,11 @@ class SelectConfig:
         "12-16 % lower test force error than random at equal labels), random, highest max_devi_f, or "
         "diversity (farthest-point sampling of structure-averaged descriptors, each distance weighted by the "
         "frame's max_devi_f: spread over the structures the committee is unsure of)")
+    draw_by: Literal["max_devi_f", "avg_devi_f"] = field(
+        "max_devi_f", doc="the deviation the strategies weighted, highest and diversity weigh or rank by: "
+        "max_devi_f (the largest atom's, as the trust levels) or avg_devi_f (the atoms' mean; on "
+        "docs/al-benchmark.md 1-10 % lower test force errors than max_devi_f, in every seed). The trust "
+        "levels always judge max_devi_f")
     balance: bool = field(True, doc="share the cap evenly across task groups (unused share goes to others)")
     seed: int = field(0, doc="seed of the random strategy", ge=0)
 
@@ -336,6 +341,7 @@ class SelectionReport:
     strategy: str = "random"
     max_select: int | None = None
     n_eligible: int | None = None      # candidates left after the filters: the pool the strategy chose from
+    draw_by: str = "max_devi_f"        # the deviation the strategy weighed (select.draw_by)
 
     @property
     def n_frames(self) -> int:
@@ -349,7 +355,8 @@ class SelectionReport:
         return {"n_frames": self.n_frames, "counts": self.counts,
                 "ratios": {c: self.ratio(c) for c in CLASS_NAMES}, "levels": asdict(self.levels),
                 "per_group": self.per_group, "tasks": self.tasks, "filters": self.filters,
-                "strategy": self.strategy, "max_select": self.max_select, "n_eligible": self.n_eligible,
+                "strategy": self.strategy, "draw_by": self.draw_by, "max_select": self.max_select,
+                "n_eligible": self.n_eligible,
                 "quotas": self.quotas,
                 "n_selected": len(self.selected), "selected": self.selected}
 
@@ -357,13 +364,15 @@ class SelectionReport:
     def n_selected(self) -> int:
         return len(self.selected)
 
-    def selection_odds(self, max_devi_f: float) -> float:
-        """The relative odds a frame of deviation ``max_devi_f`` had to be chosen
-        (:func:`~dpa3_al.calibration.selection_weight` for this strategy and pool)."""
+    def selection_odds(self, record: Mapping[str, Any]) -> float:
+        """The relative odds the frame of ``record`` (one of :attr:`selected`, or a mapping with its
+        ``draw_by`` deviation) had to be chosen (:func:`~dpa3_al.calibration.selection_weight` for
+        this strategy, pool and ``draw_by``; a missing deviation counts as NaN: odds 1)."""
         from dpa3_al.calibration import selection_weight
 
         pool = self.n_eligible if self.n_eligible is not None else self.counts.get("candidate", 0)
-        return selection_weight(self.strategy, max_devi_f, self.n_selected >= pool)
+        devi = record.get(self.draw_by)
+        return selection_weight(self.strategy, math.nan if devi is None else float(devi), self.n_selected >= pool)
 
     def write(self, folder: Path) -> Path:
         """Write ``folder/selection.json`` atomically (NaN as null); returns its path."""
@@ -384,7 +393,8 @@ class SelectionReport:
                        per_group=data.get("per_group") or {}, tasks=data.get("tasks") or {},
                        filters=data.get("filters") or {}, quotas=data.get("quotas") or {},
                        selected=list(data.get("selected") or []), strategy=data.get("strategy", "random"),
-                       max_select=data.get("max_select"), n_eligible=data.get("n_eligible"))
+                       max_select=data.get("max_select"), n_eligible=data.get("n_eligible"),
+                       draw_by=data.get("draw_by", "max_devi_f"))
         except (KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"not a selection record ({type(err).__name__}: {err})") from None
 
@@ -445,7 +455,7 @@ def _cap(cands: list[FrameRef], groups: list[str], cfg: SelectConfig,
     for gi, name in enumerate(names):
         refs = buckets[name]
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, gi]))
-        devi_f = np.array([r.devi["max_devi_f"] for r in refs])
+        devi_f = np.array([r.devi[cfg.draw_by] for r in refs], dtype=np.float64)
 
         def features(refs: list[FrameRef] = refs) -> np.ndarray:
             return np.stack([np.asarray(descriptor_fn(r.atoms), dtype=np.float64).mean(axis=0) for r in refs])
@@ -477,7 +487,8 @@ def select(task_dirs: Sequence[Path], cfg: SelectConfig, out_dir: Path,
     levels = resolve_levels(devi_f, devi_v, cfg)
     classes = classify(devi_f, devi_v if levels.v_hi is not None else None, levels)
     report = SelectionReport(levels=levels, counts=_count(classes, devi_f), per_group=table.per_group(classes),
-                             tasks=table.task_outcomes(), strategy=cfg.strategy, max_select=cfg.max_select)
+                             tasks=table.task_outcomes(), strategy=cfg.strategy, max_select=cfg.max_select,
+                             draw_by=cfg.draw_by)
     cands = load_frames(table, np.flatnonzero(classes == CANDIDATE))
     cands, report.filters = _apply_filters(cands, cfg.filters, labeled)
     report.n_eligible = len(cands)
@@ -504,9 +515,11 @@ def _why(ref: FrameRef, rank: int, levels: Levels, cfg: SelectConfig) -> dict[st
     if levels.v_hi is not None:
         reason += f", max_devi_v {ref.devi['max_devi_v']:.4g} < {levels.v_hi:.4g} eV/atom"
     scope = f"group {ref.group}" if cfg.balance else "all groups"
-    how = {"random": "random draw", "highest": "highest max_devi_f", "weighted": "draw weighted by max_devi_f^2",
-           "diversity": "deviation-weighted farthest-point sampling"}
+    how = {"random": "random draw", "highest": f"highest {cfg.draw_by}",
+           "weighted": f"draw weighted by {cfg.draw_by}^2",
+           "diversity": f"{cfg.draw_by}-weighted farthest-point sampling"}
     if cfg.max_select is not None:
         reason += f"; {how[cfg.strategy]} #{rank + 1} in {scope}"
     return {"frame": ref.key, "task": ref.task, "group": ref.group, "step": ref.step, "max_devi_f": f,
+            "avg_devi_f": ref.devi.get("avg_devi_f", math.nan),
             "max_devi_v": ref.devi["max_devi_v"], "rank": rank, "reason": reason}

@@ -37,8 +37,9 @@ def main(argv: list[str]) -> int:
             if it == 0 or arm not in ("a", "b") or not (folder / "decide" / "calibration.json").is_file():
                 continue
             report = SelectionReport.read(folder / "select")
+            records = {r.get("frame"): r for r in report.selected}      # each label's selection record
             pairs = CalibrationRecord.read(folder / "decide").iteration(it)
-            weighted = [dataclasses.replace(p, weight=report.selection_odds(p.max_devi_f)) for p in pairs]
+            weighted = [dataclasses.replace(p, weight=report.selection_odds(records.get(p.frame, {}))) for p in pairs]
             plain = [dataclasses.replace(p, weight=1.0) for p in pairs]
             rms = float(np.sqrt(np.nanmean(read_frames_table(task_dirs(folder / "explore")).column("max_devi_f") ** 2)))
             for name, ps in (("weighted", weighted), ("plain", plain)):

@@ -1,22 +1,19 @@
-"""Arms o and v of the AL benchmark: the loop with another weight for its selection draw.
+"""Arm o of the AL benchmark: the loop with the true error as its selection draw's weight.
 
-Arm a draws its cap with odds ~ max_devi_f^2 (strategy ``weighted``). These arms replace that
-weight in the select step and keep everything else (trust band, filters, cap, training,
-exploration) as arm a's:
+Arm a draws its cap with odds ~ max_devi_f^2 (strategy ``weighted``). The oracle replaces that
+weight in the select step and keeps everything else (trust band, filters, cap, training,
+exploration) as arm a's: the select step labels every candidate with EMT (the benchmark's exact
+reference) and draws with odds ~ the committee mean's TRUE largest per-atom force error squared.
+o against a: what a perfect error estimate would add to the deviation; o against b (random
+among explored): the most a deviation-weighted draw can buy on this benchmark. The oracle's EMT
+calls are not labels (nothing trains on them); only the drawn frames are labeled, by the
+ordinary label step. (Arm v, the draw by avg_devi_f, is the project's ``select.draw_by``.)
 
-- o, the oracle: the select step labels every candidate with EMT (the benchmark's exact
-  reference) and draws with odds ~ the committee mean's TRUE largest per-atom force error
-  squared. o against a: what a perfect error estimate would add to the deviation; o against b
-  (random among explored): the most a deviation-weighted draw can buy on this benchmark. The
-  oracle's EMT calls are not labels (nothing trains on them); only the drawn frames are
-  labeled, by the ordinary label step.
-- v: odds ~ avg_devi_f^2, the atoms' mean force deviation instead of the largest (it ranked the
-  frames' force RMSE better on one committee, bench/results/al-devi-vs-error.txt).
+The selection record still says strategy ``weighted`` by max_devi_f, so the calibration weighs
+this arm's labels by max_devi_f^2 odds: its target estimates (not used at conv_accuracy 1) are not
+exact.
 
-The selection record still says strategy ``weighted``, so the calibration weighs these arms'
-labels by max_devi_f^2 odds: their target estimates (not used at conv_accuracy 1) are not exact.
-
-    python bench/al/oracle.py submit ARM RUN.yaml RUNS_DIR     # what bench_al.py runs for arms o, v
+    python bench/al/oracle.py submit o RUN.yaml RUNS_DIR     # what bench_al.py runs for arm o
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-ARM_FUNCS = {"o": "al.oracle:select_oracle", "v": "al.oracle:select_avg"}
+ARM_FUNCS = {"o": "al.oracle:select_oracle"}
 
 
 def committee_error(atoms, committee, reference) -> float:
@@ -83,14 +80,6 @@ def select_oracle(config: dict, explored: Sequence[Path], iteration: int, workdi
     """Arm o's select step: the draw weighted by the true error."""
     return _select_drawn_by(true_errors, "the oracle's true largest force error", config, explored, iteration,
                             workdir, models, calibration, labeled_data)
-
-
-def select_avg(config: dict, explored: Sequence[Path], iteration: int, workdir: Path,
-               models: Sequence[Path] | None = None, calibration: Path | None = None,
-               labeled_data: Sequence[Path] = ()) -> int:
-    """Arm v's select step: the draw weighted by avg_devi_f."""
-    return _select_drawn_by(lambda cands, _: [r.devi["avg_devi_f"] for r in cands], "avg_devi_f", config,
-                            explored, iteration, workdir, models, calibration, labeled_data)
 
 
 def submit(arm: str, cfg_path: Path, runs: Path) -> int:

@@ -40,10 +40,11 @@ def main(argv: list[str]) -> int:
             if not (folder / "decide").is_dir():
                 break
             report, selected = SelectionReport.read(folder / "select"), TargetLevels.read(folder / "select")
+            records = {r.get("frame"): r for r in report.selected}      # each label's selection record
             if selected is None:        # a run with fixed levels: the explored deviations from its frames
                 selected = derive_levels(TargetConfig(f_rmse=f_rmse), [], report.levels.f_lo, report.levels.f_hi,
                                          read_frames_table(task_dirs(folder / "explore")).column("max_devi_f"))
-            pairs = [dataclasses.replace(p, weight=report.selection_odds(p.max_devi_f))
+            pairs = [dataclasses.replace(p, weight=report.selection_odds(records.get(p.frame, {})))
                      for p in CalibrationRecord.read(folder / "decide").iteration(it)]
             for conf in confidences:
                 fresh = recalibrate(TargetConfig(f_rmse=f_rmse, confidence=conf), selected, pairs, it)

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
           f"   (accurate ratio {ratios['accurate']:.3f}; {counts['failed_nan']} NaN)")
     removed = ", ".join(f"{k} {v['count']}" for k, v in report["filters"].items() if v["count"])
     print(f"filters removed: {removed or 'nothing'}")
-    print(f"selected {report['n_selected']} frames ({report['strategy']}, max_select {report['max_select']}) "
+    how = report["strategy"] + (f" by {report['draw_by']}" if report["strategy"] != "random" else "")
+    print(f"selected {report['n_selected']} frames ({how}, max_select {report['max_select']}) "
           f"-> {out}/candidates.extxyz; details in {out}/selection.json")
     return 0

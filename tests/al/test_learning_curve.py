@@ -103,7 +103,7 @@ def test_calibration_pairs_pair_the_selection_deviation_with_the_true_error(comm
     for i in range(3):
         atoms = Atoms(system.symbols(), positions=system.coords[i], cell=system.cells[i], pbc=True)
         frames.append(atoms)
-        selected.append({"frame": f"task-00000{i}:{i}", "max_devi_f": 0.1 * (i + 1)})
+        selected.append({"frame": f"task-00000{i}:{i}", "max_devi_f": 0.1 * (i + 1), "avg_devi_f": 0.02 * (i + 1)})
     labeled = tmp_path / "label" / "batch-000000"
     for i in (0, 2):                                    # frame 1 was not labeled (failed)
         task = labeled / f"task-{i:06d}"
@@ -132,7 +132,13 @@ def test_calibration_pairs_pair_the_selection_deviation_with_the_true_error(comm
     assert [p.weight for p in weighted] == [pytest.approx(0.01), pytest.approx(0.09)]
     every = SelectionReport(Levels(0.05, 0.6), {"accurate": 0, "candidate": 10, "failed": 0}, {}, {},
                             selected=selected, strategy="weighted", n_eligible=3)   # the whole pool taken
-    assert every.selection_odds(0.3) == 1.0
+    assert every.selection_odds(selected[2]) == 1.0
+    # drawn by avg_devi_f (select.draw_by): the odds follow that deviation, not max_devi_f
+    by_avg = SelectionReport(Levels(0.05, 0.6), {"accurate": 0, "candidate": 10, "failed": 0}, {}, {},
+                             selected=selected, strategy="weighted", n_eligible=10, draw_by="avg_devi_f")
+    assert [by_avg.selection_odds(r) for r in selected] == [pytest.approx(0.0004), pytest.approx(0.0016),
+                                                            pytest.approx(0.0036)]
+    assert by_avg.selection_odds({"max_devi_f": 0.3}) == 1.0     # a record without that deviation: odds 1
 
 
 def _row(member, f):

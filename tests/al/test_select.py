@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import ase.io
 import numpy as np
@@ -18,7 +19,7 @@ from dpa3_al.common.errors import UserError
 from dpa3_al.common.typed_config import ConfigError, from_dict
 from dpa3_al.select import (ACCURATE, CANDIDATE, FAILED, FilterConfig, Levels, SelectConfig, adaptive_lower, allot,
                             box_reason, classify, duplicate_mask, farthest_point_sampling, min_distance_reason, pick,
-                            resolve_levels, select)
+                            SelectionReport, resolve_levels, select)
 from dpa3_al.steps import select_candidates
 
 A, C, F = ACCURATE, CANDIDATE, FAILED
@@ -141,8 +142,10 @@ def test_filters():
 
 # ------------------------------------------------------------------ synthetic exploration folders
 def make_task_dir(root: Path, index: int, group: str, rows: list[tuple[int, float]], *, temp: float = 300.0,
-                  close_at: int | None = None, status: str = "finished") -> Path:
-    """A task folder with hand-made deviations: rows of (step, max_devi_f); frame positions move with step."""
+                  close_at: int | None = None, status: str = "finished",
+                  avg: Callable[[int, float], float] = lambda step, f: f / 1.5) -> Path:
+    """A task folder with hand-made deviations: rows of (step, max_devi_f), avg_devi_f = ``avg(step,
+    max_devi_f)``; frame positions move with step."""
     base = _box([[1.0, 1.0, 1.0], [4.8, 1.0, 1.0], [1.0, 4.8, 1.0], [1.0, 1.0, 4.8]])
     md = MDSettings("nvt-langevin", temp, None, 1.0, 100, 10, 0.01, 100.0, 1000.0)
     task = Task(name=f"task-{index:06d}", index=index, group=group, stage=0, iteration=3, conf_label="ar4",
@@ -158,7 +161,7 @@ def make_task_dir(root: Path, index: int, group: str, rows: list[tuple[int, floa
                 frame.positions[1] = frame.positions[0] + [1.0, 0, 0]
             frame.info["step"] = step
             ase.io.write(fh, frame, format="extxyz")
-            csv.write(step, {"max_devi_f": f, "min_devi_f": f / 2, "avg_devi_f": f / 1.5, "devi_e": 0.001,
+            csv.write(step, {"max_devi_f": f, "min_devi_f": f / 2, "avg_devi_f": avg(step, f), "devi_e": 0.001,
                              "max_devi_v": nan, "min_devi_v": nan, "avg_devi_v": nan})
     csv.close()
     atomic_write_json(d / "status.json", {"status": status, "reason": None})
@@ -206,6 +209,25 @@ def test_select_counts_filters_and_provenance(explored, tmp_path):
     assert frames[1].info["temperature"] == 600.0 and frames[1].info["group"] == "bulk"
     assert frames[1].info["max_devi_f"] == pytest.approx(0.12) and frames[1].info["iteration"] == 3
     assert report.ratio("accurate") == pytest.approx(0.25)
+
+
+def test_draw_by_avg_devi_f_ranks_by_the_atoms_mean_deviation(tmp_path):
+    # one hot atom (max 0.5, mean 0.05) against a frame every atom of which is unsure (max 0.2, mean 0.18):
+    # the trust levels judge max_devi_f, the strategy ranks by select.draw_by
+    root = tmp_path / "explore"
+    make_task_dir(root, 0, "bulk", [(10, 0.5), (20, 0.2), (30, 0.1)],
+                  avg=lambda step, f: {10: 0.05, 20: 0.18, 30: 0.09}[step])
+    by = {}
+    for draw_by in ("max_devi_f", "avg_devi_f"):
+        cfg = SelectConfig(f_lo=0.05, f_hi=0.6, max_select=1, strategy="highest", draw_by=draw_by)
+        report = select(_dirs(root), cfg, tmp_path / draw_by)
+        by[draw_by] = report.selected[0]
+        assert report.counts["candidate"] == 3 and f"highest {draw_by}" in report.selected[0]["reason"]
+        assert SelectionReport.read(tmp_path / draw_by).draw_by == draw_by
+    assert by["max_devi_f"]["frame"] == "task-000000:10" and by["avg_devi_f"]["frame"] == "task-000000:20"
+    assert by["avg_devi_f"]["avg_devi_f"] == pytest.approx(0.18) and by["avg_devi_f"]["max_devi_f"] == 0.2
+    with pytest.raises(ConfigError, match="draw_by"):
+        from_dict(SelectConfig, {"draw_by": "mean"}, path="select")
 
 
 def test_same_seed_same_selection(explored, tmp_path):
