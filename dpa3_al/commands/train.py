@@ -35,7 +35,7 @@ def _register_train(subparsers: Any) -> None:
     p.add_argument("--batch-size", help="frames per batch, 'auto' or 'auto:N'")
     p.add_argument("--seed", type=int, help="training.seed (member i uses seed + i)")
     p.add_argument("--numb-models", type=int, help="committee size (models differing in seed)")
-    p.add_argument("--parallel", type=int, help="members (or stacks) trained at the same time (processes)")
+    p.add_argument("--parallel", type=int, help="members (or stacks) trained at the same time (processes; default 0: one per CPU core)")
     p.add_argument("--stack", type=int, help="members trained together as one stacked model per process "
                    "(training.stack; faster for small cells; a stack's members share the data order)")
     p.add_argument("--threads", type=int, help="torch threads per process (default: cores / parallel)")

@@ -49,7 +49,8 @@ def train_committee(cfg: TrainConfig, workdir: Path, *, restart: bool = False) -
     from dpa3_al.model.train.trainer import train
 
     workdir = Path(workdir)
-    n, parallel = cfg.training.numb_models, min(cfg.training.parallel, cfg.training.numb_models)
+    n = cfg.training.numb_models
+    parallel = min(cfg.training.parallel or cores(), n)     # 0 (auto): a process per core
     if n == 1:
         result = train(cfg, workdir, restart=restart)
         return [{**result.summary, "model_path": str(result.model_path)}]

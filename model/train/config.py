@@ -144,7 +144,9 @@ class TrainingSection:
                            ge=0)
     threads: int = field(0, doc="torch threads (0 = CPU cores / parallel)", ge=0)
     numb_models: int = field(1, doc="committee size: models differing in seed", ge=1)
-    parallel: int = field(1, doc="committee members (or stacks) trained at the same time (processes)", ge=1)
+    parallel: int = field(0, doc="committee members (or stacks) trained at the same time (processes); 0 = auto: "
+                          "one per CPU core, at most one per member or stack (with stack 0 and threads 0: stacks "
+                          "of ceil(members / cores), one thread each, the fastest on bench/bench_stack.py)", ge=0)
     stack: int = field(0, doc="members trained together as one stacked model in one process (model/stack.py): "
                        "k = groups of k members, one process (one workflow train step) each; 1 = each member on "
                        "its own; 0 = auto: as many stacks as processes run at a time (parallel; in the loop the "

@@ -181,6 +181,22 @@ def test_committee_in_stacks_in_parallel_processes(emt, tmp_path):
     assert "training members [0, 1] as one stack" in (tmp_path / "member-0" / "process.log").read_text()
 
 
+@pytest.mark.parametrize("cores", [1, 2])
+def test_committee_parallel_auto_is_a_process_per_core(emt, tmp_path, monkeypatch, cores):
+    # training.parallel 0 (the default) with stack 0: as many processes as cores, stacks of
+    # ceil(members / cores); one core: one stack of all members in this process
+    from dpa3_al.model.train import committee
+
+    monkeypatch.setattr(committee, "cores", lambda: cores)
+    cfg = _cfg(emt, 4, training={"numb_models": 4})
+    assert cfg.training.parallel == 0 and cfg.training.stack == 0
+    committee.train_committee(cfg, tmp_path)
+    states = [read_checkpoint(tmp_path / f"member-{i}" / "checkpoint.pt")["train_state"] for i in range(4)]
+    want = [[0, 1, 2, 3]] * 4 if cores == 1 else [[0, 1], [0, 1], [2, 3], [2, 3]]
+    assert [s.get("stack") for s in states] == want
+    assert (tmp_path / "member-2" / "process.log").is_file() == (cores == 2)
+
+
 def test_cli_train_test_info(emt, tmp_path, capsys):
     from dpa3_al.cli import main
 
