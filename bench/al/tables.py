@@ -4,7 +4,9 @@
 
 For each CSV: per arm and iteration, the committee mean's metrics (mean ± std over seeds) and
 the members' force RMSE (mean, and worst/best member ratio), then arm a against arms b and c at
-the last iteration (relative difference of the seed means, and the paired per-seed differences).
+the last iteration (relative difference of the seed means, and the paired per-seed differences),
+and at equal labels where the arms labeled different counts (interpolated log-log; "nan": outside
+the other curve's range).
 """
 
 from __future__ import annotations
@@ -81,6 +83,53 @@ def versus(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _curve(rows: list[dict], arm: str, seed: int, key: str) -> list[tuple[int, float]]:
+    """(labels, committee-mean metric) of one arm and seed, by label count."""
+    return sorted((r["labels"], r[key]) for r in rows if r["arm"] == arm and r["seed"] == seed and r["member"] == "mean")
+
+
+def at_labels(curve: list[tuple[int, float]], n: float) -> float:
+    """The metric at ``n`` labels, interpolated log-log between the curve's points (NaN outside them)."""
+    for (n0, y0), (n1, y1) in zip(curve, curve[1:]):
+        if n0 <= n <= n1 and n1 > n0:
+            t = np.log(n / n0) / np.log(n1 / n0)
+            return float(np.exp((1 - t) * np.log(y0) + t * np.log(y1)))
+    return next((y for m, y in curve if m == n), float("nan"))
+
+
+def labels_for(curve: list[tuple[int, float]], y: float) -> float:
+    """The first label count at which the curve reaches ``y`` (log-log between points; NaN if never)."""
+    for (n0, y0), (n1, y1) in zip(curve, curve[1:]):
+        if y0 > y >= y1 and y1 < y0:
+            t = np.log(y / y0) / np.log(y1 / y0)
+            return float(np.exp((1 - t) * np.log(n0) + t * np.log(n1)))
+    return float(curve[0][0]) if curve and curve[0][1] <= y else float("nan")
+
+
+def equal_labels(rows: list[dict]) -> str:
+    """Arm a against the others where they labeled different counts (a trust band that stops labeling
+    frames the committee is sure of): the other arm's error interpolated at a's final label count,
+    and the labels each arm needed to reach the other's final error."""
+    out = ["arm a against the others at a's final label count (the other interpolated log-log between its "
+           "iterations) and the labels each needs for the other's final error:", ""]
+    for arm, other in PAIRS:
+        seeds = sorted({r["seed"] for r in rows if r["arm"] == arm} & {r["seed"] for r in rows if r["arm"] == other})
+        if not seeds:
+            continue
+        parts = []
+        for k in ("f_rmse", "f_p99"):
+            cells = []
+            for seed in seeds:
+                a, o = _curve(rows, arm, seed, k), _curve(rows, other, seed, k)
+                n_a, n_o = a[-1][0], o[-1][0]
+                cells.append(f"{a[-1][0]} labels {100 * (a[-1][1] / at_labels(o, n_a) - 1):+.0f} %, "
+                             f"{arm} reaches {other}'s {n_o}-label value at {labels_for(a, o[-1][1]):.0f}, "
+                             f"{other} reaches {arm}'s {n_a}-label value at {labels_for(o, a[-1][1]):.0f}")
+            parts.append(f"{k}: " + "; ".join(f"seed {s}: {c}" for s, c in zip(seeds, cells)))
+        out.append(f"- {arm} vs {other}: " + " | ".join(parts))
+    return "\n".join(out)
+
+
 def main() -> int:
     for p in sys.argv[1:]:
         rows = load(Path(p))
@@ -88,6 +137,8 @@ def main() -> int:
         print(table(rows))
         print()
         print(versus(rows))
+        print()
+        print(equal_labels(rows))
         print()
     return 0
 
