@@ -126,6 +126,28 @@ def _explore_blocks(it: IterationData, figs: dict[str, Any], images: dict[str, b
     return blocks + place({k: v for k, v in figs.items() if "-devi-" in k}, images, "no finite deviation recorded")
 
 
+#: a fixed trust band that holds at least this share of the explored frames as candidates selects
+#: little better than random among them (docs/al-benchmark.md: 82-100 % with an under-trained committee)
+NONDISCRIMINATING_SHARE = 0.8
+
+
+def band_hint(it: IterationData) -> str | None:
+    """What to change when a fixed trust band calls nearly every explored frame a candidate (from
+    iteration 1 on, with a deviation-driven strategy and no target), else None."""
+    sel = it.selection
+    if sel is None or it.index < 1 or it.target is not None or sel.levels.adaptive or sel.strategy == "random":
+        return None
+    share = it.ratio("candidate")
+    if not share >= NONDISCRIMINATING_SHARE:
+        return None
+    return (f"The trust band does not discriminate: {share:.0%} of the explored frames are candidates "
+            f"(f_lo {fmt(sel.levels.f_lo)} eV/Å), so the selection is little better than a random pick among them. "
+            "Either the committee is under-trained (its members disagree everywhere; on the public benchmark, "
+            "docs/al-benchmark.md, more training steps per iteration made the band discriminate and the "
+            "selection pay): raise train.training.numb_steps or max_time; or f_lo is below the accuracy this "
+            "model reaches: raise it, or state the accuracy you want (target: {f_rmse: ...}).")
+
+
 def _selection_blocks(it: IterationData) -> list[Any]:
     sel = it.selection
     if sel is None:
@@ -147,6 +169,9 @@ def _selection_blocks(it: IterationData) -> list[Any]:
             (g, fmt(c.get("tasks")), *(fmt(c.get(k)) for k in CLASSES)) for g, c in groups.items())))
     if n == 0:
         blocks.append(Para("Empty selection: no frame was recorded in this iteration."))
+    hint = band_hint(it)
+    if hint:
+        blocks.append(Para(hint))
     return blocks
 
 

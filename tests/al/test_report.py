@@ -218,6 +218,23 @@ def test_report_numbers_equal_selection_json_and_label_and_dataset_files(run_dir
     assert members[1]["converged (train_summary.json)"] == "no: member 1 reason"
 
 
+def test_report_says_when_the_trust_band_does_not_discriminate(run_dir, tmp_path):
+    # the fixture's iteration 1 holds about half its frames as candidates: no hint
+    assert "does not discriminate" not in (build_report(run_dir) / "report.md").read_text()
+    # a band that holds nearly every frame from iteration 1 on: the report says what to change
+    run = tmp_path / "runs" / "wide"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(json.dumps({"train": {"training": {"numb_models": 3}}, "explore": EXPLORE}))
+    wide = {"f_lo": 0.001, "f_hi": 0.5, "max_select": 4}
+    it0 = make_iteration(run, 0, [rng_rows(0, 12, False)], sel=wide, labels=[None] * 4, previous_dataset=None)
+    make_iteration(run, 1, [rng_rows(1, 12, False)], sel=wide, labels=[None] * 4, previous_dataset=it0 / "dataset",
+                   schedule=it0 / "decide" / "schedule.json")
+    write_state(run, "succeeded", 1, "decide")
+    md = (build_report(run) / "report.md").read_text()
+    assert md.count("does not discriminate") == 1                # iteration 1 only: iteration 0's committee is new
+    assert "100% of the explored frames are candidates" in md and "train.training.numb_steps" in md
+
+
 def test_html_is_self_contained_and_shows_every_plot(run_dir):
     out = build_report(run_dir)
     html = (out / "report.html").read_text()
