@@ -1,6 +1,7 @@
 """Markdown tables from bench_al.py CSVs (for docs/al-benchmark.md).
 
     python bench/al/tables.py bench/results/al-baseline.csv [bench/results/al-lever-train1.csv ...]
+    python bench/al/tables.py --iteration 2 bench/results/al-lever-steps6400.csv    # compare at iteration 2
 
 For each CSV: per arm and iteration, the committee mean's metrics (mean ± std over seeds) and
 the members' force RMSE (mean, and worst/best member ratio), then arm a against arms b and c at
@@ -131,8 +132,13 @@ def equal_labels(rows: list[dict]) -> str:
 
 
 def main() -> int:
-    for p in sys.argv[1:]:
-        rows = load(Path(p))
+    args = sys.argv[1:]
+    upto = None
+    if "--iteration" in args:           # compare at this iteration (runs with more iterations are cut there)
+        i = args.index("--iteration")
+        upto, args = int(args[i + 1]), args[:i] + args[i + 2:]
+    for p in args:
+        rows = [r for r in load(Path(p)) if upto is None or r["iteration"] <= upto]
         print(f"### {Path(p).stem}\n")
         print(table(rows))
         print()
