@@ -12,34 +12,29 @@ frames + the frames of iter-(k-1)/dataset. Test set: bench/out/al/data/test.
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from al import system  # noqa: E402
 from al.evaluate import METRICS, evaluate_committee  # noqa: E402
-
-
-def frames_in(root: Path) -> int:
-    return int(sum(len(np.load(e)) for e in root.rglob("energy.npy"))) if root.is_dir() else 0
+from bench_al import count_frames, write_csv  # noqa: E402
 
 
 def evaluate_run(run: Path, test) -> list[dict]:
     arm, seed = run.name.split("-s")
     cfg = yaml.safe_load((run.parent / f"{run.name}.yaml").read_text())
     n = cfg["train"]["training"]["numb_models"]
-    init = frames_in(Path(cfg["init_data"][0]))
+    init = count_frames(Path(cfg["init_data"][0]))
     rows = []
     for k in range(1000):
         models = sorted((run / f"iter-{k:06d}" / "train").glob("member-*/model.pt"))
         if len(models) < n:
             break
-        labels = init + (frames_in(run / f"iter-{k - 1:06d}" / "dataset") if k > 0 else 0)
+        labels = init + (count_frames(run / f"iter-{k - 1:06d}" / "dataset") if k > 0 else 0)
         for member, m in evaluate_committee(models, test).items():
             rows.append({"arm": arm, "seed": int(seed), "iteration": k, "labels": labels, "member": member,
                          **{key: m[key] for key in METRICS}})
@@ -53,10 +48,7 @@ def main(argv: list[str]) -> int:
         sys.exit(__doc__)
     test = system.read_npy(Path("bench/out/al/data/test"))
     rows = [r for run in argv[1:] for r in evaluate_run(Path(run), test)]
-    with open(argv[0], "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["arm", "seed", "iteration", "labels", "member", *METRICS])
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(rows, Path(argv[0]))
     return 0
 
 

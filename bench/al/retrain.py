@@ -23,7 +23,6 @@ and a vs c per seed).
 
 from __future__ import annotations
 
-import csv
 import json
 import shlex
 import subprocess
@@ -39,6 +38,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from al import system  # noqa: E402
 from al.evaluate import METRICS, evaluate_committee  # noqa: E402
+from bench_al import count_frames, write_csv  # noqa: E402
 
 RUNS = Path("bench/out/al/runs")
 CLI = Path(sys.executable).parent / "dpa3-al"
@@ -59,7 +59,7 @@ def data_of(tag: str, arm: str, seed: int, iteration: int, c_tag: str | None) ->
 
 
 def count(data: list[Path]) -> int:
-    return int(sum(len(np.load(e)) for d in data for e in d.rglob("energy.npy")))
+    return sum(count_frames(d) for d in data)
 
 
 def retrain(tag: str, arm: str, seed: int, iteration: int, steps: int, members: int, c_tag: str | None,
@@ -108,10 +108,7 @@ def main(argv: list[str]) -> int:
                 rows.append({"arm": arm, "seed": seed, "iteration": iteration, "labels": labels, "member": member,
                              **{k: m[k] for k in METRICS}})
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_suffix(".csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(rows, out.with_suffix(".csv"))
     lines = [f"# python bench/al/retrain.py {shlex.join(sys.argv[1:])}",
              f"# {time.strftime('%Y-%m-%dT%H:%M')}, load {' '.join(open('/proc/loadavg').read().split()[:3])}",
              "# committee mean on the test set (eV/Å; E meV/atom)",
