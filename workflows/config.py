@@ -7,6 +7,7 @@ Shape (YAML)::
       group_size: 4                  # tasks per fan-out step (run-explore, run-label)
       continue_on_success_ratio: 0.8 # a fan-out continues when this fraction of tasks succeeded
       max_iterations: 20             # hard stop of the loop (decide may stop earlier)
+      final_training: true           # after the last iteration, train the committee on every label
       retries: 1                     # extra attempts of a failed step (all steps)
       timeout: null                  # seconds per attempt (all steps); null = none
       steps:                         # per-step overrides (names: train, prep-explore, ...)
@@ -139,6 +140,9 @@ class WorkflowConfig:
     continue_on_success_ratio: float = field(0.8, doc="a fan-out goes on when at least this fraction of its "
                                              "tasks succeeded", ge=0, le=1)
     max_iterations: int = field(100, doc="the loop stops after this many iterations at the latest", ge=1)
+    final_training: bool = field(True, doc="after the last iteration, train the committee on every label "
+                                 "(final-train) and name the final model (final-evaluate); false = the run "
+                                 "ends after its last labeling, and its last labels are trained on by no model")
     retries: int = field(1, doc="extra attempts of a failed step (every step)", ge=0)
     timeout: float | None = field(None, doc="limit per attempt of every step; null = none", unit="s", gt=0)
     steps: dict[str, StepPolicy] = field(default_factory=dict, doc="per-step overrides, by step name")

@@ -150,6 +150,10 @@ def _test_rows(run: RunData) -> list[tuple[str, ...]]:
 def _final_blocks(run: RunData) -> list[Any]:
     final = run.final
     blocks: list[Any] = [Heading(2, "Final model", "final")]
+    if final is None and run.status == "succeeded":
+        return blocks + [Para("The run ended without a final model (workflow.final_training: false): the last "
+                              "iteration's labels are in its dataset but no model has trained on them; the "
+                              "last iteration's committee (iter-N/train/) is the newest model.")]
     if final is None:
         return blocks + [Para("No final model yet: after the last iteration the committee trains on every label "
                               "(final-train) and final/model.pt is chosen (final-evaluate).")]

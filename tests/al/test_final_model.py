@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
 from dpa3_al.evaluation import pick_final
 from dpa3_al.steps import evaluate
@@ -95,3 +94,16 @@ def test_status_names_the_final_model(tmp_path):
     assert FinalChoice.read(tmp_path / "final").committee == ["committee/member-000.pt"]
     (tmp_path / "final" / "final.json").write_text("{not json")
     assert FinalChoice.read(tmp_path / "final") is None and final_model_line(tmp_path) is None
+
+
+def test_report_says_why_a_finished_run_has_no_final_model(tmp_path):
+    """A succeeded run without final/ (workflow.final_training: false) is not 'no final model yet'."""
+    from dpa3_al.report.accuracy import _final_blocks
+    from dpa3_al.report.data import RunData
+
+    def text(status):
+        run = RunData(tmp_path, "r", {"status": status}, [])
+        return " ".join(b.text for b in _final_blocks(run)[1:])
+
+    assert "workflow.final_training: false" in text("succeeded")
+    assert "No final model yet" in text("running") and "final_training" not in text("running")
