@@ -33,7 +33,7 @@ from dpa3_al.model.stack import StackedCommittee
 from dpa3_al.model.train import io as train_io
 from dpa3_al.model.train.batching import FrameSampler, TrainingData
 from dpa3_al.model.train.config import TrainConfig
-from dpa3_al.model.train.loop import Progress, make_optimizer, validation_batches
+from dpa3_al.model.train.loop import Progress, load_optimizer_state, make_optimizer, validation_batches
 from dpa3_al.model.train.trainer import (DISP_CHECKS, SAVE_CHECKS, TrainingDiverged, TrainResult, Trainer, _Loop,
                                          _State, largest_batch, restore_state, validation_errors)
 from dpa3_al.model.kernels.runtime import tune_malloc
@@ -175,7 +175,7 @@ class _StackLoop:
             merged["state"][idx] = {key: (torch.stack([s["state"][idx][key] for s in states])
                                           if states[0]["state"][idx][key].dim() > 0 else states[0]["state"][idx][key])
                                     for key in states[0]["state"][idx]}
-        self.opt.load_state_dict(merged)
+        load_optimizer_state(self.opt, merged)
         self.sampler.load_state_dict(stored[0]["sampler"])
         torch.set_rng_state(stored[0]["torch_rng"])
 

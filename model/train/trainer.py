@@ -38,8 +38,8 @@ from dpa3_al.model.train.lr import ExpDecay
 from dpa3_al.model.kernels.runtime import tune_malloc
 from dpa3_al.model.train.stats import apply_env_std, change_bias_by_statistic, set_bias_by_statistic, stat_picks
 from dpa3_al.model.train.config import TrainConfig
-from dpa3_al.model.train.loop import (Progress, Verdict, judge_convergence, make_optimizer, optimizer_step, rmse_metric,
-                         validation_batches)
+from dpa3_al.model.train.loop import (Progress, Verdict, judge_convergence, load_optimizer_state, make_optimizer,
+                                     optimizer_step, rmse_metric, validation_batches)
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class Trainer:
         return model, info, train_state
 
     def _restore(self, ts: dict, opt: torch.optim.Optimizer, sampler: FrameSampler, state: _State) -> None:
-        opt.load_state_dict(ts["optimizer"])
+        load_optimizer_state(opt, ts["optimizer"])
         sampler.load_state_dict(ts["sampler"])
         torch.set_rng_state(ts["torch_rng"])
         restore_state(ts, state)
