@@ -106,7 +106,9 @@ def test_same_seed_same_dataset_other_seed_other_dataset(tmp_path):
     assert [p["max_devi_f"] for p in pairs] == pytest.approx([s["max_devi_f"] for s in selected])
     assert all(p["true_f_max"] > 0 for p in pairs)
     csv = (run_a.root / "report" / "learning_curve.csv").read_text().splitlines()
-    assert csv[0] == "iteration,labels,member,test_e_rmse,test_f_rmse,test_f_p99,test_v_rmse" and len(csv) == 4
+    assert csv[0] == "iteration,labels,member,test_e_rmse,test_f_rmse,test_f_p99,test_v_rmse"
+    assert [row.split(",")[:3] for row in csv[1:]] == [   # iteration 0 on 6 labels, the final committee on 9
+        [it, n, m] for it, n in (("0", "6"), ("final", "9")) for m in ("0", "1", "mean")]
     # the final training ran on all 9 labels; final-evaluate chose a member (its output, before publication)
     finals = sorted(run_a.root.rglob("final/final.json"))
     assert finals, "final-evaluate wrote no final.json"
