@@ -1,13 +1,13 @@
 """One comparison from arms that ran under different tags: rows of bench_al.py CSVs (or of its
 cached ``*.result.json`` runs), arms renamed, written as one CSV and one learning-curve PNG.
 
-    python bench/al/combine.py OUT SOURCE:ARM=NEW [SOURCE:ARM=NEW ...]
+    python bench/al/combine.py OUT SOURCE:ARM=NEW[@SEEDS] [SOURCE:ARM=NEW[@SEEDS] ...]
     python bench/al/combine.py bench/results/al-lever-diversity \\
         bench/results/al-steps1600.csv:a=a bench/results/al-steps1600.csv:b=b \\
         bench/out/al/runs/lever-divw1600:a=w bench/out/al/runs/lever-div1600:a=d
 
 SOURCE: a CSV written by bench_al.py, or a run folder ``bench/out/al/runs/TAG`` (its finished
-``ARM-sSEED.result.json``). Arms that share iteration 0 (same seeds and steps) compare at equal
+``ARM-sSEED.result.json``); ``@1,3`` keeps those seeds only. Arms that share iteration 0 (same seeds and steps) compare at equal
 labels. Writes OUT.csv and OUT.png (bench_al.py's plot); ``bench/al/tables.py OUT.csv`` then
 prints the tables and the paired per-seed differences.
 """
@@ -38,10 +38,13 @@ def main(argv: list[str]) -> int:
     rows = []
     for spec in specs:
         source, _, arms = spec.rpartition(":")
+        arms, _, seeds = arms.partition("@")
         old, _, new = arms.partition("=")
         got = rows_of(Path(source), old)
+        if seeds:
+            got = [r for r in got if str(r["seed"]) in seeds.split(",")]
         if not got:
-            raise SystemExit(f"{spec}: no rows of arm {old!r} in {source}")
+            raise SystemExit(f"{spec}: no rows of arm {old!r}{' seeds ' + seeds if seeds else ''} in {source}")
         rows += [{**r, "arm": new or old} for r in got]
     bench_al.ARM_NAMES.update(NAMES)
     out.parent.mkdir(parents=True, exist_ok=True)
