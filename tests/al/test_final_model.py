@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from dpa3_al.evaluation import pick_final
 from dpa3_al.steps import evaluate
 

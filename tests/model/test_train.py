@@ -273,3 +273,25 @@ def test_small_hold_out_trains_on_every_frame_and_keeps_the_last_model(emt, tmp_
     assert s["data"]["validation_frames"] == held_out
     assert s["model"] == model
     assert s["data"]["frames"] == 32 - held_out
+
+
+def test_optimizer_is_fused_on_cpu_and_a_restored_state_keeps_the_kernel():
+    """make_optimizer takes torch's fused Adam(W) where it exists; loading a state written by the
+    per-parameter optimiser (an older checkpoint) keeps the fused kernel and restores the moments."""
+    from dpa3_al.model.train.config import OptimizerSection
+    from dpa3_al.model.train.loop import load_optimizer_state, make_optimizer
+
+    params = [torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(4))]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    old = torch.optim.AdamW(params, lr=1e-3, fused=False)
+    old.step()
+    opt = make_optimizer(params, OptimizerSection(), 1e-3)
+    assert all(g["fused"] is True for g in opt.param_groups)
+    load_optimizer_state(opt, old.state_dict())
+    assert all(g["fused"] is True for g in opt.param_groups)
+    assert torch.equal(opt.state[params[0]]["exp_avg"], old.state[params[0]]["exp_avg"])
+    opt.step()                                    # the fused kernel accepts the restored state
+    assert all(float(opt.state[p]["step"]) == 2 for p in params)
+    half = [torch.nn.Parameter(torch.randn(2, dtype=torch.float16))]
+    assert not make_optimizer(half, OptimizerSection(), 1e-3).param_groups[0]["fused"]   # no kernel: torch's default
