@@ -7,7 +7,10 @@ the benchmark does not evaluate) or to read a run before its arm has finished.
 
 RUN_DIR: bench/out/al/runs/TAG/ARM-sSEED. An iteration counts when its train folder holds every
 member's model.pt (the committee size of the run's config). Labels at iteration k: the initial
-frames + the frames of iter-(k-1)/dataset. Test set: bench/out/al/data/test.
+frames + the frames of iter-(k-1)/dataset. Arm c (random reference-MD frames, bench_al.py's
+``run_random_md``): its iteration 0 is arm a's committee (not in its folder, not evaluated here),
+its config is arm a's, and its labels at iteration k are the initial frames + iter-k/data.
+Test set: bench/out/al/data/test.
 """
 
 from __future__ import annotations
@@ -26,15 +29,18 @@ from bench_al import count_frames, write_csv  # noqa: E402
 
 def evaluate_run(run: Path, test) -> list[dict]:
     arm, seed = run.name.split("-s")
-    cfg = yaml.safe_load((run.parent / f"{run.name}.yaml").read_text())
+    cfg = yaml.safe_load((run.parent / f"{'a' if arm == 'c' else arm}-s{seed}.yaml").read_text())
     n = cfg["train"]["training"]["numb_models"]
     init = count_frames(Path(cfg["init_data"][0]))
     rows = []
-    for k in range(1000):
+    for k in range(1 if arm == "c" else 0, 1000):
         models = sorted((run / f"iter-{k:06d}" / "train").glob("member-*/model.pt"))
         if len(models) < n:
             break
-        labels = init + (count_frames(run / f"iter-{k - 1:06d}" / "dataset") if k > 0 else 0)
+        if arm == "c":
+            labels = init + count_frames(run / f"iter-{k:06d}" / "data")
+        else:
+            labels = init + (count_frames(run / f"iter-{k - 1:06d}" / "dataset") if k > 0 else 0)
         for member, m in evaluate_committee(models, test).items():
             rows.append({"arm": arm, "seed": int(seed), "iteration": k, "labels": labels, "member": member,
                          **{key: m[key] for key in METRICS}})
