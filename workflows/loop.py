@@ -148,7 +148,7 @@ def build_block(engine: Engine, spec: LoopSpec) -> Steps:
     for step in (train, prep_explore, run_explore, select, prep_label, run_label, collect, evaluate, decide):
         block.add(step)
     out = decide.outputs
-    if spec.final_training:
+    if engine.cfg.final_training:
         for step in _final(engine, spec, block, train, collect, decide):
             block.add(step)
     block.add(LeanStep(

@@ -38,7 +38,7 @@ def plan_from_config(cfg, base_dir: Path) -> Plan:
     ft = cfg.train.finetune.model
     loop = LoopSpec(n_models=cfg.committee, stack=_stack(cfg), init_data=list(cfg.init_data),
                     init_models=[ft] if ft else [], calls=calls, bootstrap=cfg.uses_bootstrap,
-                    test_data=list(cfg.test_data), final_training=cfg.workflow.final_training)
+                    test_data=list(cfg.test_data))
     return Plan(workflow=cfg.workflow, loop=loop)
 
 

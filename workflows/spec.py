@@ -51,8 +51,6 @@ class LoopSpec:
                             "without initial data); steps bootstrap, bootstrap-prep-label, ...")
     test_data: list[Path] = field(default_factory=list, doc="labeled systems the evaluate step tests every "
                                   "iteration's committee on (report/learning_curve.csv)")
-    final_training: bool = field(True, doc="after the last iteration, train the committee on every label "
-                                 "(final-train) and choose the final model (final-evaluate)")
 
     def __post_init__(self) -> None:
         for name in self.calls:
@@ -86,5 +84,14 @@ class Plan:
 
     @classmethod
     def read(cls, path: Path) -> "Plan":
-        """The plan in ``path``; a malformed file raises ConfigError naming the file and key."""
-        return from_dict(cls, json.loads(Path(path).read_text()), source=str(path))
+        """The plan in ``path``; a malformed file raises ConfigError naming the file and key.
+
+        Plans written by earlier versions kept ``final_training`` under ``loop``; it lives in ``workflow``
+        only (one source), and an old plan's value is moved there so its run still resumes."""
+        data = json.loads(Path(path).read_text())
+        if isinstance(data, dict) and isinstance(data.get("loop"), dict) and "final_training" in data["loop"]:
+            old = data["loop"].pop("final_training")
+            workflow = data.setdefault("workflow", {})
+            if isinstance(workflow, dict):
+                workflow.setdefault("final_training", old)
+        return from_dict(cls, data, source=str(path))

@@ -75,7 +75,9 @@ def test_the_loop_ends_with_final_training_on_every_label():
     assert "final-train" in str(final_eval.inputs.artifacts["models"].source)
     assert final_eval.inputs.parameters["final"].value is True
     assert nxt is None or "== false" in str(nxt.when)
-    plan = from_dict(Plan, {"workflow": {"engine": "argo"}, "loop": {"n_models": 2, "final_training": False}})
+    plan = from_dict(Plan, {"workflow": {"engine": "argo", "final_training": False}, "loop": {"n_models": 2}})
+    engine = ArgoEngine(plan.workflow, offline=True)
+    engine.configure()
     names = {s.name for s in iter_steps(build_entry(engine, plan.loop))}
     assert "final-train" not in names and "evaluate" in names
 

@@ -41,15 +41,16 @@ def test_stack_auto_fills_the_local_engine_and_an_explicit_value_wins(tmp_path):
         assert plan_from_config(load_run_config(tmp_path / "q.yaml"), TEMPLATES).loop.stack == expected, (parallel, stack)
 
 
-def test_workflow_final_training_reaches_the_loop(tmp_path):
-    """workflow.final_training (default true) is what the loop's final-train step follows."""
+def test_workflow_final_training_reaches_the_plan(tmp_path):
+    """workflow.final_training (default true) is kept in the plan's workflow, the one place the loop reads it
+    (tests/al/test_final_model.py: the final-train step is built or not)."""
     from dpa3_al.workflows.plan import plan_from_config
 
     (tmp_path / "data").symlink_to(TEMPLATES / "data")
     for value in (True, False):
         (tmp_path / "q.yaml").write_text(yaml.safe_dump(with_key(quickstart(), "workflow.final_training", value)))
-        assert plan_from_config(load_run_config(tmp_path / "q.yaml"), TEMPLATES).loop.final_training is value
-    assert plan_from_config(load_run_config(TEMPLATES / "quickstart.yaml"), TEMPLATES).loop.final_training is True
+        assert plan_from_config(load_run_config(tmp_path / "q.yaml"), TEMPLATES).workflow.final_training is value
+    assert plan_from_config(load_run_config(TEMPLATES / "quickstart.yaml"), TEMPLATES).workflow.final_training is True
 
 
 def test_argo_template_renders_offline(capsys):

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from dpa3_al.common.errors import UserError
-from dpa3_al.workflows.keys import StepKey
 from dpa3_al.common.typed_config import ConfigError, from_dict
 from dpa3_al.workflows.keys import StepKey
 from dpa3_al.workflows.rundir import RunBusy, RunDir, RunExists, check_run_name, publish_tree
@@ -49,6 +48,15 @@ def test_plan_round_trip_keeps_types(tmp_path):
     assert isinstance(again.loop.init_data[0], Path) and again.workflow.group_size == 3
     assert Plan.read(_write(tmp_path / "p.json", "{}")) == Plan(loop=LoopSpec())   # defaults fill in
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_an_older_plan_with_final_training_under_loop_still_reads(tmp_path):
+    """Plans written before workflow.final_training was the one source kept it under loop: its value moves."""
+    for workflow in ({"engine": "local"}, None):
+        data = {"loop": {"n_models": 2, "final_training": False}, **({"workflow": workflow} if workflow else {})}
+        plan = Plan.read(_write(tmp_path / "old.json", json.dumps(data)))
+        assert plan.workflow.final_training is False and plan.loop.n_models == 2
+    assert Plan.read(_write(tmp_path / "new.json", '{"workflow": {"final_training": false}}')).workflow.final_training is False
 
 
 def test_plan_read_names_the_file_and_key(tmp_path):
