@@ -19,6 +19,7 @@ message passing uses the owner's current features, which makes periodic systems 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -111,6 +112,24 @@ def build_graph(batch: Batch, cfg: RepFlowConfig) -> Graph:
     as_t = torch.from_numpy
     return Graph(as_t(center), as_t(neighbor), as_t(shift.reshape(-1, 3).astype(np.float64)), as_t(frame),
                  as_t(angle_edge), as_t(triple_j), as_t(triple_k), n_atoms=int(natoms.sum()))
+
+
+def concat_graphs(graphs: Sequence[Graph], n_frames: Sequence[int]) -> Graph:
+    """The graphs of consecutive batches as one graph (``n_frames[k]`` frames in ``graphs[k]``):
+    atom, edge, angle-edge and frame indices offset, the layout above kept, so the graphs of
+    frames built one at a time join into exactly ``build_graph`` of their batch."""
+    if len(graphs) == 1:
+        return graphs[0]
+    atoms, edges, angles, frames = (np.cumsum([0, *v])[:-1] for v in (
+        [g.n_atoms for g in graphs], [g.n_edges for g in graphs], [int(g.angle_edge.shape[0]) for g in graphs],
+        n_frames))
+
+    def cat(name: str, offsets) -> torch.Tensor:
+        return torch.cat([getattr(g, name) + int(o) for g, o in zip(graphs, offsets)])
+    return Graph(center=cat("center", atoms), neighbor=cat("neighbor", atoms),
+                 shift=torch.cat([g.shift for g in graphs]), edge_frame=cat("edge_frame", frames),
+                 angle_edge=cat("angle_edge", edges), triple_j=cat("triple_j", angles),
+                 triple_k=cat("triple_k", angles), n_atoms=sum(g.n_atoms for g in graphs))
 
 
 def _check_min_distance(i: np.ndarray, j: np.ndarray, d: np.ndarray, offset: int, frame: int) -> None:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from dpa3_al.model.energy import DPA3Model, ModelOutput
-from dpa3_al.model.graph import Batch, Graph
+from dpa3_al.model.graph import Batch, Graph, concat_graphs
 
 
 class StackedCommittee(nn.Module):
@@ -95,13 +95,7 @@ def replicate_batch(batch: Batch, m: int) -> Batch:
 
 def replicate_graph(graph: Graph, m: int, n_frames: int) -> Graph:
     """M copies of ``graph`` with offset indices, member-major (model/graph.py's layout is kept per copy)."""
-    def tile(t: torch.Tensor, step: int) -> torch.Tensor:
-        return torch.cat([t + k * step for k in range(m)])
-    return Graph(center=tile(graph.center, graph.n_atoms), neighbor=tile(graph.neighbor, graph.n_atoms),
-                 shift=graph.shift.repeat(m, 1), edge_frame=tile(graph.edge_frame, n_frames),
-                 angle_edge=tile(graph.angle_edge, graph.n_edges),
-                 triple_j=tile(graph.triple_j, int(graph.angle_edge.shape[0])),
-                 triple_k=tile(graph.triple_k, int(graph.angle_edge.shape[0])), n_atoms=graph.n_atoms * m)
+    return concat_graphs([graph] * m, [n_frames] * m)
 
 
 def _get(module: nn.Module, name: str) -> torch.Tensor:

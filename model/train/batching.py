@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from dpa3_al.model.train.data import DataSystem
 from dpa3_al.common.errors import InputError
-from dpa3_al.model.graph import Batch
+from dpa3_al.model.graph import Batch, Graph, concat_graphs
 
 
 @dataclass
@@ -99,6 +99,35 @@ class TrainingData:
             n = s.n_frames if max_frames_per_system is None else min(s.n_frames, max_frames_per_system)
             out += [[(s_idx, f) for f in range(k, min(k + bs, n))] for k in range(0, n, bs)]
         return out
+
+
+class FrameGraphs:
+    """Neighbour graphs of training frames, built once per (system, frame) and kept, up to
+    ``max_triples`` triples in all (a training frame never moves, so its graph never changes).
+
+    ``graph(picks)`` joins the kept graphs of a batch's frames (``concat_graphs``: the same graph
+    as building it from the batch); when the budget is spent and a frame is not kept, it returns
+    None and the model builds the batch's graph itself, as without the cache.
+    """
+
+    def __init__(self, data: TrainingData, build: Callable[[Batch], Graph], max_triples: int):
+        self.data, self.build, self.max_triples = data, build, max_triples
+        self.kept: dict[tuple[int, int], Graph] = {}
+        self.triples = 0
+
+    def graph(self, picks: Sequence[tuple[int, int]]) -> Graph | None:
+        parts = []
+        for pick in picks:
+            pick = (int(pick[0]), int(pick[1]))
+            g = self.kept.get(pick)
+            if g is None:
+                if self.triples >= self.max_triples:
+                    return None
+                g = self.build(self.data.batch([pick])[0])
+                self.kept[pick] = g
+                self.triples += g.n_triples
+            parts.append(g)
+        return concat_graphs(parts, [1] * len(parts))
 
 
 class FrameSampler:

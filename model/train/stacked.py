@@ -31,9 +31,10 @@ from dpa3_al.model.energy import DPA3Model
 from dpa3_al.model.graph import build_graph
 from dpa3_al.model.stack import StackedCommittee
 from dpa3_al.model.train import io as train_io
-from dpa3_al.model.train.batching import FrameSampler, TrainingData
+from dpa3_al.model.train.batching import FrameGraphs, FrameSampler, TrainingData
 from dpa3_al.model.train.config import TrainConfig
-from dpa3_al.model.train.loop import Progress, load_optimizer_state, make_optimizer, validation_batches
+from dpa3_al.model.train.loop import (MAX_CACHED_TRIPLES, Progress, load_optimizer_state, make_optimizer,
+                                      validation_batches)
 from dpa3_al.model.train.trainer import (DISP_CHECKS, SAVE_CHECKS, TrainingDiverged, TrainResult, Trainer, _Loop,
                                          _State, largest_batch, restore_state, validation_errors)
 from dpa3_al.model.kernels.runtime import tune_malloc
@@ -159,6 +160,7 @@ class _StackLoop:
 
     def __init__(self, stack: StackedCommittee, opt, params, data: TrainingData, sampler: FrameSampler):
         self.stack, self.opt, self.params, self.data, self.sampler = stack, opt, params, data, sampler
+        self.graphs = FrameGraphs(data, stack.build_graph, MAX_CACHED_TRIPLES)   # each training frame's, once
         self.members: list[_MemberLoop] = []
         self._val_cache: tuple[int, list] | None = None
 
@@ -241,11 +243,12 @@ class _StackLoop:
             m._save_checkpoint()
 
     def _step(self, step: int) -> list[float]:
-        batch, labels = self.data.batch(self.sampler.next_picks())
+        picks = self.sampler.next_picks()
+        batch, labels = self.data.batch(picks)
         lr = self.active()[0].schedule(step)          # every member has the same schedule
         for group in self.opt.param_groups:
             group["lr"] = lr
-        outs = self.stack(batch, create_graph=True, forces=True, virial=self.lead.virial)
+        outs = self.stack(batch, self.graphs.graph(picks), create_graph=True, forces=True, virial=self.lead.virial)
         losses = [m.loss(out, labels, lr) for m, out in zip(self.members, outs)]
         total = torch.stack(losses).sum()
         if not torch.isfinite(total.detach()):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from dpa3_al.model.train import io as train_io
-from dpa3_al.model.train.batching import FrameSampler, TrainingData
+from dpa3_al.model.train.batching import FrameGraphs, FrameSampler, TrainingData
 from dpa3_al.model.checkpoint import load_model, read_checkpoint, save_model
 from dpa3_al.model.train.data import DataSystem, data_elements, load_systems, split_validation
 from dpa3_al.model.energy import DPA3Model, build_model
@@ -38,8 +38,8 @@ from dpa3_al.model.train.lr import ExpDecay
 from dpa3_al.model.kernels.runtime import tune_malloc
 from dpa3_al.model.train.stats import apply_env_std, change_bias_by_statistic, set_bias_by_statistic, stat_picks
 from dpa3_al.model.train.config import TrainConfig
-from dpa3_al.model.train.loop import (Progress, Verdict, judge_convergence, load_optimizer_state, make_optimizer,
-                                     optimizer_step, rmse_metric, validation_batches)
+from dpa3_al.model.train.loop import (MAX_CACHED_TRIPLES, Progress, Verdict, judge_convergence, load_optimizer_state,
+                                     make_optimizer, optimizer_step, rmse_metric, validation_batches)
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +290,7 @@ class _Loop:
         if val_batches is None:      # (a stack's members share one set, model/train/stacked.py)
             val_batches = validation_batches(val, cfg.data.max_validation_frames, model.config.descriptor) if val else []
         self.val_batches = val_batches
+        self.graphs = FrameGraphs(data, model.build_graph, MAX_CACHED_TRIPLES)   # each training frame's, once
         self.window = ErrorSums()
         self.window_loss: list[float] = []
         if state.window:
@@ -344,7 +345,7 @@ class _Loop:
         lr = self.schedule(self.state.step)
         try:
             out, loss = optimizer_step(self.model, self.opt, self.params, self.loss, batch, labels, lr,
-                                       self.t.cfg.optimizer.gradient_max_norm, self.virial)
+                                       self.t.cfg.optimizer.gradient_max_norm, self.virial, self.graphs.graph(picks))
         except FloatingPointError as exc:
             raise TrainingDiverged(f"{exc} at step {self.state.step} (learning rate {lr:.3g}); lower "
                                    f"learning_rate.start_lr or check the data. The last checkpoint is kept.") from None
