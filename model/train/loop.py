@@ -27,7 +27,7 @@ from dpa3_al.model.train.batching import Labels, TrainingData
 from dpa3_al.model.graph import Batch, Graph, build_graph
 from dpa3_al.model.train.loss import EnergyLoss, Prefactors
 
-MAX_CACHED_TRIPLES = 30_000_000     # validation graphs kept in memory up to this size (~0.5 GB), and again training graphs
+MAX_CACHED_TRIPLES = 30_000_000     # graphs kept in memory up to this size (~0.5 GB): validation's, and training's
 
 
 FUSED_DEVICES = ("cpu", "cuda")     # where torch has a fused Adam kernel for float32/float64
@@ -60,9 +60,10 @@ def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
 def optimizer_step(model, opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], loss_fn: EnergyLoss,
                    batch: Batch, labels: Labels, lr: float, max_norm: float, virial: bool, graph: Graph | None = None):
     """One training step at learning rate ``lr``: forces (and virial) with an autograd graph for the
-    double backward (``graph``: the batch's neighbour graph, built here when None), the loss at ``lr``'s prefactors, gradients clipped to ``max_norm`` (global
-    L2 norm; 0: no clipping), one optimiser step. Returns (model output, loss). Raises
-    FloatingPointError when the loss is not finite (the parameters are then left unchanged).
+    double backward (``graph``: the batch's neighbour graph, built here when None), the loss at
+    ``lr``'s prefactors, gradients clipped to ``max_norm`` (global L2 norm; 0: no clipping), one
+    optimiser step. Returns (model output, loss). Raises FloatingPointError when the loss is not
+    finite (the parameters are then left unchanged).
 
     This is the whole of the step: tests/model/test_train_reference.py checks that four of them
     reproduce deepmd-kit 3.2's parameters from the same start to 1e-9.
