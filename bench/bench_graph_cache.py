@@ -82,8 +82,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None, help="also write the lines to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    lines = [f"command: python bench/bench_graph_cache.py --steps {args.steps} --repeat {args.repeat} --cases {args.cases} "
-             f"--frames {args.frames}",
+    lines = [f"command: python bench/bench_graph_cache.py --steps {args.steps} --repeat {args.repeat} "
+             f"--cases {args.cases} --frames {args.frames}",
              f"torch {torch.__version__}, 1 thread, load average at start {os.getloadavg()}"]
     print(*lines, sep="\n", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,7 +94,8 @@ def main(argv=None) -> int:
                 for kept in (False, True):
                     ms, graph_ms, params[kept] = train(model_cfg, data, args.steps, kept, args.frames)
                     rows[kept].append((ms, graph_ms))
-                    lines.append(f"{name} repeat {r} kept graphs={kept!s:5}: {ms:8.1f} ms/step, graph {graph_ms:6.2f} ms/step")
+                    lines.append(f"{name} repeat {r} kept graphs={kept!s:5}: {ms:8.1f} ms/step, "
+                                 f"graph {graph_ms:6.2f} ms/step")
                     print(lines[-1], flush=True)
             same = all(torch.equal(a, b) for a, b in zip(params[False], params[True]))
             step0, step1 = min(r[0] for r in rows[False]), min(r[0] for r in rows[True])

@@ -8,8 +8,8 @@ cached ``*.result.json`` runs), arms renamed, written as one CSV and one learnin
 
 SOURCE: a CSV written by bench_al.py, or a run folder ``bench/out/al/runs/TAG`` (its finished
 ``ARM-sSEED.result.json``); ``@1,3`` keeps those seeds only. Arms that share iteration 0 (same
-seeds and steps) compare at equal labels. Writes OUT.csv and OUT.png (bench_al.py's plot); ``bench/al/tables.py OUT.csv`` then
-prints the tables and the paired per-seed differences.
+seeds and steps) compare at equal labels. Writes OUT.csv and OUT.png (bench_al.py's plot);
+``bench/al/tables.py OUT.csv`` then prints the tables and the paired per-seed differences.
 """
 
 from __future__ import annotations
