@@ -34,6 +34,9 @@ def rows_of(source: Path, arm: str) -> list[dict]:
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     out, specs = Path(argv[0]), argv[1:]
     rows = []
     for spec in specs:
