@@ -237,8 +237,9 @@ def _share_text(shares: dict | None) -> str:
     if not shares or not shares.get("wall_s"):
         return ""
     wall = shares["wall_s"]
-    return "; of the loop's " + f"{wall:.0f} s: " + ", ".join(
-        f"{k[:-2]} {100 * v / wall:.0f}%" for k, v in shares.items() if k != "wall_s" and v)
+    gap = f" ({shares['stopped_s']:.0f} s stopped before a resume, not counted)" if shares.get("stopped_s") else ""
+    return "; of the loop's " + f"{wall:.0f} s{gap}: " + ", ".join(
+        f"{k[:-2]} {100 * v / wall:.0f}%" for k, v in shares.items() if k not in ("wall_s", "stopped_s") and v)
 
 
 def _target_text(s: dict) -> str:
