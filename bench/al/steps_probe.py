@@ -10,7 +10,8 @@ the benchmark's test set (bench/bench_al.py must have run: it made the data).
 RUN_DIR: a loop run of the benchmark (its ``../NAME.yaml`` holds the train section); the data are
 init_data plus the dataset the ITERATION's committee trained on (iter-(ITERATION-1)/dataset).
 Prints, per member: the test errors (bench/al/evaluate.py metrics) and the final training force
-RMSE. Units: eV/atom, eV/Å.
+RMSE; with several members, the committee mean's test errors too. Members already trained (by
+another invocation, e.g. one per core) are only evaluated. Units: eV/atom, eV/Å.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,6 +40,7 @@ def main(argv: list[str]) -> int:
     data_root = Path(run_cfg["init_data"][0]).parent
     data = [str(p) for p in run_cfg["init_data"]] + [str(run / f"iter-{iteration - 1:06d}" / "dataset" / "systems")]
     test = system.read_npy(data_root / "test")
+    preds = []
     for m in members:
         cfg = json.loads(json.dumps(run_cfg["train"]))
         cfg.pop("init_model", None)
@@ -50,9 +53,16 @@ def main(argv: list[str]) -> int:
         work = Path("bench/out/steps-probe") / f"{run.name}-it{iteration}-lr{lr:g}-steps{steps}-m{m}{'-cont' if resume else ''}"
         result = train(TrainConfig.from_dict(cfg), work)
         e, f = predict(work / "model.pt", test)
+        preds.append((e, f))
         errs = {k: round(v, 4) for k, v in metrics(e, f, test).items()}
         print(f"{'continued' if resume else 'scratch'} start_lr {lr:g} steps {steps} member {m}: test {errs}, training F RMSE "
               f"{result.summary['errors']['train']['f']:.3f}", flush=True)
+    if len(preds) > 1:
+        e = np.mean([p[0] for p in preds], axis=0)
+        f = [np.mean(fs, axis=0) for fs in zip(*(p[1] for p in preds))]
+        errs = {k: round(v, 4) for k, v in metrics(e, f, test).items()}
+        print(f"{'continued' if resume else 'scratch'} start_lr {lr:g} steps {steps} committee mean of "
+              f"{len(preds)}: test {errs}", flush=True)
     return 0
 
 
