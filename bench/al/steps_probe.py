@@ -36,6 +36,7 @@ def main(argv: list[str]) -> int:
     run, iteration, lr, steps = Path(argv[0]), int(argv[1]), float(argv[2]), int(argv[3])
     members = [int(m) for m in argv[4].split(",")]
     resume = len(argv) > 5 and argv[5] == "continue"
+    how = "continued" if resume else "scratch"
     run_cfg = yaml.safe_load((run.parent / f"{run.name}.yaml").read_text())
     data_root = Path(run_cfg["init_data"][0]).parent
     data = [str(p) for p in run_cfg["init_data"]] + [str(run / f"iter-{iteration - 1:06d}" / "dataset" / "systems")]
@@ -50,19 +51,19 @@ def main(argv: list[str]) -> int:
         cfg["learning_rate"]["start_lr"] = lr
         cfg["training"].update({"numb_steps": steps, "numb_models": 1, "seed": cfg["training"]["seed"] + m})
         cfg["data"]["systems"] = data
-        work = Path("bench/out/steps-probe") / f"{run.name}-it{iteration}-lr{lr:g}-steps{steps}-m{m}{'-cont' if resume else ''}"
+        name = f"{run.name}-it{iteration}-lr{lr:g}-steps{steps}-m{m}" + ("-cont" if resume else "")
+        work = Path("bench/out/steps-probe") / name
         result = train(TrainConfig.from_dict(cfg), work)
         e, f = predict(work / "model.pt", test)
         preds.append((e, f))
         errs = {k: round(v, 4) for k, v in metrics(e, f, test).items()}
-        print(f"{'continued' if resume else 'scratch'} start_lr {lr:g} steps {steps} member {m}: test {errs}, training F RMSE "
+        print(f"{how} start_lr {lr:g} steps {steps} member {m}: test {errs}, training F RMSE "
               f"{result.summary['errors']['train']['f']:.3f}", flush=True)
     if len(preds) > 1:
         e = np.mean([p[0] for p in preds], axis=0)
         f = [np.mean(fs, axis=0) for fs in zip(*(p[1] for p in preds))]
         errs = {k: round(v, 4) for k, v in metrics(e, f, test).items()}
-        print(f"{'continued' if resume else 'scratch'} start_lr {lr:g} steps {steps} committee mean of "
-              f"{len(preds)}: test {errs}", flush=True)
+        print(f"{how} start_lr {lr:g} steps {steps} committee mean of {len(preds)}: test {errs}", flush=True)
     return 0
 
 
