@@ -3,6 +3,10 @@
     .venv-deepmd/bin/python tests/model/deepmd_eval.py MODEL INPUT.npz OUT.npz [--head H]
     .venv-deepmd/bin/python tests/model/deepmd_eval.py --jobs JOBS.json   # [{model, input, output, head, jit}]
 
+A job ``{"freeze": CHECKPOINT, "output": FROZEN.pth, "head": H}`` runs ``dp --pt freeze -c CHECKPOINT -o
+FROZEN.pth [--head H]`` through deepmd-kit's own command-line entry point (``deepmd.main:main``, what the
+``dp`` script calls), so several freezes share one import of torch and deepmd-kit (~10 s each otherwise).
+
 INPUT.npz holds systems ``<name>__coord`` (nf, nat, 3) Å, ``<name>__cell`` (nf, 3, 3) Å (absent:
 not periodic) and ``<name>__atype`` (nat,). For each system OUT.npz gets ``<name>__energy`` (nf,)
 eV, ``__atom_energy`` (nf, nat), ``__force`` (nf, nat, 3) eV/Å and ``__virial`` (nf, 3, 3) eV, from
@@ -64,6 +68,12 @@ def evaluate(model: str, inputs: str, output: str, head: str | None, jit: bool =
     np.savez(output, **out)
 
 
+def freeze(checkpoint: str, output: str, head: str | None) -> None:
+    from deepmd.main import main as dp
+
+    dp(["--pt", "freeze", "-c", checkpoint, "-o", output] + (["--head", head] if head else []))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("model", nargs="?")
@@ -76,12 +86,19 @@ def main() -> int:
 
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
+    # TorchScript models (jit jobs, frozen .pth) run in the graph executor without its optimization passes:
+    # the same operations, half the time (each new input shape is profiled and re-optimized otherwise).
+    # `dp --pt test` and LAMMPS (tests/model/test_lammps.py) keep the optimized path covered.
+    torch._C._get_graph_executor_optimize(False)
     jobs = json.loads(open(args.jobs).read()) if args.jobs else [
         {"model": args.model, "input": args.input, "output": args.output, "head": args.head}]
     failed = 0
     for job in jobs:
         try:
-            evaluate(job["model"], job["input"], job["output"], job.get("head"), bool(job.get("jit")))
+            if "freeze" in job:
+                freeze(job["freeze"], job["output"], job.get("head"))
+            else:
+                evaluate(job["model"], job["input"], job["output"], job.get("head"), bool(job.get("jit")))
         except Exception as err:  # noqa: BLE001 - one bad model must not hide the others' results
             failed += 1
             np.savez(job["output"], error=np.array(f"{type(err).__name__}: {err}"))

@@ -142,15 +142,27 @@ def max_errors(a: dict, b: dict, systems: dict[str, dict]) -> dict[str, float]:
     return err
 
 
-def run_deepmd(jobs: list[dict], workdir: Path, timeout: int = 1800) -> None:
-    """Run tests/model/deepmd_eval.py for every job in one deepmd-kit process."""
-    spec = workdir / "jobs.json"
-    spec.write_text(json.dumps([{k: (str(v) if isinstance(v, Path) else v) for k, v in j.items()} for j in jobs]))
+def run_deepmd(jobs: list[dict], workdir: Path, timeout: int = 1800, workers: int = 2) -> None:
+    """Run tests/model/deepmd_eval.py for every job (evaluations and freezes) in up to ``workers``
+    deepmd-kit processes side by side (one thread each; jobs dealt round-robin)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DP_INTRA_OP_PARALLELISM_THREADS": "1",
            "DP_INTER_OP_PARALLELISM_THREADS": "1", "PYTHONPATH": ""}
-    proc = subprocess.run([str(DP_PY), str(DEEPMD_EVAL), "--jobs", str(spec)], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=workdir)
+    shares = [jobs[i::workers] for i in range(min(workers, len(jobs)))]
+    procs, codes = [], []
+    try:
+        for i, share in enumerate(shares):
+            spec = workdir / f"jobs{i}.json"
+            spec.write_text(json.dumps([{k: (str(v) if isinstance(v, Path) else v) for k, v in j.items()}
+                                        for j in share]))
+            with open(workdir / f"jobs{i}.err", "w") as err:
+                procs.append(subprocess.Popen([str(DP_PY), str(DEEPMD_EVAL), "--jobs", str(spec)], env=env,
+                                              cwd=workdir, stdout=subprocess.DEVNULL, stderr=err))
+        codes = [p.wait(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     missing = [j["output"] for j in jobs if not Path(j["output"]).exists()]
     if missing:
-        raise AssertionError(f"deepmd-kit side failed (rc {proc.returncode}), no results for {missing}:\n"
-                             f"{proc.stderr[-4000:]}")
+        errors = "\n".join((workdir / f"jobs{i}.err").read_text()[-3000:] for i in range(len(shares)))
+        raise AssertionError(f"deepmd-kit side failed (exit codes {codes}), no results for {missing}:\n{errors}")

@@ -194,18 +194,6 @@ def test_a_build_failure_falls_back_to_the_torch_path(monkeypatch, caplog):
         torch.testing.assert_close(getattr(got, key), getattr(ref, key), rtol=1e-12, atol=1e-13)
 
 
-@needs_compiler
-def test_the_library_is_cached_by_source_flags_and_cpu(tmp_path, monkeypatch):
-    """A second build with the same source reuses the file; the cache lives under XDG_CACHE_HOME."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    ckernels._build()
-    built = list((tmp_path / "dpa3-al" / "kernels").glob("kernels-*.so"))
-    assert len(built) == 1
-    stamp = built[0].stat().st_mtime_ns
-    ckernels._build()
-    assert built[0].stat().st_mtime_ns == stamp
-
-
 def test_tensors_off_the_cpu_never_reach_the_kernels(monkeypatch):
     """The kernels read raw CPU pointers: other devices (CUDA; here the shape-only 'meta' device)
     must take the torch path."""
@@ -259,12 +247,18 @@ def test_the_kernels_run_on_torchs_openmp_runtime():
 
 
 @needs_compiler
-def test_a_compiler_without_openmp_builds_the_thread_variant(tmp_path, monkeypatch):
-    """-fopenmp rejected (Apple clang): the std::thread variant is built and gives the same numbers."""
+def test_a_compiler_without_openmp_builds_the_thread_variant_once(tmp_path, monkeypatch):
+    """-fopenmp rejected (Apple clang): the std::thread variant is built and gives the same numbers.
+    The library is cached under XDG_CACHE_HOME by source, flags and CPU: a second build reuses the file
+    (one compilation in this test, ~20 s, serves both checks)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(ckernels, "THREADING", (["-fopenmp=no-such-runtime"], []))
     lib = ckernels._build()
     assert "libgomp" not in subprocess.run(["ldd", lib._name], capture_output=True, text=True).stdout
+    built = list((tmp_path / "dpa3-al" / "kernels").glob("kernels-*.so"))
+    assert [str(b) for b in built] == [lib._name]
+    stamp = built[0].stat().st_mtime_ns
+    assert ckernels._build()._name == lib._name and built[0].stat().st_mtime_ns == stamp
     act = get_activation("silu")
     assert ckernels.available(F64, act.kind)
     x = 3 * torch.randn(300, 70, dtype=F64, generator=torch.Generator().manual_seed(5))

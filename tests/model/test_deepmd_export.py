@@ -206,19 +206,15 @@ def test_deepmd_evaluates_whole_multitask(head, deepmd_results):
 
 
 @needs_deepmd
-def test_dp_freeze_and_dp_test(tmp_path):
-    """`dp --pt freeze` on the export, `dp --pt test -d` on a data system: deepmd-kit's frozen model
-    predicts our energies and forces."""
-    model = option_model("compress_split")
-    save_model(model, tmp_path / "ours.pt")
-    export_checkpoint(tmp_path / "ours.pt", tmp_path / "model.pt")
+def test_dp_freeze_and_dp_test(frozen_models, tmp_path):
+    """`dp --pt freeze` on the export (the session's frozen_models), `dp --pt test -d` on a data system:
+    deepmd-kit's frozen model predicts our energies and forces."""
+    model, frozen = frozen_models["compress_split"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
-    dp = str(DP_PY.parent / "dp")
-    for cmd in ([dp, "--pt", "freeze", "-c", "model.pt", "-o", "frozen.pth"],
-                [dp, "--pt", "test", "-m", "frozen.pth", "-s", str(REF.parent / "water" / "data_3"), "-n", "2",
-                 "-d", "detail"]):
-        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    cmd = [str(DP_PY.parent / "dp"), "--pt", "test", "-m", str(frozen), "-s", str(REF.parent / "water" / "data_3"),
+           "-n", "2", "-d", "detail"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     from ..conftest import water_frame
 
     pred_e = np.loadtxt(tmp_path / "detail.e.out", ndmin=2)[:, 1]
@@ -248,18 +244,14 @@ def test_dp_freeze_and_dp_test(tmp_path):
 
 
 @needs_deepmd
-def test_dp_freeze_one_head_of_whole_multitask(tmp_path):
-    """`dp --pt freeze --head hco` on a whole multi-task export; the frozen head predicts our numbers."""
-    src = REF / "multitask" / "sharefit" / "model.ckpt.pt"
-    export_checkpoint(src, tmp_path / "mt.pt")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
-    proc = subprocess.run([str(DP_PY.parent / "dp"), "--pt", "freeze", "-c", "mt.pt", "--head", "hco", "-o", "hco.pth"],
-                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_dp_freeze_one_head_of_whole_multitask(frozen_models, tmp_path):
+    """`dp --pt freeze --head hco` on a whole multi-task export (the session's frozen_models); the frozen
+    head predicts our numbers."""
+    model, frozen = frozen_models["sharefit-hco"]
     systems = reference_systems("multitask/sharefit", "hco")
     save_systems(systems, tmp_path / "in.npz")
-    run_deepmd([{"model": tmp_path / "hco.pth", "input": tmp_path / "in.npz", "output": tmp_path / "out.npz"}], tmp_path)
+    run_deepmd([{"model": frozen, "input": tmp_path / "in.npz", "output": tmp_path / "out.npz"}], tmp_path)
     theirs = dict(np.load(tmp_path / "out.npz"))
     assert "error" not in theirs, str(theirs.get("error"))
-    err = max_errors(ours(load_model(src, head="hco"), systems), theirs, systems)
+    err = max_errors(ours(model, systems), theirs, systems)
     assert max(err.values()) <= 1e-10, err

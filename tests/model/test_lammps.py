@@ -15,10 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpa3_al.model import save_model
-from dpa3_al.model.interop.deepmd_export import export_checkpoint
-
-from .interop_helpers import DEEPMD_VENV, ours, option_model, water_systems
+from .interop_helpers import DEEPMD_VENV, ours, water_systems
 
 LMP = DEEPMD_VENV / "bin" / "lmp"
 DP = DEEPMD_VENV / "bin" / "dp"
@@ -85,21 +82,10 @@ run 0
     return pe, forces, p * vol / NKTV2P
 
 
-def frozen_model(work: Path, name: str) -> tuple[object, Path]:
-    model = option_model(name)
-    save_model(model, work / "ours.pt")
-    export_checkpoint(work / "ours.pt", work / "model.pt")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
-    proc = subprocess.run([str(DP), "--pt", "freeze", "-c", "model.pt", "-o", "frozen.pth"], cwd=work,
-                          capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return model, work / "frozen.pth"
-
-
 @pytest.mark.parametrize("name,system,ranks", [("dynamic", "water_pbc", 1), ("compress_split", "small_triclinic", 1),
                                                ("dynamic", "water_pbc", 2), ("dpa31_float32", "water_pbc", 1)])
-def test_lammps_run0_matches_ours(name, system, ranks, tmp_path):
-    model, frozen = frozen_model(tmp_path, name)
+def test_lammps_run0_matches_ours(name, system, ranks, frozen_models, tmp_path):
+    model, frozen = frozen_models[name]
     d = water_systems()[system]
     rot = write_data(tmp_path / "data.lmp", d["coord"][0], d["cell"][0], d["atype"], model.type_map)
     energy, forces, virial = run_lammps(tmp_path, frozen, model.type_map, ranks)
