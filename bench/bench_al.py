@@ -139,11 +139,13 @@ def small_model() -> dict:
 
 
 def set_key(cfg: dict, assignment: str) -> None:
+    """``a.b.0.c=VALUE`` (VALUE read as YAML); a numeric part indexes a list, e.g.
+    ``explore.stages.0.task_groups.0.temps=[300,800,1300,1600]``."""
     key, _, value = assignment.partition("=")
     node = cfg
-    parts = key.split(".")
+    parts = [int(p) if p.isdigit() else p for p in key.split(".")]
     for p in parts[:-1]:
-        node = node.setdefault(p, {})
+        node = node[p] if isinstance(p, int) else node.setdefault(p, {})
     node[parts[-1]] = yaml.safe_load(value)
 
 
