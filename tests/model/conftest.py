@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from dpa3_al.model import load_model, save_model
+from dpa3_al.model import load_model
 from dpa3_al.model.interop.deepmd_export import export_checkpoint
 
-from .interop_helpers import DP_PY, NO_DEEPMD, REF, option_model, run_deepmd
+from .interop_helpers import DP_PY, NO_DEEPMD, REF, exported_option, run_deepmd
 
 # name -> (option set, or a reference checkpoint and its head): the models the tests freeze
 FROZEN = {"dynamic": "dynamic", "compress_split": "compress_split", "dpa31_float32": "dpa31_float32",
@@ -24,10 +24,8 @@ def frozen_models(tmp_path_factory) -> dict[str, tuple[object, object]]:
     jobs, out = [], {}
     for name, what in FROZEN.items():
         if isinstance(what, str):                  # an option set: our model, exported whole
-            model = option_model(what)
-            save_model(model, work / f"{name}.ours.pt")
-            export_checkpoint(work / f"{name}.ours.pt", work / f"{name}.pt")
-            jobs.append({"freeze": work / f"{name}.pt", "output": work / f"{name}.pth"})
+            model, exported = exported_option(what, work)
+            jobs.append({"freeze": exported, "output": work / f"{name}.pth"})
         else:                                      # one head of a whole multi-task export
             src, head = what
             export_checkpoint(src, work / f"{name}.pt")

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dpa3_al.model import FittingConfig, ModelConfig, RepFlowConfig, build_model
+from dpa3_al.model import FittingConfig, ModelConfig, RepFlowConfig, build_model, save_model
 from dpa3_al.model.graph import Batch
+from dpa3_al.model.interop.deepmd_export import export_checkpoint
 
 from ..conftest import DATA
 
@@ -78,6 +79,15 @@ def option_model(name: str, seed: int = 0, type_map=("O", "H")):
         if model.case_embd.numel():
             model.case_embd.copy_(torch.rand(model.case_embd.shape, generator=gen, dtype=torch.float64))
     return model.eval()
+
+
+def exported_option(name: str, folder: Path):
+    """Option set ``name`` saved as our checkpoint and exported through the public entry point:
+    returns (our model, ``folder/NAME.pt`` in deepmd-kit's format)."""
+    model = option_model(name)
+    save_model(model, folder / f"{name}.ours.pt")
+    export_checkpoint(folder / f"{name}.ours.pt", folder / f"{name}.pt")
+    return model, folder / f"{name}.pt"
 
 
 def water_systems() -> dict[str, dict]:

@@ -20,8 +20,8 @@ from dpa3_al.model import CheckpointError, load_model, save_model
 from dpa3_al.model.interop.deepmd_export import HeadExtras, export_checkpoint, export_deepmd
 from dpa3_al.model.interop.deepmd_import import import_deepmd
 
-from .interop_helpers import (DP_PY, NO_DEEPMD, OPTION_SETS, REF, REF_CASES, max_errors, option_model, ours,
-                              reference_systems, run_deepmd, save_systems, water_systems)
+from .interop_helpers import (DP_PY, NO_DEEPMD, OPTION_SETS, REF, REF_CASES, exported_option, max_errors,
+                              option_model, ours, reference_systems, run_deepmd, save_systems, water_systems)
 
 needs_deepmd = pytest.mark.skipif(not DP_PY.exists(), reason=NO_DEEPMD)
 TOL = {"float64": 1e-10, "float32": 1e-5}
@@ -145,10 +145,8 @@ def deepmd_results(tmp_path_factory):
     save_systems(systems, work / "water.npz")
     jobs, cases = [], {}
     for name in OPTION_SETS:
-        model = option_model(name)
-        save_model(model, work / f"{name}.ours.pt")
-        export_checkpoint(work / f"{name}.ours.pt", work / f"{name}.pt")
-        jobs.append({"model": work / f"{name}.pt", "input": work / "water.npz", "output": work / f"{name}.out.npz",
+        model, exported = exported_option(name, work)
+        jobs.append({"model": exported, "input": work / "water.npz", "output": work / f"{name}.out.npz",
                      "jit": name == "dpa31_float32"})     # one model through DeepPot's TorchScript path
         cases[name] = (model, systems, work / f"{name}.out.npz")
     for folder, head in REF_CASES:
