@@ -112,7 +112,10 @@ def equal_labels(rows: list[dict]) -> str:
     frames the committee is sure of): the other arm's error interpolated at a's final label count,
     and the labels each arm needed to reach the other's final error."""
     out = ["arm a against the others at a's final label count (the other interpolated log-log between its "
-           "iterations) and the labels each needs for the other's final error:", ""]
+           "iterations) and the labels each needs for the other's final error. The interpolated value lies "
+           "between two of the other arm's trainings while a's final value had all of its own, so where a "
+           "labeled fewer frames these figures favour a; the last-iteration comparison above is at equal "
+           "training:", ""]
     for arm, other in PAIRS:
         seeds = sorted({r["seed"] for r in rows if r["arm"] == arm} & {r["seed"] for r in rows if r["arm"] == other})
         if not seeds:
