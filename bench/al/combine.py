@@ -24,7 +24,8 @@ import bench_al  # noqa: E402
 from al import tables  # noqa: E402
 
 NAMES = {"w": "w: loop, deviation-weighted farthest-point sampling", "d": "d: loop, farthest-point sampling",
-         "s": "s: loop, members trained in stacks of 2 (train.training.stack)"}
+         "s": "s: loop, members trained in stacks of 2 (train.training.stack)",
+         "A": "A: loop, twice the labels per iteration", "B": "B: random among explored, twice the labels per iteration"}
 
 
 def rows_of(source: Path, arm: str) -> list[dict]:
