@@ -431,10 +431,15 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.set_ylabel(label)
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
     axes[0].set_xlabel("labeled frames (mean over seeds)")
     fig.suptitle(title + " (committee mean; band: min-max over seeds)", fontsize=9)
-    fig.tight_layout()
+    if len({r["arm"] for r in rows}) > 3:       # many arms: the legend below the panels, not over the curves
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", ncol=min(len(names), 3), fontsize=8)
+        fig.tight_layout(rect=(0, 0.05 * (1 + (len(names) - 1) // 3), 1, 1))
+    else:
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
