@@ -416,9 +416,11 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     panels = (("f_rmse", "test force RMSE (eV/Å)", 1.0), ("e_rmse", "test energy RMSE (meV/atom)", 1000.0),
               ("f_p99", "p99 per-atom force error (eV/Å)", 1.0), ("f_max", "max per-atom force error (eV/Å)", 1.0))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
-    colors = {"a": "C0", "b": "C1", "c": "C2", "o": "C3", "v": "C4", "w": "C5", "d": "C7", "s": "C6", "A": "C8", "B": "C9"}   # w, d, s, A, B: combine.py
+    colors = {"a": "C0", "b": "C1", "c": "C2", "o": "C3", "v": "C4",
+              "w": "C5", "d": "C7", "s": "C6", "A": "C8", "B": "C9"}   # w, d, s, A, B: combine.py
+    arms = sorted({r["arm"] for r in rows})
     for ax, (key, label, scale) in zip(axes, panels):
-        for arm in sorted({r["arm"] for r in rows}):
+        for arm in arms:
             mean = [r for r in rows if r["arm"] == arm and r["member"] == "mean"]
             its = sorted({r["iteration"] for r in mean})   # seeds may differ by a label or two (duplicates)
             labels = [np.mean([r["labels"] for r in mean if r["iteration"] == k]) for k in its]
@@ -433,10 +435,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_xlabel("labeled frames (mean over seeds)")
     fig.suptitle(title + " (committee mean; band: min-max over seeds)", fontsize=9)
-    if len({r["arm"] for r in rows}) > 3:       # many arms: the legend below the panels, not over the curves
-        handles, names = axes[0].get_legend_handles_labels()
-        fig.legend(handles, names, loc="lower center", ncol=min(len(names), 3), fontsize=8)
-        fig.tight_layout(rect=(0, 0.05 * (1 + (len(names) - 1) // 3), 1, 1))
+    if len(arms) > 3:       # many arms: the legend below the panels, not over the curves
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8)
+        fig.tight_layout(rect=(0, 0.05 * (1 + (len(arms) - 1) // 3), 1, 1))
     else:
         axes[0].legend(fontsize=8)
         fig.tight_layout()
