@@ -100,7 +100,8 @@ class SelectConfig:
         "docs/al-benchmark.md 1-10 % lower test force errors than max_devi_f, in every seed). The trust "
         "levels always judge max_devi_f")
     balance: bool = field(True, doc="share the cap evenly across task groups (unused share goes to others)")
-    seed: int = field(0, doc="seed of the random strategy", ge=0)
+    seed: int = field(0, doc="seed of the random draws of the strategies random and weighted; each iteration "
+                      "draws afresh from (seed, iteration, group)", ge=0)
 
     def __post_init__(self) -> None:
         if self.f_lo >= self.f_hi:
@@ -445,8 +446,13 @@ def _apply_filters(cands: list[FrameRef], cfg: FilterConfig,
 
 
 def _cap(cands: list[FrameRef], groups: list[str], cfg: SelectConfig,
-         descriptor_fn: Callable[[Atoms], np.ndarray] | None) -> tuple[list[tuple[FrameRef, int]], dict[str, int]]:
-    """Apply max_select with the strategy, per group when balancing. Returns (frame, rank) pairs and quotas."""
+         descriptor_fn: Callable[[Atoms], np.ndarray] | None,
+         iteration: int = 0) -> tuple[list[tuple[FrameRef, int]], dict[str, int]]:
+    """Apply max_select with the strategy, per group when balancing. Returns (frame, rank) pairs and quotas.
+
+    The draws are seeded by (seed, iteration, group): a seed fixed across iterations would draw the
+    same positions (task, step) every iteration whenever the candidate count repeats, and so leave
+    the same tasks unlabeled throughout the run."""
     buckets = {g: [r for r in cands if r.group == g] for g in groups} if cfg.balance else {"all": cands}
     if cfg.strategy == "diversity" and descriptor_fn is None and cfg.max_select is not None \
             and len(cands) > cfg.max_select:
@@ -457,7 +463,7 @@ def _cap(cands: list[FrameRef], groups: list[str], cfg: SelectConfig,
     chosen: list[tuple[FrameRef, int]] = []
     for gi, name in enumerate(names):
         refs = buckets[name]
-        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, gi]))
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, iteration, gi]))
         devi_f = np.array([r.devi[cfg.draw_by] for r in refs], dtype=np.float64)
 
         def features(refs: list[FrameRef] = refs) -> np.ndarray:
@@ -470,7 +476,8 @@ def _cap(cands: list[FrameRef], groups: list[str], cfg: SelectConfig,
 
 def select(task_dirs: Sequence[Path], cfg: SelectConfig, out_dir: Path,
            descriptor_fn: Callable[[Atoms], np.ndarray] | None = None,
-           labeled: Sequence[Atoms] = (), table: FrameTable | None = None) -> SelectionReport:
+           labeled: Sequence[Atoms] = (), table: FrameTable | None = None,
+           iteration: int | None = None) -> SelectionReport:
     """Classify every recorded frame of ``task_dirs``, filter and cap the candidates, and write
     ``out_dir/selection.json`` and ``out_dir/candidates.extxyz``.
 
@@ -484,6 +491,8 @@ def select(task_dirs: Sequence[Path], cfg: SelectConfig, out_dir: Path,
             exploration restarts from the same structures, whose step-0 frames otherwise come back
             every iteration (bench/bench_al.py: 5 of 30 labels).
         table: the frames table of ``task_dirs`` when the caller has read it already.
+        iteration: the loop iteration, which seeds the draws with ``cfg.seed``; None takes it
+            from the tasks' ``task.json``.
     """
     table = read_frames_table(task_dirs) if table is None else table
     devi_f, devi_v = table.column("max_devi_f"), table.column("max_devi_v")
@@ -495,7 +504,8 @@ def select(task_dirs: Sequence[Path], cfg: SelectConfig, out_dir: Path,
     cands = load_frames(table, np.flatnonzero(classes == CANDIDATE))
     cands, report.filters = _apply_filters(cands, cfg.filters, labeled)
     report.n_eligible = len(cands)
-    chosen, report.quotas = _cap(cands, table.groups, cfg, descriptor_fn)
+    iteration = table.iteration if iteration is None else iteration
+    chosen, report.quotas = _cap(cands, table.groups, cfg, descriptor_fn, iteration)
     chosen.sort(key=lambda pair: (pair[0].task, pair[0].step))
     report.selected = [_why(ref, rank, levels, cfg) for ref, rank in chosen]
     Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,11 @@ class FrameTable:
         """Group names in order of first appearance."""
         return list(dict.fromkeys(t.group for t in self.tasks))
 
+    @property
+    def iteration(self) -> int:
+        """The loop iteration the tasks ran in (``task.json``; the largest if they differ, 0 without)."""
+        return max((int(t.meta.get("iteration") or 0) for t in self.tasks), default=0)
+
     def column(self, key: str) -> np.ndarray:
         return self.devi[:, DEVI_KEYS.index(key)]
 

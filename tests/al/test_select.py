@@ -241,6 +241,24 @@ def test_same_seed_same_selection(explored, tmp_path):
     assert any(run(s, f"s{s}") != first for s in range(1, 6))
 
 
+def test_each_iteration_draws_afresh(explored, tmp_path):
+    # a seed fixed across iterations drew the same positions (task, step) every iteration whenever
+    # the candidate count repeated: the same tasks went unlabeled all run (bench/bench_al.py arm b)
+    def run(strategy: str, iteration: int | None, out: str) -> list[str]:
+        cfg = SelectConfig(max_select=2, strategy=strategy, seed=1, balance=False)
+        return [s["frame"] for s in select(_dirs(explored), cfg, tmp_path / out, iteration=iteration).selected]
+
+    for strategy in ("random", "weighted"):
+        picks = [run(strategy, it, f"{strategy}{it}") for it in range(12)]
+        assert len({tuple(p) for p in picks}) > 3, picks
+        assert len({f for p in picks for f in p}) >= 7       # 8 candidates survive the filters
+        assert run(strategy, None, f"{strategy}-task") == picks[3]      # task.json says iteration 3
+    n3 = select_candidates({"max_select": 2, "strategy": "random", "seed": 1, "balance": False},
+                           _dirs(explored), 3, tmp_path / "step3")
+    assert n3 == 2 and [s["frame"] for s in json.loads((tmp_path / "step3" / "selection.json").read_text())[
+        "selected"]] == run("random", 3, "again3")
+
+
 def test_diversity_uses_structure_averaged_descriptors(tmp_path):
     root = tmp_path / "explore"
     # 8 candidate frames; frames with step < 40 sit near x=0, the others near x=+3 (descriptor: position)
