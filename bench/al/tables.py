@@ -61,7 +61,8 @@ def table(rows: list[dict]) -> str:
 PAIRS = (("a", "b"), ("a", "c"), ("o", "b"), ("o", "a"), ("v", "b"), ("v", "a"),   # (arm, against); o, v: bench/al/oracle.py
          ("w", "b"), ("w", "a"), ("w", "d"), ("d", "b"), ("d", "a"),                # w, d, s: bench/al/combine.py
          ("s", "b"), ("s", "a"),
-         ("a", "B"), ("b", "B"), ("a", "A"))                                           # A, B: twice the labels per iteration
+         ("a", "B"), ("b", "B"), ("a", "A"),                                            # A, B: twice the labels per iteration
+         ("a", "p"), ("b", "r"), ("p", "r"))                                           # p, r: before 8d568b8
 
 
 def versus(rows: list[dict]) -> str:
