@@ -85,13 +85,13 @@ class SelectConfig:
     adaptive: AdaptiveLowerConfig | None = field(None, doc="adaptive lower level; null = fixed f_lo/v_lo")
     filters: FilterConfig = field(default_factory=FilterConfig, doc="filters applied before the cap")
     max_select: int | None = field(
-        100, doc="most frames selected per iteration; null = all candidates. Fewer per iteration buy more accuracy "
-        "per label, at the cost of more iterations (trainings): on docs/al-benchmark.md 5 instead of 10 reached the "
-        "same test error with half the labels", ge=1)
+        100, doc="most frames selected per iteration; null = all candidates. Fewer per iteration let each pick "
+        "follow a committee that has trained on the picks before it, at the cost of more iterations (trainings); "
+        "docs/al-benchmark.md measures 5 per iteration", ge=1)
     strategy: Literal["random", "highest", "weighted", "diversity"] = field(
         "weighted", doc="how the cap picks: weighted (random draws with probability proportional to "
         "max_devi_f squared, the committee's estimate of each frame's squared error; on docs/al-benchmark.md "
-        "12-16 % lower test force error than random at equal labels), random, highest max_devi_f, or "
+        "lower test force error than random at equal labels in every seed measured), random, highest max_devi_f, or "
         "diversity (farthest-point sampling of structure-averaged descriptors, each distance weighted by the "
         "frame's max_devi_f: spread over the structures the committee is unsure of)")
     draw_by: Literal["max_devi_f", "avg_devi_f"] = field(
