@@ -198,12 +198,7 @@ def test_a_time_budget_cuts_the_whole_stack_alike(emt, tmp_path):
     cfg = _cfg(emt, steps=100_000, training={"max_time": 4.0, "disp_freq": 0, "save_freq": 0})
     results = train_stack([cfg, cfg], [tmp_path / "m0", tmp_path / "m1"], [0, 1])
     a, b = (r.summary for r in results)
-    # on a loaded machine the budget can be spent before the step time is measured (10 steps):
-    # then the plan stays uncut, but the run still stops on the budget, both members alike
-    assert a["planned_steps"] == b["planned_steps"] and a["steps"] == b["steps"] < 100_000
-    assert a["steps"] <= a["planned_steps"] + 1
-    for m in (a, b):        # the plan was cut to the budget, or the budget stopped the run
-        assert m["planned_steps"] < 100_000 or "time budget" in str(m["stop_reason"]), m
+    assert a["planned_steps"] == b["planned_steps"] < 100_000 and a["steps"] == b["steps"] <= a["planned_steps"] + 1
     rows = [read_lcurve(r.workdir / "lcurve.csv") for r in results]
     assert [r.lr for r in rows[0]] == [r.lr for r in rows[1]]          # one schedule, scaled to the cut budget
 
