@@ -417,7 +417,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
               ("f_p99", "p99 per-atom force error (eV/Å)", 1.0), ("f_max", "max per-atom force error (eV/Å)", 1.0))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
     colors = {"a": "C0", "b": "C1", "c": "C2", "o": "C3", "v": "C4",
-              "w": "C5", "d": "C7", "s": "C6", "A": "C8", "B": "C9"}   # w, d, s, A, B: combine.py
+              "w": "C5", "d": "C7", "s": "C6", "A": "C8", "B": "C9",   # w, d, s, A, B, p, r: combine.py
+              "p": "tab:cyan", "r": "tab:brown"}
     arms = sorted({r["arm"] for r in rows})
     for ax, (key, label, scale) in zip(axes, panels):
         for arm in arms:
