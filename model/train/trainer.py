@@ -44,6 +44,7 @@ from dpa3_al.model.train.loop import (MAX_CACHED_TRIPLES, Progress, Verdict, jud
 log = logging.getLogger(__name__)
 
 CALIBRATION_STEPS = 10
+CALIBRATION_SHARE = 0.25     # ... or once this share of the time budget is spent, if sooner (slow steps, loaded cores)
 DISP_CHECKS = 40        # lcurve rows (validation checks) per run when disp_freq is 0
 SAVE_CHECKS = 10        # checkpoints per run when save_freq is 0
 
@@ -299,7 +300,7 @@ class _Loop:
         self.stop_reason: str | None = None
         self.step_times: list[tuple[float, float]] = []      # (wall, cpu) seconds of the steps of this process
         self.val_times: list[float] = []                     # seconds per validation check
-        self._calibrated = False
+        self._calibrated = state.step >= CALIBRATION_STEPS      # a restart keeps the cut made before it
 
     @property
     def schedule(self) -> ExpDecay:
@@ -359,20 +360,23 @@ class _Loop:
         st, budget = self.state, self.t.cfg.training.max_time
         if budget <= 0:
             return
-        if st.elapsed >= budget:
-            self.stop_reason = f"time budget of {budget:.0f} s spent"
-        elif st.step == CALIBRATION_STEPS and not self._calibrated:
+        if not self._calibrated and (st.step >= CALIBRATION_STEPS
+                                     or (len(self.step_times) >= 2 and st.elapsed >= CALIBRATION_SHARE * budget)):
+            # judged once: after CALIBRATION_STEPS steps, or sooner when they would eat the budget
+            self._calibrated = True
             fits = self._steps_that_fit(budget)
             if fits < st.total_steps:
                 log.info("time budget %.0f s: %d steps instead of %d fit (schedule scaled to them)", budget, fits,
                          st.total_steps)
                 st.total_steps = max(st.step, fits)
-        self._calibrated = st.step >= CALIBRATION_STEPS
+        if st.elapsed >= budget:
+            self.stop_reason = f"time budget of {budget:.0f} s spent"
 
     def _steps_that_fit(self, budget: float) -> int:
         """Steps that fit in the rest of ``budget`` (s), counting the validation checks they bring."""
         st, disp = self.state, self.t.cfg.training.disp_freq
-        per_step = float(np.median([w for w, _ in self.step_times[-CALIBRATION_STEPS:]]))
+        times = self.step_times[1:] or self.step_times           # the first step carries the warm-up
+        per_step = float(np.median([w for w, _ in times[-CALIBRATION_STEPS:]]))
         per_check = max(self.val_times) if self.val_times else 0.0
         remaining = 0.95 * (budget - st.elapsed)
         if disp > 0:

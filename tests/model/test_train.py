@@ -154,6 +154,22 @@ def test_time_budget_cuts_the_steps_and_scales_the_schedule(emt, tmp_path):
     assert rows[-1].lr < 0.5 * 1e-2                     # the decay ran over the cut budget
 
 
+def test_a_budget_is_judged_before_slow_steps_spend_it(emt, tmp_path, monkeypatch):
+    # on loaded cores 10 calibration steps can outlast the budget: the cut must come sooner, from
+    # the steps timed so far, so the plan (and the schedule's decay) fits what can run
+    slow = _Loop._step
+
+    def step_on_a_loaded_machine(self):
+        time.sleep(0.4)
+        return slow(self)
+
+    monkeypatch.setattr(_Loop, "_step", step_on_a_loaded_machine)
+    result = train(_cfg(emt, 100000, training={"max_time": 2.0, "disp_freq": 0, "save_freq": 0}), tmp_path)
+    s = result.summary
+    assert s["steps"] < 10 and s["planned_steps"] < 10 and s["steps"] <= s["planned_steps"] + 1
+    assert read_lcurve(tmp_path / "lcurve.csv")[-1].lr < 0.5 * 1e-2      # the decay ran over the cut plan
+
+
 def test_committee_in_parallel_processes(emt, tmp_path):
     from dpa3_al.model.train.committee import train_committee
 
