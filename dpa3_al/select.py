@@ -476,8 +476,7 @@ def _cap(cands: list[FrameRef], groups: list[str], cfg: SelectConfig,
 
 def select(task_dirs: Sequence[Path], cfg: SelectConfig, out_dir: Path,
            descriptor_fn: Callable[[Atoms], np.ndarray] | None = None,
-           labeled: Sequence[Atoms] = (), table: FrameTable | None = None,
-           iteration: int | None = None) -> SelectionReport:
+           labeled: Sequence[Atoms] = (), table: FrameTable | None = None) -> SelectionReport:
     """Classify every recorded frame of ``task_dirs``, filter and cap the candidates, and write
     ``out_dir/selection.json`` and ``out_dir/candidates.extxyz``.
 
@@ -491,8 +490,9 @@ def select(task_dirs: Sequence[Path], cfg: SelectConfig, out_dir: Path,
             exploration restarts from the same structures, whose step-0 frames otherwise come back
             every iteration (bench/bench_al.py: 5 of 30 labels).
         table: the frames table of ``task_dirs`` when the caller has read it already.
-        iteration: the loop iteration, which seeds the draws with ``cfg.seed``; None takes it
-            from the tasks' ``task.json``.
+
+    The random draws are seeded by ``cfg.seed`` and the loop iteration the tasks record in their
+    ``task.json`` (so each iteration draws afresh, and a rerun of one draws the same).
     """
     table = read_frames_table(task_dirs) if table is None else table
     devi_f, devi_v = table.column("max_devi_f"), table.column("max_devi_v")
@@ -504,8 +504,7 @@ def select(task_dirs: Sequence[Path], cfg: SelectConfig, out_dir: Path,
     cands = load_frames(table, np.flatnonzero(classes == CANDIDATE))
     cands, report.filters = _apply_filters(cands, cfg.filters, labeled)
     report.n_eligible = len(cands)
-    iteration = table.iteration if iteration is None else iteration
-    chosen, report.quotas = _cap(cands, table.groups, cfg, descriptor_fn, iteration)
+    chosen, report.quotas = _cap(cands, table.groups, cfg, descriptor_fn, table.iteration)
     chosen.sort(key=lambda pair: (pair[0].task, pair[0].step))
     report.selected = [_why(ref, rank, levels, cfg) for ref, rank in chosen]
     Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -175,8 +175,7 @@ def select_candidates(config: dict[str, Any], explored: Sequence[Path], iteratio
         descriptor_fn = DPA3Calculator(str(found[0]), head=head, device=device).get_descriptor
     log.info("iteration %d: selecting from %d task folders", iteration, len(dirs))
     labeled = labeled_frames([Path(p) for p in labeled_data]) if cfg.filters.dedup_tol is not None else []
-    n = select(dirs, cfg, Path(workdir), descriptor_fn=descriptor_fn, labeled=labeled, table=table,
-               iteration=iteration).n_selected
+    n = select(dirs, cfg, Path(workdir), descriptor_fn=descriptor_fn, labeled=labeled, table=table).n_selected
     if levels is not None:
         levels.write(Path(workdir))
     return n

@@ -322,7 +322,7 @@ def test_the_select_step_uses_the_levels_the_target_gives(tmp_path, monkeypatch)
 
     used = []
 
-    def fake_select(dirs, cfg, out_dir, descriptor_fn=None, labeled=(), table=None, iteration=None):
+    def fake_select(dirs, cfg, out_dir, descriptor_fn=None, labeled=(), table=None):
         used.append((cfg.f_lo, cfg.f_hi))
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         return SelectionReport(Levels(cfg.f_lo, cfg.f_hi), {"accurate": 0, "candidate": 0, "failed": 0}, {}, {})

@@ -14,7 +14,7 @@ from ase import Atoms
 from dpa3_al.cli import main
 from dpa3_al.explore.config import StopConfig
 from dpa3_al.explore.deviation import DeviCsvWriter
-from dpa3_al.explore.tasks import MDSettings, Task, atomic_write_json, write_task
+from dpa3_al.explore.tasks import TASK_JSON, MDSettings, Task, atomic_write_json, write_task
 from dpa3_al.common.errors import UserError
 from dpa3_al.common.typed_config import ConfigError, from_dict
 from dpa3_al.select import (ACCURATE, CANDIDATE, FAILED, FilterConfig, Levels, SelectConfig, adaptive_lower, allot,
@@ -244,15 +244,18 @@ def test_same_seed_same_selection(explored, tmp_path):
 def test_each_iteration_draws_afresh(explored, tmp_path):
     # a seed fixed across iterations drew the same positions (task, step) every iteration whenever
     # the candidate count repeated: the same tasks went unlabeled all run (bench/bench_al.py arm b)
-    def run(strategy: str, iteration: int | None, out: str) -> list[str]:
+    def run(strategy: str, iteration: int, out: str) -> list[str]:
+        for d in _dirs(explored):                   # the iteration the tasks ran in, as the loop records it
+            meta = json.loads((d / TASK_JSON).read_text())
+            (d / TASK_JSON).write_text(json.dumps({**meta, "iteration": iteration}))
         cfg = SelectConfig(max_select=2, strategy=strategy, seed=1, balance=False)
-        return [s["frame"] for s in select(_dirs(explored), cfg, tmp_path / out, iteration=iteration).selected]
+        return [s["frame"] for s in select(_dirs(explored), cfg, tmp_path / out).selected]
 
     for strategy in ("random", "weighted"):
         picks = [run(strategy, it, f"{strategy}{it}") for it in range(12)]
         assert len({tuple(p) for p in picks}) > 3, picks
         assert len({f for p in picks for f in p}) >= 7       # 8 candidates survive the filters
-        assert run(strategy, None, f"{strategy}-task") == picks[3]      # task.json says iteration 3
+        assert run(strategy, 3, f"{strategy}-again") == picks[3]      # a rerun of an iteration draws the same
     n3 = select_candidates({"max_select": 2, "strategy": "random", "seed": 1, "balance": False},
                            _dirs(explored), 3, tmp_path / "step3")
     assert n3 == 2 and [s["frame"] for s in json.loads((tmp_path / "step3" / "selection.json").read_text())[
