@@ -68,8 +68,10 @@ class DataSection:
     systems: list[Path] = field(default_factory=list, doc="training data: directories and/or files")
     validation: list[Path] = field(default_factory=list, doc="validation data; empty = hold out "
                                    "validation_fraction of the training frames")
-    validation_fraction: float = field(0.1, doc="frames of each training system held out when no validation "
-                                       "data is given (systems with fewer than 1/fraction frames give none)",
+    validation_fraction: float = field(0.1, doc="share of each training system's frames held out when no "
+                                       "validation data is given (systems with fewer than 1/fraction frames give "
+                                       "none); a frame's side is fixed by a hash of training.seed and its "
+                                       "coordinates, so it does not move as the data grow",
                                        ge=0.0, lt=1.0)
     # A validation set of a handful of frames picks checkpoints by noise: on bench/bench_al.py
     # (2-3 held-out frames of 38) "best" was step 120 of 800 and members differed 1.6x (issue 18).

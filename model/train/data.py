@@ -17,6 +17,7 @@ Any bad input is one :class:`InputError` that names the file and what is wrong.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Sequence
 
@@ -161,15 +162,38 @@ def data_elements(systems: Sequence[DataSystem]) -> list[str]:
 
 def split_validation(systems: Sequence[DataSystem], fraction: float, seed: int,
                      ) -> tuple[list[DataSystem], list[DataSystem]]:
-    """Hold out floor(fraction * nf) random frames of each system (none from systems under 1/fraction frames)."""
-    rng = np.random.default_rng(seed)
+    """Hold out about ``fraction`` of each system's frames (none from systems under 1/fraction frames).
+
+    A frame's side is a property of the frame: it is held out when a hash of (``seed``, its atom types,
+    coordinates and cell) falls under ``fraction``. So the split does not move as a dataset grows: the
+    loop appends labels to its systems and each member continues from its previous model, and a
+    frame it trained on must not turn up in its validation set (which would bias the validation
+    error, hence early stopping and the best-model choice, low). The count per system is binomial
+    around fraction * frames; frames identical in coordinates fall on the same side.
+    """
     train, valid = [], []
     for s in systems:
-        n_val = int(np.floor(fraction * s.n_frames + 1e-9))
-        if n_val == 0 or n_val >= s.n_frames:
+        if np.floor(fraction * s.n_frames + 1e-9) == 0:
             train.append(s)
             continue
-        perm = rng.permutation(s.n_frames)
-        train.append(s.subset(np.sort(perm[n_val:])))
-        valid.append(s.subset(np.sort(perm[:n_val]), "[validation]"))
+        held = _frame_uniforms(s, seed) < fraction
+        if not held.any() or held.all():
+            train.append(s)
+            continue
+        train.append(s.subset(np.flatnonzero(~held)))
+        valid.append(s.subset(np.flatnonzero(held), "[validation]"))
     return train, valid
+
+
+def _frame_uniforms(system: DataSystem, seed: int) -> np.ndarray:
+    """(nf,) numbers in [0, 1), one per frame, fixed by ``seed`` and the frame's content (types, coords, cell)."""
+    types = np.ascontiguousarray(system.types, dtype=np.int64).tobytes()
+    out = np.empty(system.n_frames)
+    for i in range(system.n_frames):
+        h = hashlib.blake2b(str(seed).encode(), digest_size=8)
+        h.update(types)
+        h.update(np.ascontiguousarray(system.coords[i], dtype=np.float64).tobytes())
+        if system.cells is not None:
+            h.update(np.ascontiguousarray(system.cells[i], dtype=np.float64).tobytes())
+        out[i] = int.from_bytes(h.digest(), "little") / 2.0**64
+    return out

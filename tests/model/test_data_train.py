@@ -180,8 +180,23 @@ def test_sampler_probabilities_batches_and_exact_state_restore():
 def test_validation_split_is_seeded_and_disjoint():
     systems = load_systems([WATER / "data_0"])
     train, val = split_validation(systems, 0.1, seed=5)
-    assert train[0].n_frames == 72 and val[0].n_frames == 8
+    assert train[0].n_frames + val[0].n_frames == 80 and 3 <= val[0].n_frames <= 14      # ~8, binomial
     train2, val2 = split_validation(systems, 0.1, seed=5)
     assert np.array_equal(val[0].energy, val2[0].energy)
     rows = {tuple(c[:3, 0]) for c in np.concatenate([train[0].coords, val[0].coords])}
     assert len(rows) == 80
+    _, other = split_validation(systems, 0.1, seed=6)          # another member, another hold-out
+    assert not np.array_equal(other[0].energy, val[0].energy)
+
+
+def test_validation_split_stays_put_as_the_data_grow():
+    # the loop appends labels to its systems and a member continues from its previous model: a frame
+    # it trained on must never move into its validation set, nor a held-out frame into training
+    full = load_systems([WATER / "data_0"])[0]
+    small = full.subset(np.arange(0, 80, 2))                  # 40 frames; then all 80, in another order
+    grown = full.subset(np.r_[np.arange(0, 80, 2), np.arange(79, 0, -2)])
+    (t_small,), (v_small,) = split_validation([small], 0.1, seed=5)
+    (t_grown,), (v_grown,) = split_validation([grown], 0.1, seed=5)
+    key = lambda s: {float(e) for e in s.energy}                               # noqa: E731
+    assert key(t_small) <= key(t_grown) and key(v_small) <= key(v_grown)
+    assert v_small.n_frames >= 1 and v_grown.n_frames > v_small.n_frames

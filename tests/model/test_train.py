@@ -278,13 +278,18 @@ def test_finetune_of_our_model_with_frozen_descriptor(emt, tmp_path):
     assert s["parameters"]["trainable"] < s["parameters"]["total"]
 
 
-@pytest.mark.parametrize("min_frames, held_out, model", [(10, 0, "last"), (3, 3, "best")])
-def test_small_hold_out_trains_on_every_frame_and_keeps_the_last_model(emt, tmp_path, min_frames, held_out, model):
-    """10% of 32 frames is 3: under data.min_validation_frames nothing is held out (a 3-frame
+@pytest.mark.parametrize("min_frames, fraction, model", [(10, 0.1, "last"), (3, 0.25, "best")])
+def test_small_hold_out_trains_on_every_frame_and_keeps_the_last_model(emt, tmp_path, min_frames, fraction, model):
+    """10% of 32 frames is about 3: under data.min_validation_frames nothing is held out (a 3-frame
     validation set picks checkpoints by noise) and the last model is the output."""
-    cfg = TrainConfig.from_dict(tiny_config([emt[0]], steps=24, data={"validation_fraction": 0.1,
+    from dpa3_al.model.train.data import load_systems, split_validation
+
+    cfg = TrainConfig.from_dict(tiny_config([emt[0]], steps=24, data={"validation_fraction": fraction,
                                                                        "min_validation_frames": min_frames},
                                             training={"disp_freq": 4, "seed": 7}))
+    held = sum(v.n_frames for v in split_validation(load_systems([emt[0]]), fraction, 7)[1])
+    held_out = held if held >= min_frames else 0
+    assert held_out == 0 if model == "last" else held_out >= min_frames
     s = train(cfg, tmp_path).summary
     assert s["data"]["validation_frames"] == held_out
     assert s["model"] == model
