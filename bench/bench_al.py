@@ -290,6 +290,15 @@ def _selections(run: Path, n: int) -> list[dict]:
     return out
 
 
+def _arm_a(runs: dict, run_root: Path, seed: int) -> dict | None:
+    """Arm a's run of this seed: of this invocation, or cached under the tag by an earlier one
+    (``--arms c`` after ``--arms a,b``), so that arm c starts from the same iteration-0 models."""
+    if ("a", seed) in runs:
+        return runs[("a", seed)]
+    cache = run_root / f"a-s{seed}.result.json"
+    return json.loads(cache.read_text()) if cache.is_file() else None
+
+
 def run_random_md(args, seed: int, prep: Path, info: dict, run_root: Path, loop_a: dict | None) -> dict:
     """Arm c: random frames from reference EMT MD at the loop's conditions, the loop's training history."""
     work = run_root / f"c-s{seed}"
@@ -483,7 +492,7 @@ def main(argv=None) -> int:
                 if arm in LOOP_ARMS:
                     res = run_loop(args, arm, seed, work / "data", info, run_root)
                 else:
-                    res = run_random_md(args, seed, work / "data", info, run_root, runs.get(("a", seed)))
+                    res = run_random_md(args, seed, work / "data", info, run_root, _arm_a(runs, run_root, seed))
                 res["rows"] = evaluate_arm(arm, seed, res, test, work / "data" / "test")
                 cache.write_text(json.dumps(res, indent=1))
             runs[(arm, seed)] = res
