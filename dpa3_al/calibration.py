@@ -11,7 +11,7 @@ committee over the frames it explores. The calibration factor k is the RMS ratio
 to deviation over the latest ``window`` iterations' pairs, k = sqrt(sum e^2 / sum d^2), so that
 k * RMS(d) reproduces the labeled frames' RMSE. Each pair counts with the inverse of the odds it
 had to be labeled (``weight``: the ``select.draw_by`` deviation squared, max_devi_f^2 by default, under
-strategies ``weighted`` and ``diversity``, else 1), so that k
+strategies ``weighted`` (to the power ``select.draw_power``) and ``diversity``, else 1), so that k
 describes the candidates, not just the high-deviation frames a weighted draw favours (where the
 error per unit deviation is lower): k = sqrt(sum e^2/w / sum d^2/w). With ``confidence`` above
 0.5, k is that quantile of its bootstrap distribution over the pairs (the estimate then errs on
@@ -99,16 +99,16 @@ class CalibrationPair:
     weight: float = 1.0     # relative odds the frame had to be selected (draw_by deviation^2 under strategy `weighted`)
 
 
-def selection_weight(strategy: str, devi: float, all_candidates_taken: bool) -> float:
-    """The relative odds a candidate had to be labeled: ``devi``^2 (its ``select.draw_by`` deviation,
-    max_devi_f by default) when strategy ``weighted``
-    drew among more candidates than it took, or ``diversity`` (deviation-weighted farthest-point
+def selection_weight(strategy: str, devi: float, all_candidates_taken: bool, power: float = 2.0) -> float:
+    """The relative odds a candidate had to be labeled: ``devi``^``power`` (its ``select.draw_by``
+    deviation, max_devi_f by default; ``select.draw_power``, 2 by default) when strategy ``weighted``
+    drew among more candidates than it took, or ``devi``^2 under ``diversity`` (deviation-weighted farthest-point
     sampling; no odds of its own, but it favours high deviations as the draw does: on
     bench/bench_al.py the estimate at confidence 0.9 was 0.94x the test force RMSE with this weight,
     median of 9 iterations, 0.89x with weight 1); else 1 (a uniform draw, every candidate taken, or
     ``highest``)."""
     if strategy in ("weighted", "diversity") and not all_candidates_taken and math.isfinite(devi) and devi > 0:
-        return devi ** 2
+        return devi ** (power if strategy == "weighted" else 2.0)
     return 1.0
 
 

@@ -99,6 +99,11 @@ class SelectConfig:
         "max_devi_f (the largest atom's, as the trust levels) or avg_devi_f (the atoms' mean; on "
         "docs/al-benchmark.md 1-10 % lower test force errors than max_devi_f, in every seed). The trust "
         "levels always judge max_devi_f")
+    draw_power: float = field(
+        2.0, doc="exponent of the deviation in the odds of strategy weighted: 2 draws by the committee's "
+        "estimate of each frame's squared error (the default); 1 spreads the labels over more of the moderately "
+        "uncertain frames, at the expense of the far tail; 0 is a uniform draw within the trust band "
+        "(docs/al-benchmark.md measures 1 against 2)", ge=0, le=8)
     balance: bool = field(True, doc="share the cap evenly across task groups (unused share goes to others)")
     seed: int = field(0, doc="seed of the random draws of the strategies random and weighted; each iteration "
                       "draws afresh from (seed, iteration, group)", ge=0)
@@ -227,23 +232,24 @@ def farthest_point_sampling(features: np.ndarray, k: int, start: int = 0,
     return chosen
 
 
-def weighted_draw(devi_f: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
-    """``k`` distinct frames drawn at random with probability proportional to ``devi_f**2``.
+def weighted_draw(devi_f: np.ndarray, k: int, rng: np.random.Generator, power: float = 2.0) -> list[int]:
+    """``k`` distinct frames drawn at random with probability proportional to ``devi_f**power``.
 
-    The squared deviation estimates the squared error a label removes; drawing (not ranking) keeps
-    every part of the explored space reachable and avoids labeling k neighbours of one spike.
-    NaN or zero deviations get the smallest positive weight present (or uniform weights).
+    The squared deviation (``power`` 2) estimates the squared error a label removes; drawing (not
+    ranking) keeps every part of the explored space reachable and avoids labeling k neighbours of
+    one spike. NaN or zero deviations get the smallest positive weight present (or uniform weights).
     """
     d = np.nan_to_num(np.asarray(devi_f, dtype=np.float64), nan=0.0)
-    w = d ** 2
+    w = d ** power if power > 0 else np.ones_like(d)
     positive = w[w > 0]
     w = np.where(w > 0, w, positive.min() if positive.size else 1.0)
     return [int(i) for i in rng.choice(len(w), size=min(k, len(w)), replace=False, p=w / w.sum())]
 
 
 def pick(strategy: str, devi_f: np.ndarray, k: int, rng: np.random.Generator,
-         features: Callable[[], np.ndarray] | None = None) -> list[int]:
-    """Choose ``k`` of the frames (indices into ``devi_f``) by ``strategy``, in pick order.
+         features: Callable[[], np.ndarray] | None = None, power: float = 2.0) -> list[int]:
+    """Choose ``k`` of the frames (indices into ``devi_f``) by ``strategy``, in pick order
+    (``power``: the exponent of the deviation in the odds of ``weighted``).
 
     ``features`` (called only for ``diversity`` and only when a choice is needed) returns the
     (n, d) structure-averaged descriptors; sampling starts at the highest-deviation frame, then
@@ -258,7 +264,7 @@ def pick(strategy: str, devi_f: np.ndarray, k: int, rng: np.random.Generator,
     if strategy == "highest":
         return [int(i) for i in order[:k]]
     if strategy == "weighted":
-        return weighted_draw(devi_f, k, rng)
+        return weighted_draw(devi_f, k, rng, power)
     if strategy == "diversity":
         if features is None:
             raise UserError("select.strategy 'diversity' needs a descriptor function (give --models to "
@@ -346,6 +352,7 @@ class SelectionReport:
     max_select: int | None = None
     n_eligible: int | None = None      # candidates left after the filters: the pool the strategy chose from
     draw_by: str = "max_devi_f"        # the deviation the strategy weighed (select.draw_by)
+    draw_power: float = 2.0            # its exponent in the odds of strategy weighted (select.draw_power)
 
     @property
     def n_frames(self) -> int:
@@ -359,7 +366,8 @@ class SelectionReport:
         return {"n_frames": self.n_frames, "counts": self.counts,
                 "ratios": {c: self.ratio(c) for c in CLASS_NAMES}, "levels": asdict(self.levels),
                 "per_group": self.per_group, "tasks": self.tasks, "filters": self.filters,
-                "strategy": self.strategy, "draw_by": self.draw_by, "max_select": self.max_select,
+                "strategy": self.strategy, "draw_by": self.draw_by,
+                "draw_power": self.draw_power, "max_select": self.max_select,
                 "n_eligible": self.n_eligible,
                 "quotas": self.quotas,
                 "n_selected": len(self.selected), "selected": self.selected}
@@ -376,7 +384,8 @@ class SelectionReport:
 
         pool = self.n_eligible if self.n_eligible is not None else self.counts.get("candidate", 0)
         devi = record.get(self.draw_by)
-        return selection_weight(self.strategy, math.nan if devi is None else float(devi), self.n_selected >= pool)
+        return selection_weight(self.strategy, math.nan if devi is None else float(devi), self.n_selected >= pool,
+                                self.draw_power)
 
     def write(self, folder: Path) -> Path:
         """Write ``folder/selection.json`` atomically (NaN as null); returns its path."""
@@ -398,7 +407,7 @@ class SelectionReport:
                        filters=data.get("filters") or {}, quotas=data.get("quotas") or {},
                        selected=list(data.get("selected") or []), strategy=data.get("strategy", "random"),
                        max_select=data.get("max_select"), n_eligible=data.get("n_eligible"),
-                       draw_by=data.get("draw_by", "max_devi_f"))
+                       draw_by=data.get("draw_by", "max_devi_f"), draw_power=float(data.get("draw_power", 2.0)))
         except (KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"not a selection record ({type(err).__name__}: {err})") from None
 
@@ -469,7 +478,7 @@ def _cap(cands: list[FrameRef], groups: list[str], cfg: SelectConfig,
         def features(refs: list[FrameRef] = refs) -> np.ndarray:
             return np.stack([np.asarray(descriptor_fn(r.atoms), dtype=np.float64).mean(axis=0) for r in refs])
 
-        order = pick(cfg.strategy, devi_f, quotas[name], rng, features if descriptor_fn else None)
+        order = pick(cfg.strategy, devi_f, quotas[name], rng, features if descriptor_fn else None, cfg.draw_power)
         chosen.extend((refs[i], rank) for rank, i in enumerate(order))
     return chosen, quotas
 
@@ -500,7 +509,7 @@ def select(task_dirs: Sequence[Path], cfg: SelectConfig, out_dir: Path,
     classes = classify(devi_f, devi_v if levels.v_hi is not None else None, levels)
     report = SelectionReport(levels=levels, counts=_count(classes, devi_f), per_group=table.per_group(classes),
                              tasks=table.task_outcomes(), strategy=cfg.strategy, max_select=cfg.max_select,
-                             draw_by=cfg.draw_by)
+                             draw_by=cfg.draw_by, draw_power=cfg.draw_power)
     cands = load_frames(table, np.flatnonzero(classes == CANDIDATE))
     cands, report.filters = _apply_filters(cands, cfg.filters, labeled)
     report.n_eligible = len(cands)
@@ -528,7 +537,7 @@ def _why(ref: FrameRef, rank: int, levels: Levels, cfg: SelectConfig) -> dict[st
         reason += f", max_devi_v {ref.devi['max_devi_v']:.4g} < {levels.v_hi:.4g} eV/atom"
     scope = f"group {ref.group}" if cfg.balance else "all groups"
     how = {"random": "random draw", "highest": f"highest {cfg.draw_by}",
-           "weighted": f"draw weighted by {cfg.draw_by}^2",
+           "weighted": f"draw weighted by {cfg.draw_by}^{cfg.draw_power:g}",
            "diversity": f"{cfg.draw_by}-weighted farthest-point sampling"}
     if cfg.max_select is not None:
         reason += f"; {how[cfg.strategy]} #{rank + 1} in {scope}"

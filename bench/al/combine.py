@@ -26,6 +26,7 @@ from al import tables  # noqa: E402
 NAMES = {"w": "w: loop, deviation-weighted farthest-point sampling", "d": "d: loop, farthest-point sampling",
          "s": "s: loop, members trained in stacks of 2 (train.training.stack)",
          "A": "A: loop, twice the labels per iteration", "B": "B: random among explored, twice the labels per iteration",
+         "f": "f: loop, flatter draw: odds ~ max_devi_f (select.draw_power 1)",
          "p": "p: loop before 8d568b8 (its draws repeated across iterations)",
          "r": "r: random among explored before 8d568b8 (same positions every iteration)"}
 

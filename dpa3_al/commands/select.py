@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     removed = ", ".join(f"{k} {v['count']}" for k, v in report["filters"].items() if v["count"])
     print(f"filters removed: {removed or 'nothing'}")
     how = report["strategy"] + (f" by {report['draw_by']}" if report["strategy"] != "random" else "")
+    if report["strategy"] == "weighted":
+        how += f"^{report.get('draw_power', 2.0):g}"
     print(f"selected {report['n_selected']} frames ({how}, max_select {report['max_select']}) "
           f"-> {out}/candidates.extxyz; details in {out}/selection.json")
     return 0

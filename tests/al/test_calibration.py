@@ -71,6 +71,8 @@ def test_pairs_drawn_by_deviation_count_with_the_inverse_of_their_odds():
     assert selection_weight("random", 0.3, False) == 1.0 and selection_weight("weighted", 0.3, True) == 1.0
     assert selection_weight("weighted", 0.3, False) == pytest.approx(0.09)
     assert selection_weight("diversity", 0.3, False) == pytest.approx(0.09)
+    assert selection_weight("weighted", 0.3, False, 1.0) == pytest.approx(0.3)        # select.draw_power 1
+    assert selection_weight("diversity", 0.3, False, 1.0) == pytest.approx(0.09)      # no power of its own
     assert selection_weight("highest", 0.3, False) == 1.0 and selection_weight("diversity", 0.3, True) == 1.0
 
 

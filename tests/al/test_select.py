@@ -211,6 +211,26 @@ def test_select_counts_filters_and_provenance(explored, tmp_path):
     assert report.ratio("accurate") == pytest.approx(0.25)
 
 
+def test_draw_power_sets_how_steeply_the_odds_follow_the_deviation(tmp_path):
+    """select.draw_power: odds ~ deviation^p in strategy weighted (p 1: 3x the deviation, 3x the odds;
+    p 0: uniform); the run's record keeps p, so the calibration weighs each label with its own odds."""
+    devi = np.array([0.1, 0.3, 0.1, 0.1, 0.1, 0.1])
+    for power, expected in ((1.0, 3 / 8), (0.0, 1 / 6), (2.0, 9 / 14)):
+        rng = np.random.default_rng(5)
+        hits = sum(pick("weighted", devi, 1, rng, power=power) == [1] for _ in range(4000))
+        assert hits / 4000 == pytest.approx(expected, abs=0.03), power
+    root = tmp_path / "explore"
+    make_task_dir(root, 0, "bulk", [(10, 0.5), (20, 0.2), (30, 0.1), (40, 0.3)])
+    cfg = from_dict(SelectConfig, {"f_lo": 0.05, "f_hi": 0.6, "max_select": 2, "draw_power": 1}, path="select")
+    select(_dirs(root), cfg, tmp_path / "sel")
+    report = SelectionReport.read(tmp_path / "sel")
+    assert report.draw_power == 1.0 and len(report.selected) == 2
+    assert all("draw weighted by max_devi_f^1 " in r["reason"] for r in report.selected)
+    assert report.selection_odds({"max_devi_f": 0.3}) == pytest.approx(0.3)        # not 0.09: its own odds
+    with pytest.raises(ConfigError, match="draw_power"):
+        from_dict(SelectConfig, {"draw_power": -1}, path="select")
+
+
 def test_draw_by_avg_devi_f_ranks_by_the_atoms_mean_deviation(tmp_path):
     # one hot atom (max 0.5, mean 0.05) against a frame every atom of which is unsure (max 0.2, mean 0.18):
     # the trust levels judge max_devi_f, the strategy ranks by select.draw_by
