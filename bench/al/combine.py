@@ -27,6 +27,8 @@ NAMES = {"w": "w: loop, deviation-weighted farthest-point sampling", "d": "d: lo
          "s": "s: loop, members trained in stacks of 2 (train.training.stack)",
          "A": "A: loop, twice the labels per iteration", "B": "B: random among explored, twice the labels per iteration",
          "f": "f: loop, flatter draw: odds ~ max_devi_f (select.draw_power 1)",
+         "R": "R: the loop rerun on another day (same config and seed)",
+         "S": "S: random among explored, rerun on another day",
          "p": "p: loop before 8d568b8 (its draws repeated across iterations)",
          "r": "r: random among explored before 8d568b8 (same positions every iteration)"}
 

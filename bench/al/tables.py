@@ -62,7 +62,9 @@ PAIRS = (("a", "b"), ("a", "c"), ("o", "b"), ("o", "a"), ("v", "b"), ("v", "a"),
          ("w", "b"), ("w", "a"), ("w", "d"), ("d", "b"), ("d", "a"),                # w, d, s: bench/al/combine.py
          ("s", "b"), ("s", "a"),
          ("a", "B"), ("b", "B"), ("a", "A"),                                            # A, B: twice the labels per iteration
-         ("a", "p"), ("b", "r"), ("p", "r"))                                           # p, r: before 8d568b8
+         ("a", "p"), ("b", "r"), ("p", "r"),                                           # p, r: before 8d568b8
+         ("f", "b"), ("f", "a"),                                                        # f: select.draw_power 1
+         ("R", "a"), ("R", "S"), ("S", "b"))                                            # R, S: a, b rerun another day
 
 
 def versus(rows: list[dict]) -> str:
@@ -70,7 +72,7 @@ def versus(rows: list[dict]) -> str:
     (x - y) / y of the seed means, and per seed."""
     last = max(r["iteration"] for r in rows)
     mean = {(r["arm"], r["seed"]): r for r in rows if r["member"] == "mean" and r["iteration"] == last}
-    out = [f"arm a (and o, v, w, d) against the others at the last iteration ({last}); negative = the first better:", ""]
+    out = [f"arm a (and o, v, w, d, f, R) against the others at the last iteration ({last}); negative = the first better:", ""]
     for arm, other in PAIRS:
         seeds = sorted(s for (x, s) in mean if x == arm and (other, s) in mean)
         if not seeds:
