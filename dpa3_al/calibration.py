@@ -96,7 +96,7 @@ class CalibrationPair:
     max_devi_f: float
     true_f_rmse: float
     true_f_max: float
-    weight: float = 1.0     # relative odds the frame had to be selected (draw_by deviation^2 under strategy `weighted`)
+    weight: float = 1.0     # relative odds the frame had to be selected (draw_by deviation^draw_power under `weighted`)
 
 
 def selection_weight(strategy: str, devi: float, all_candidates_taken: bool, power: float = 2.0) -> float:

@@ -240,7 +240,7 @@ def weighted_draw(devi_f: np.ndarray, k: int, rng: np.random.Generator, power: f
     one spike. NaN or zero deviations get the smallest positive weight present (or uniform weights).
     """
     d = np.nan_to_num(np.asarray(devi_f, dtype=np.float64), nan=0.0)
-    w = d ** power if power > 0 else np.ones_like(d)
+    w = d ** power                  # power 0: every weight 1 (0 ** 0 == 1)
     positive = w[w > 0]
     w = np.where(w > 0, w, positive.min() if positive.size else 1.0)
     return [int(i) for i in rng.choice(len(w), size=min(k, len(w)), replace=False, p=w / w.sum())]
